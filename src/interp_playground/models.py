@@ -207,6 +207,43 @@ def _is_hub_id(name: str) -> bool:
     return not Path(name).expanduser().exists() and not name.startswith((".", "/", "~"))
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (honours ``HF_ENDPOINT``/``HF_HUB_OFFLINE``)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_error(name: str) -> UserError:
+    return UserError(
+        f"model {name} not found locally and the hub is unreachable; "
+        f"pass a local path or --model {EMBEDDED_MODEL}"
+    )
+
+
+def _from_hub_or_cache(loader: Any, name: str, **kwargs: Any) -> Any:
+    """Call ``loader.from_pretrained`` for a hub id: the local cache first, the hub only if it answers."""
+    try:
+        return loader.from_pretrained(name, local_files_only=True, **kwargs)
+    except (OSError, ValueError):
+        if not hub_reachable():
+            raise _hub_error(name) from None
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        raise UserError(f"cannot load {name} from the hub: {str(exc).splitlines()[0]}") from exc
+
+
 def load_tokenizer(name: str = DEFAULT_MODEL, *, revision: str | None = None,
                    trust_remote_code: bool = False) -> Any:
     """Load only the tokenizer (cheap; used to validate a model name before heavy work)."""
@@ -218,17 +255,12 @@ def load_tokenizer(name: str = DEFAULT_MODEL, *, revision: str | None = None,
         return tiny_tokenizer()
     if name == EMBEDDED_MODEL:
         return prepare_tokenizer(AutoTokenizer.from_pretrained(embedded_model_path()))
+    if _is_hub_id(name):
+        tok = _from_hub_or_cache(AutoTokenizer, name, revision=revision, trust_remote_code=trust_remote_code)
+        return prepare_tokenizer(tok)
     try:
-        tok = AutoTokenizer.from_pretrained(
-            str(Path(name).expanduser()) if not _is_hub_id(name) else name,
-            revision=revision, trust_remote_code=trust_remote_code,
-        )
+        tok = AutoTokenizer.from_pretrained(str(Path(name).expanduser()), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        if _is_hub_id(name):
-            raise UserError(
-                f"model {name} not found locally and the hub is unreachable; "
-                f"pass a local path or --model {EMBEDDED_MODEL}"
-            ) from exc
         raise UserError(f"cannot load a tokenizer from {name}: {str(exc).splitlines()[0]}") from exc
     return prepare_tokenizer(tok)
 
@@ -273,15 +305,13 @@ def load_model_and_tokenizer(
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
         kwargs["device_map"] = device_map
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        if _is_hub_id(name):
-            raise UserError(
-                f"model {name} not found locally and the hub is unreachable; "
-                f"pass a local path or --model {EMBEDDED_MODEL}"
-            ) from exc
-        raise UserError(f"cannot load a model from {name}: {str(exc).splitlines()[0]}") from exc
+    if _is_hub_id(name):
+        model = _from_hub_or_cache(AutoModelForCausalLM, source, **kwargs)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            raise UserError(f"cannot load a model from {name}: {str(exc).splitlines()[0]}") from exc
     if device_map is None:
         model = model.to(device)
     model.eval()

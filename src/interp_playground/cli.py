@@ -1,0 +1,68 @@
+"""The ``interp-playground`` command: one entry point, a subcommand per pipeline stage.
+
+Each subcommand lives in :mod:`interp_playground.commands` (or the judge package) as a
+``main(argv) -> int`` function; this module only dispatches and turns a :class:`UserError` into a
+one-line ``error: ...`` message with exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .errors import UserError
+
+# subcommand -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "vectors": ("interp_playground.commands.vectors", "main", "extract activations and write steering vectors"),
+    "generate": ("interp_playground.commands.generate", "main", "generate steered answers for a grid of conditions"),
+    "judge": ("interp_playground.judge.cli", "main", "score answers with an LLM judge"),
+    "eval": ("interp_playground.commands.eval", "main", "the full EM evaluation: generate, judge, summarise, plot, report"),
+    "plots": ("interp_playground.commands.eval", "plots_main", "remake the plots of a run directory from its files"),
+    "report": ("interp_playground.commands.eval", "report_main", "remake report.html of a run directory"),
+    "demo": ("interp_playground.commands.eval", "demo_main", "the whole pipeline offline on the embedded SmolLM2-135M"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: interp-playground <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run `interp-playground <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def run_command(name: str, argv: Sequence[str]) -> int:
+    """Run subcommand ``name`` with ``argv``; a ``UserError`` becomes ``error: ...`` and exit 2."""
+    module_name, func_name, _ = COMMANDS[name]
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(list(argv)) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``interp-playground`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"interp-playground {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return run_command(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

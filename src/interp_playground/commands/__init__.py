@@ -1,0 +1,1 @@
+"""Command-line front ends of the pipeline stages (argument parsing, progress, exit codes)."""
