@@ -14,6 +14,7 @@ from .models import (
     load_tokenizer,
     num_layers,
 )
+from .steering import RowSteer, ablate, capture_layers, row_steering, steer, steering_delta
 
 __all__ = [
     "__version__",
@@ -25,4 +26,10 @@ __all__ = [
     "load_model_and_tokenizer",
     "load_tokenizer",
     "num_layers",
+    "RowSteer",
+    "ablate",
+    "capture_layers",
+    "row_steering",
+    "steer",
+    "steering_delta",
 ]
