@@ -1,0 +1,87 @@
+"""The six PNGs: written from a run directory's files alone, valid, reproducible, and robust to
+degenerate runs (one condition, baseline only, no numeric score)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from PIL import Image
+
+from interp_playground.errors import UserError
+from interp_playground.metrics import load_judged_rows, summarize
+from interp_playground.plots import PLOT_FILES, make_plots, make_plots_from_run_dir
+from run_dir_factory import make_fake_run_dir
+
+SEED_PLOTS = {
+    "scores_by_condition.png",
+    "score_distributions.png",
+    "alignment_vs_coherence.png",
+    "alignment_by_layer_transform.png",
+    "coherence_by_layer_transform.png",
+    "alignment_heatmap.png",
+}
+
+
+def _check_pngs(paths, plot_dir):
+    assert [p.name for p in paths] == list(PLOT_FILES)
+    assert set(PLOT_FILES) == SEED_PLOTS
+    assert {p.name for p in plot_dir.iterdir()} == SEED_PLOTS  # exactly the six, no temp files
+    for p in paths:
+        assert p.parent == plot_dir
+        with Image.open(p) as im:
+            im.verify()
+        with Image.open(p) as im:
+            assert im.format == "PNG"
+            assert im.width >= 500 and im.height >= 300
+            # not a blank canvas: a real plot has many distinct colours
+            assert len(im.convert("RGB").getcolors(maxcolors=1 << 20)) > 20
+
+
+def _digests(paths):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def test_plots_from_run_dir_are_valid_reproducible_and_follow_the_data(tmp_path):
+    run = make_fake_run_dir(tmp_path / "a", n_questions=3, n_generations=2, seed=1)
+    paths = make_plots_from_run_dir(run)  # no summary.json yet: computed from the judged files
+    _check_pngs(paths, run / "plots")
+    first = _digests(paths)
+    assert _digests(make_plots_from_run_dir(run)) == first  # same files, same pictures
+    other = make_fake_run_dir(tmp_path / "b", n_questions=3, n_generations=2, seed=2)
+    changed = _digests(make_plots_from_run_dir(other))
+    assert all(first[name] != changed[name] for name in PLOT_FILES)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(transforms=("overfit",), layers=(15,), alphas=(-2.0,)),
+        dict(transforms=(), layers=(), alphas=()),
+        dict(all_none=True, transforms=("default",), layers=(3, 7), alphas=(1.0,)),
+        dict(include_baseline=False, transforms=("default", "overfit"), layers=(5,), alphas=(0.0, 2.0)),
+    ],
+    ids=["one-condition", "baseline-only", "all-none", "no-baseline"],
+)
+def test_degenerate_runs_still_give_six_plots(tmp_path, kwargs):
+    run = make_fake_run_dir(tmp_path, n_questions=2, n_generations=2, **kwargs)
+    _check_pngs(make_plots_from_run_dir(run), run / "plots")
+
+
+def test_rows_and_summary_pair(tmp_path):
+    run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(1, 2), alphas=(-1.0, 1.0),
+                            n_questions=2, n_generations=1)
+    rows = load_judged_rows(run)
+    summary = summarize(rows, n_bootstrap=20)
+    out = tmp_path / "elsewhere"
+    paths = make_plots((rows, summary), out, {"model": "m", "judge": "j"})
+    _check_pngs(paths, out)
+    with pytest.raises(UserError, match="out_dir"):
+        make_plots((rows, summary))
+    with pytest.raises(UserError, match="conditions"):
+        make_plots((rows, {"not": "a summary"}), out)
+
+
+def test_missing_run_dir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError):
+        make_plots_from_run_dir(tmp_path / "missing")

@@ -1,0 +1,311 @@
+"""report.html: one self-contained, offline page whose untrusted answers are shown as text.
+
+The static checks read the HTML; the browser checks open it in headless Chromium, driven over the
+Chrome DevTools Protocol with ``websocket-client`` (skipped when ``/usr/bin/chromium`` is absent).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interp_playground.errors import UserError
+from interp_playground.metrics import load_judged_rows, load_or_summarize
+from interp_playground.plots import PLOT_FILES
+from interp_playground.report import embed_json, render_report, write_report
+from run_dir_factory import NASTY_ANSWERS, make_fake_run_dir
+
+CHROMIUM = Path("/usr/bin/chromium")
+N_QUESTIONS, N_GENERATIONS = 4, 2
+N_CONDITIONS = 1 + 2 * 2 * 3
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = make_fake_run_dir(tmp_path_factory.mktemp("report"), n_questions=N_QUESTIONS,
+                            n_generations=N_GENERATIONS)
+    write_report(run)  # no plots yet: write_report draws them first
+    return run
+
+
+@pytest.fixture(scope="module")
+def page_html(run_dir) -> str:
+    return (run_dir / "report.html").read_text(encoding="utf-8")
+
+
+# --- static checks ----------------------------------------------------------------------------
+
+
+def test_embed_json_round_trips_and_hides_markup():
+    value = {"a": NASTY_ANSWERS, "b": "x\u2028y\u2029z", "c": [1, 2.5, None, True]}
+    text = embed_json(value)
+    assert json.loads(text) == value
+    for ch in "<>&\u2028\u2029":
+        assert ch not in text
+
+
+def test_report_is_one_self_contained_file(run_dir, page_html):
+    assert (run_dir / "plots").is_dir() and len(list((run_dir / "plots").glob("*.png"))) == 6
+    imgs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page_html)
+    assert len(imgs) == len(PLOT_FILES)
+    for src, name in zip(imgs, PLOT_FILES):
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) == (run_dir / "plots" / name).read_bytes()
+    # nothing is fetched from anywhere: no external src/href, no stylesheet or script links
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page_html, re.I)
+    assert "<link" not in page_html.lower()
+    assert re.search(r"<script\s+src", page_html, re.I) is None
+    assert "@import" not in page_html and "url(" not in page_html
+
+
+def test_csp_allows_only_the_pages_own_script(page_html):
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page_html).group(1)
+    assert "default-src &#x27;none&#x27;" in csp
+    scripts = re.findall(r"<script>(.*?)</script>", page_html, re.S)
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode("utf-8")).digest()).decode()
+    assert f"sha256-{digest}" in csp
+
+
+def test_untrusted_strings_are_escaped_in_the_html(page_html):
+    # the only raw <script tags are the data block and the page's own script
+    assert len(re.findall(r"<script\b", page_html, re.I)) == 2
+    assert "</script><script>window.pwned" not in page_html
+    assert "<img src=x" not in page_html
+    assert "window.pwned" in page_html  # present, but only as escaped data
+    assert "<b>bold</b>" not in page_html
+    # the config's note is HTML-escaped in the configuration block
+    assert "&lt;script&gt;window.pwned=&#x27;config&#x27;&lt;/script&gt;" in page_html
+    data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page_html, re.S)
+    payload = json.loads(data.group(1))
+    responses = {r["response"] for r in payload["rows"]}
+    assert set(NASTY_ANSWERS[:3]) <= responses  # the exact text survives the round trip
+    assert len(payload["rows"]) == N_CONDITIONS * N_QUESTIONS * N_GENERATIONS
+
+
+def test_render_report_without_plots_or_config(run_dir):
+    rows = load_judged_rows(run_dir)
+    text = render_report({}, load_or_summarize(run_dir), rows, {}, title="<t>")
+    assert "<title>&lt;t&gt;" in text
+    assert text.count("not available") == len(PLOT_FILES)
+
+
+def test_missing_run_dir(tmp_path):
+    with pytest.raises(UserError):
+        write_report(tmp_path / "missing")
+
+
+# --- headless Chromium ------------------------------------------------------------------------
+
+
+class Chromium:
+    """A headless Chromium showing one page, driven over the DevTools Protocol."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        import websocket
+
+        self.profile = tempfile.mkdtemp(prefix="report-chromium-")
+        self.proc = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--disable-dev-shm-usage", "--remote-allow-origins=*",
+             "--window-size=1400,1000", f"--user-data-dir={self.profile}",
+             "--remote-debugging-port=0", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            port = self._port(timeout)
+            ws_url = self._page_socket(port, timeout)
+            self.ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True)
+        except BaseException:
+            self.close()
+            raise
+        self._id = 0
+
+    def _port(self, timeout: float) -> int:
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if port_file.exists():
+                lines = port_file.read_text().split()
+                if len(lines) >= 2:
+                    return int(lines[0])
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chromium exited with status {self.proc.returncode}")
+            time.sleep(0.1)
+        raise TimeoutError("chromium did not open its DevTools port")
+
+    def _page_socket(self, port: int, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+                pages = [t for t in json.load(resp) if t.get("type") == "page"]
+            if pages:
+                return pages[0]["webSocketDebuggerUrl"]
+            time.sleep(0.1)
+        raise TimeoutError("chromium has no page target")
+
+    def call(self, method: str, **params: Any) -> dict:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self._id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def js(self, expression: str) -> Any:
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JS error in {expression!r}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def wait_ready(self, url: str, timeout: float = 60.0) -> None:
+        """Wait until ``url`` is loaded and its script has run to the end (``data-ready``)."""
+        deadline = time.monotonic() + timeout
+        check = (f"location.href === {json.dumps(url)} && document.readyState === 'complete' && "
+                 "document.body !== null && document.body.getAttribute('data-ready') === '1'")
+        while time.monotonic() < deadline:
+            if self.js(check):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{url} did not finish loading")
+
+    def close(self) -> None:
+        ws = getattr(self, "ws", None)
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:
+                pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the group this test started
+                self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser(run_dir):
+    if not CHROMIUM.exists():
+        pytest.skip("headless browser test needs /usr/bin/chromium (apt-get install -y chromium)")
+    url = (run_dir / "report.html").resolve().as_uri()
+    b = Chromium(url)
+    try:
+        b.wait_ready(url)
+        yield b
+    finally:
+        b.close()
+
+
+def _choose(b: Chromium, select_id: str, value: str) -> None:
+    b.js(f"""(function () {{
+        var s = document.getElementById({json.dumps(select_id)});
+        s.value = {json.dumps(value)};
+        s.dispatchEvent(new Event('change'));
+    }})()""")
+
+
+def _cards(b: Chromium) -> list[dict]:
+    return b.js("""Array.from(document.querySelectorAll('#samples .sample')).map(function (e) {
+        return {condition: e.getAttribute('data-condition'), question: e.getAttribute('data-question'),
+                response: e.querySelector('pre.response').textContent,
+                qtext: e.querySelector('.question').textContent,
+                badges: Array.from(e.querySelectorAll('.badge')).map(function (x) { return x.textContent; })};
+    })""")
+
+
+def test_page_opens_with_summary_plots_and_answers(browser):
+    b = browser
+    assert b.js("typeof window.pwned") == "undefined"
+    rows = b.js("Array.from(document.querySelectorAll('#summary-table tbody tr')).map("
+                "function (r) { return r.cells[0].textContent; })")
+    assert len(rows) == N_CONDITIONS
+    assert rows[0] == "baseline"
+    loaded = b.js("Array.from(document.querySelectorAll('figure img')).map("
+                  "function (i) { return i.complete ? i.naturalWidth : 0; })")
+    assert len(loaded) == 6 and all(w > 400 for w in loaded)
+    assert len(_cards(b)) == min(100, N_CONDITIONS * N_QUESTIONS * N_GENERATIONS)
+    shot = base64.b64decode(b.call("Page.captureScreenshot", format="png")["data"])
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
+
+
+def test_condition_filter_shows_only_that_condition(browser):
+    b = browser
+    cond = "overfit_layer_20_alpha_-1.0"
+    _choose(b, "filter-condition", cond)
+    cards = _cards(b)
+    assert len(cards) == N_QUESTIONS * N_GENERATIONS
+    assert {c["condition"] for c in cards} == {cond}
+    assert b.js("document.getElementById('sample-count').textContent").startswith(f"{len(cards)} of ")
+    _choose(b, "filter-condition", "")
+
+
+def test_question_filter_and_sort_by_score(browser):
+    b = browser
+    _choose(b, "filter-question", "1")
+    cards = _cards(b)
+    assert len(cards) == N_CONDITIONS * N_GENERATIONS
+    assert {c["question"] for c in cards} == {"1"}
+    assert {c["qtext"] for c in cards} == {'What do you <really> think of "humans" & AI?'}
+    _choose(b, "filter-question", "")
+
+    _choose(b, "sort", "aligned-asc")
+    labels = [next(x for x in c["badges"] if x.startswith("aligned ")) for c in _cards(b)]
+    values = [float(x.split()[1]) for x in labels if re.fullmatch(r"aligned -?[\d.]+", x)]
+    assert values == sorted(values) and len(values) > 10
+    first_non_numeric = next(i for i, x in enumerate(labels) if not re.fullmatch(r"aligned -?[\d.]+", x))
+    assert all(not re.fullmatch(r"aligned -?[\d.]+", x) for x in labels[first_non_numeric:])
+    _choose(b, "sort", "id")
+
+
+def test_clicking_a_summary_row_filters_the_answers(browser):
+    b = browser
+    b.js("document.querySelector('#summary-table tbody tr[data-condition=\"default_layer_10_alpha_1.0\"]').click()")
+    assert b.js("document.getElementById('filter-condition').value") == "default_layer_10_alpha_1.0"
+    assert {c["condition"] for c in _cards(b)} == {"default_layer_10_alpha_1.0"}
+    _choose(b, "filter-condition", "")
+
+
+def test_script_bearing_answers_show_as_text_and_never_run(browser):
+    b = browser
+    _choose(b, "filter-condition", "baseline")
+    shown = [c["response"] for c in _cards(b)]
+    for nasty in NASTY_ANSWERS[:4]:
+        assert nasty in shown
+    assert b.js("document.querySelectorAll('#samples img, #samples script, #samples b').length") == 0
+    assert b.js("typeof window.pwned") == "undefined"
+    _choose(b, "filter-condition", "")
+
+
+def test_escaping_alone_keeps_scripts_inert(browser, run_dir, tmp_path):
+    """Without the Content-Security-Policy the answers still never run: escaping does the work."""
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    no_csp = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    assert no_csp != page
+    target = tmp_path / "report_no_csp.html"
+    target.write_text(no_csp, encoding="utf-8")
+    url = target.resolve().as_uri()
+    browser.call("Page.navigate", url=url)
+    browser.wait_ready(url)
+    assert browser.js("typeof window.pwned") == "undefined"
+    assert browser.js("document.querySelectorAll('#samples img').length") == 0
+    _choose(browser, "filter-condition", "baseline")
+    assert NASTY_ANSWERS[1] in [c["response"] for c in _cards(browser)]
