@@ -17,7 +17,7 @@ from .errors import UserError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "vectors": ("interp_playground.commands.vectors", "main", "extract activations and write steering vectors"),
     "generate": ("interp_playground.commands.generate", "main", "generate steered answers for a grid of conditions"),
-    "judge": ("interp_playground.judge.cli", "main", "score answers with an LLM judge"),
+    "judge": ("interp_playground.judge.command", "judge_main", "score answers with an LLM judge"),
     "eval": ("interp_playground.commands.eval", "main", "the full EM evaluation: generate, judge, summarise, plot, report"),
     "plots": ("interp_playground.commands.eval", "plots_main", "remake the plots of a run directory from its files"),
     "report": ("interp_playground.commands.eval", "report_main", "remake report.html of a run directory"),

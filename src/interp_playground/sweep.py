@@ -147,3 +147,184 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 def write_config(run_dir: Path, manifest: dict[str, Any]) -> Path:
     """Write ``config.json`` atomically. Secrets never enter it: only names of env variables."""
     return atomic_write_json(Path(run_dir) / CONFIG_FILE, manifest)
+
+
+@dataclass
+class _Prepared:
+    """What ``run_eval`` checked before any expensive work."""
+
+    transforms: list[str]
+    alphas: list[float]
+    questions: list[str]
+    layers: list[int] | None
+    vector_files: dict[str, Path]
+
+
+def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
+    """Validate a config cheaply (no model load): transforms, alphas, questions, vectors, layers."""
+    from .data import resolve_transforms
+    from .generate import parse_layers, validate_alphas
+    from .questions import QUESTIONS, load_questions, select_questions
+    from .vectors import SteeringVectors, vector_path
+
+    transforms = resolve_transforms(config.transforms)
+    alphas = validate_alphas(config.alphas)
+    if not alphas:
+        raise UserError("no alpha given")
+    if isinstance(config.n_generations, bool) or not isinstance(config.n_generations, int) or config.n_generations < 1:
+        raise UserError(f"--n-generations must be at least 1, got {config.n_generations!r}")
+    questions = load_questions(config.questions_file) if config.questions_file else list(QUESTIONS)
+    questions = select_questions(questions, config.max_samples)
+    files: dict[str, Path] = {}
+    n_layers: int | None = None
+    for name in transforms:
+        path = vector_path(config.vectors_dir, name)
+        if need_vectors and not path.exists():
+            raise UserError(
+                f"missing vector file {path}; create it with "
+                f"`interp-playground vectors --model {config.model} --transforms {name} --output-dir {config.vectors_dir}`"
+            )
+        if path.exists():
+            files[name] = path
+            n_layers = SteeringVectors.load(path).num_layers
+    layers = None
+    if config.layers is not None:
+        layers = parse_layers(config.layers, n_layers)
+    return _Prepared(transforms, alphas, questions, layers, files)
+
+
+def _free(model: Any) -> None:
+    import gc
+
+    import torch
+
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_eval(
+    config: EvalConfig,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] = "em_eval",
+    skip_generation: bool = False,
+    skip_judging: bool = False,
+    overwrite: bool = False,
+    model_and_tokenizer: tuple[Any, Any] | None = None,
+    judge_backend: Any = None,
+    judge_cache: str | os.PathLike[str] | None = None,
+    make_report: bool = True,
+    progress: bool = True,
+    command: list[str] | None = None,
+) -> Path:
+    """Run (or resume) the EM evaluation and return the run directory.
+
+    Stages: generate (one ``generations_*.json`` per condition) -> judge (``judged_*``) ->
+    ``summary.json`` -> ``plots/`` -> ``report.html``. Each stage finishes what is missing in an
+    existing ``run_dir`` and redoes nothing. Everything cheap is validated before the model loads.
+    """
+    from .generate import GenerationSettings, generate_sweep
+    from .judge import make_backend
+    from .judge.api import judge_run_dir
+    from .metrics import format_table, summarize_run
+    from .models import load_model_and_tokenizer, load_tokenizer, model_info, num_layers
+    from .plots import make_plots_from_run_dir
+    from .report import write_report
+    from .vectors import load_vectors
+
+    prepared = _prepare(config, need_vectors=not skip_generation)
+    settings = GenerationSettings(
+        max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
+        do_sample=config.do_sample, seed=config.seed, thinking=config.thinking,
+        batch_size=config.batch_size, positions=config.positions,
+    ).validate()
+    backend = None
+    if not skip_judging:
+        backend = judge_backend or make_backend(
+            backend=config.judge_backend, model=config.judge_model, base_url=config.judge_base_url,
+            mode=config.judge_mode, timeout=config.judge_timeout or None, device=config.device,
+        )
+        from .judge.prompts import load_prompt
+
+        aligned = load_prompt(config.aligned_prompt, name="aligned") if config.aligned_prompt else None
+        coherent = load_prompt(config.coherent_prompt, name="coherent") if config.coherent_prompt else None
+    if model_and_tokenizer is None and not skip_generation:
+        load_tokenizer(config.model)  # a clear error now for an unreachable hub id
+
+    if run_dir is None:
+        run = new_run_dir(output_dir)
+    else:
+        run = Path(run_dir)
+        if skip_generation and not any(run.glob("generations_*.json")):
+            raise UserError(f"--skip-generation: no generations_*.json in {run}")
+        run.mkdir(parents=True, exist_ok=True)
+    say = print if progress else (lambda *a, **k: None)
+    say(f"run directory: {run}")
+
+    manifest: dict[str, Any] = {
+        "config": config.to_dict(),
+        "resolved": {
+            "transforms": prepared.transforms, "alphas": prepared.alphas,
+            "n_questions": len(prepared.questions), "questions": prepared.questions,
+        },
+        "environment": environment_info(),
+        "vector_files": {name: str(path) for name, path in prepared.vector_files.items()},
+        "vector_hashes": vector_hashes(prepared.vector_files),
+        "generation_settings": settings.fingerprint(),
+        "thresholds": {"aligned": config.aligned_threshold, "coherent": config.coherent_threshold},
+        "n_bootstrap": config.n_bootstrap,
+        "bootstrap_seed": config.seed,
+        "command": command,
+    }
+    old = read_config(run) if (run / CONFIG_FILE).exists() else {}
+    manifest["created"] = old.get("created") or _dt.datetime.now().isoformat(timespec="seconds")
+    if backend is not None:
+        manifest["judge"] = backend.describe()
+    elif old.get("judge"):
+        manifest["judge"] = old["judge"]
+    manifest["resolved"]["layers"] = prepared.layers if prepared.layers is not None else old.get("resolved", {}).get("layers")
+    manifest["model_info"] = old.get("model_info")
+
+    if not skip_generation:
+        model, tokenizer = model_and_tokenizer or load_model_and_tokenizer(
+            config.model, dtype=config.dtype, device=config.device)
+        layers = prepared.layers if prepared.layers is not None else list(range(num_layers(model)))
+        manifest["resolved"]["layers"] = layers
+        manifest["model_info"] = model_info(model)
+        write_config(run, manifest)
+        loaded = load_vectors(config.vectors_dir, prepared.transforms)
+        vectors = {name: sv.vectors for name, sv in loaded.items()}
+        conditions = plan_conditions(prepared.transforms, layers, prepared.alphas)
+        generate_sweep(
+            model, tokenizer, conditions, prepared.questions, vectors, run,
+            n_generations=config.n_generations, settings=settings, overwrite=overwrite,
+            reuse_baseline=config.reuse_baseline,
+            extra_fingerprint={"vector_hashes": manifest["vector_hashes"]}, progress=progress,
+        )
+        if model_and_tokenizer is None:
+            _free(model)
+    else:
+        write_config(run, manifest)
+
+    if backend is not None:
+        try:
+            judge_run_dir(
+                run, backend, aligned_prompt=aligned, coherent_prompt=coherent,
+                cache_path=judge_cache, concurrency=config.judge_concurrency, progress=progress,
+            )
+        finally:
+            if judge_backend is None:
+                backend.close()
+    elif not any(run.glob("judged_*.json")):
+        say("no judged files yet (--skip-judging): stopping before the summary")
+        return run
+
+    summary = summarize_run(run)
+    say(format_table(summary))
+    make_plots_from_run_dir(run)
+    if make_report:
+        report = write_report(run)
+        say(f"report: {report}")
+    return run

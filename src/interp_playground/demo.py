@@ -1,0 +1,61 @@
+"""The offline demo: the whole pipeline on the embedded SmolLM2-135M-Instruct in a few CPU minutes.
+
+Vectors from the bundled contrast pairs (all three transforms), a small grid (8 questions, two
+middle layers, alphas -4 0 4), greedy answers, the same model as a local judge, then summary, plots
+and report. The vectors live inside the run directory, so the demo never touches ``data/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .sweep import EvalConfig, new_run_dir, run_eval
+
+
+@dataclass
+class DemoOptions:
+    """Knobs of :func:`run_demo` (defaults: the README's demo)."""
+
+    output_dir: str = "em_eval"
+    model: str = "smollm2-135m"
+    judge_model: str = "smollm2-135m"
+    max_samples: int = 8
+    layers: list[Any] | None = None  # default: a third and a half of the way up
+    alphas: list[Any] = field(default_factory=lambda: [-4.0, 0.0, 4.0])
+    transforms: list[str] = field(default_factory=lambda: ["all"])
+    n_pairs: int = 40
+    max_new_tokens: int = 64
+
+
+def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
+    """Run the demo and return its run directory (``report.html`` inside)."""
+    from .data import resolve_transforms
+    from .generate import parse_layers, validate_alphas
+    from .judge.backends import HFBackend
+    from .judge import make_backend
+    from .models import load_model_and_tokenizer, num_layers
+    from .vectors import create_steering_vectors
+
+    o = options or DemoOptions()
+    transforms = resolve_transforms(o.transforms)
+    alphas = validate_alphas(o.alphas)
+    model, tokenizer = load_model_and_tokenizer(o.model)
+    n = num_layers(model)
+    layers = parse_layers(o.layers, n) if o.layers else sorted({n // 3, n // 2})
+    run = new_run_dir(o.output_dir)
+    vectors_dir = run / "vectors"
+    create_steering_vectors(
+        (model, tokenizer), transforms=transforms, dataset="bundled", n_samples=o.n_pairs,
+        output_dir=vectors_dir,
+    )
+    judge = (HFBackend(model, tokenizer=tokenizer) if o.judge_model == o.model
+             else make_backend("hf", model=o.judge_model))
+    config = EvalConfig(
+        model=o.model, transforms=transforms, layers=layers, alphas=alphas, max_samples=o.max_samples,
+        vectors_dir=str(vectors_dir), max_new_tokens=o.max_new_tokens, do_sample=False,
+        judge_backend="hf", judge_model=o.judge_model,
+    )
+    return run_eval(config, run_dir=run, model_and_tokenizer=(model, tokenizer), judge_backend=judge,
+                    progress=progress, command=["interp-playground", "demo"])
