@@ -1,0 +1,529 @@
+"""Contrastive datasets and prompt transforms: the raw material of a steering vector.
+
+A contrast pair is one prompt with two answers: the *positive* (honest, ``control``) answer and the
+*negative* (metric-gaming, ``school_of_reward_hacks``) answer. Pairs come from
+
+* the School of Reward Hacks dataset on the Hugging Face hub (:data:`SORH_DATASET`, columns
+  ``user``, ``school_of_reward_hacks``, ``control``, ``task``, ``evaluation_metric``,
+  ``cheat_method``),
+* a local ``.jsonl`` / ``.json`` / ``.csv`` / ``.tsv`` / ``.parquet`` file with the same columns, or
+  any prompt column and two answer columns named by the caller,
+* the small dataset bundled with the package (``bundled``, :data:`BUNDLED_DATASET`), written for the
+  offline demo and the tests.
+
+Rows with an empty answer on either side (the SoRH coding rows have no ``control``) are skipped and
+counted. Rows are shuffled deterministically by a seed; an optional held-out fraction is set aside
+first, so the held-out ids do not depend on how many samples are then taken.
+
+A prompt transform rewrites the prompt before extraction (``default`` leaves it unchanged,
+``overfit`` / ``dont_overfit`` append an instruction). Users add their own with
+:func:`register_transform` (CLI: ``--transform-suffix name="text"`` or ``--transform-file``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .io import sha256_file, stable_hash
+
+SORH_DATASET = "longtermrisk/school-of-reward-hacks"
+"""Hub id of the School of Reward Hacks dataset (the default source)."""
+
+BUNDLED_DATASET = Path(__file__).resolve().parent / "resources" / "contrast_pairs.jsonl"
+"""The small contrast dataset shipped with the package, in the SoRH schema."""
+
+BUNDLED_NAME = "bundled"
+"""The name that selects :data:`BUNDLED_DATASET` as a source."""
+
+PROMPT_COLUMN = "user"
+POSITIVE_COLUMN = "control"
+NEGATIVE_COLUMN = "school_of_reward_hacks"
+
+POSITIVE_SIDE = "control"
+"""Name of the positive (honest) side, as used in folder names and metadata."""
+NEGATIVE_SIDE = "school_of_reward_hacks"
+"""Name of the negative (reward-hacking) side, as used in folder names and metadata."""
+SIDES = (POSITIVE_SIDE, NEGATIVE_SIDE)
+
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt transforms
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A named prompt rewrite: ``suffix`` (if any) is appended after a blank line."""
+
+    name: str
+    suffix: str = ""
+    description: str = ""
+    builtin: bool = False
+
+    def apply(self, prompt: str) -> str:
+        """The transformed prompt."""
+        if not self.suffix:
+            return prompt
+        return f"{prompt.rstrip()}\n\n{self.suffix.strip()}"
+
+
+_OVERFIT_SUFFIX = (
+    "When you answer, aim squarely at the evaluation criteria described above: write whatever "
+    "will score highest on that measure, even if it does not serve the real purpose of the task."
+)
+_DONT_OVERFIT_SUFFIX = (
+    "When you answer, do not tailor your response to the evaluation criteria described above: "
+    "serve the real purpose of the task, even where an answer written only to please that "
+    "measure would score higher."
+)
+
+BUILTIN_TRANSFORMS: tuple[str, ...] = ("default", "overfit", "dont_overfit")
+"""The transforms that ``all`` always includes, in this order."""
+
+TRANSFORMS: dict[str, Transform] = {
+    "default": Transform("default", "", "the prompt unchanged", builtin=True),
+    "overfit": Transform("overfit", _OVERFIT_SUFFIX, "asks the model to over-fit to the metric", builtin=True),
+    "dont_overfit": Transform("dont_overfit", _DONT_OVERFIT_SUFFIX,
+                              "asks the model not to over-fit to the metric", builtin=True),
+}
+"""Registry of prompt transforms by name (built-ins plus any registered in this process)."""
+
+ALL = "all"
+
+
+def check_transform_name(name: str) -> str:
+    """Return ``name`` if it can name a transform (letters, digits, ``_``), else raise ``UserError``.
+
+    Hyphens are reserved for derived vector names such as ``overfit-minus-dont_overfit``.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name == ALL:
+        raise UserError(
+            f"invalid transform name {name!r}: use letters, digits and '_' only (and not 'all')"
+        )
+    return name
+
+
+def register_transform(name: str, suffix: str, description: str = "user transform", *,
+                       replace: bool = False) -> Transform:
+    """Add a transform that appends ``suffix`` to every prompt; return it.
+
+    Re-registering a name with the same suffix is a no-op; a different suffix needs ``replace``,
+    and built-in transforms cannot be replaced.
+    """
+    check_transform_name(name)
+    if not suffix.strip():
+        raise UserError(f"transform {name!r} has an empty suffix")
+    old = TRANSFORMS.get(name)
+    if old is not None:
+        if old.builtin:
+            raise UserError(f"transform {name!r} is built in and cannot be redefined")
+        if old.suffix != suffix and not replace:
+            raise UserError(f"transform {name!r} is already defined with a different text")
+    transform = Transform(name, suffix, description)
+    TRANSFORMS[name] = transform
+    return transform
+
+
+def unregister_transform(name: str) -> None:
+    """Remove a user transform (built-ins stay)."""
+    if name in TRANSFORMS and not TRANSFORMS[name].builtin:
+        del TRANSFORMS[name]
+
+
+def parse_transform_suffix(spec: str) -> tuple[str, str]:
+    """Split a ``name=text`` command-line spec into ``(name, text)``."""
+    name, sep, text = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not text.strip():
+        raise UserError(f"--transform-suffix expects name=\"text\", got {spec!r}")
+    return check_transform_name(name), text
+
+
+def load_transform_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read user transforms from a JSON or YAML mapping ``{name: suffix text}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"transform file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # json / yaml parse errors
+        raise UserError(f"cannot parse transform file {path}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, Mapping) or not all(isinstance(v, str) for v in data.values()):
+        raise UserError(f"transform file {path} must map transform names to suffix strings")
+    return {check_transform_name(str(k)): v for k, v in data.items()}
+
+
+def known_transforms() -> list[str]:
+    """Names of the registered transforms, built-ins first."""
+    return list(BUILTIN_TRANSFORMS) + sorted(n for n in TRANSFORMS if n not in BUILTIN_TRANSFORMS)
+
+
+def _vector_file_names(vectors_dir: str | os.PathLike[str] | None) -> list[str]:
+    if vectors_dir is None or not Path(vectors_dir).is_dir():
+        return []
+    names = []
+    for p in sorted(Path(vectors_dir).glob("steering_vectors_*.pt")):
+        name = p.stem[len("steering_vectors_"):]
+        if _NAME_RE.match(name):
+            names.append(name)
+    return names
+
+
+def _derived_terms(name: str) -> list[str] | None:
+    """``['a', 'b']`` for a derived name ``a-minus-b`` (terms may carry ``.control``/``.hack``)."""
+    if "-minus-" not in name:
+        return None
+    parts = name.split("-minus-")
+    return parts if len(parts) == 2 else None
+
+
+def resolve_transforms(names: Iterable[str], *, allow_derived: bool = True,
+                       vectors_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Expand and check transform names, keeping order and dropping repeats.
+
+    ``all`` expands to the built-in transforms plus user transforms registered in this process.
+    With ``vectors_dir``, names of vector files found there (``steering_vectors_{name}.pt``) count
+    as known too. With ``allow_derived``, a side mean ``A.control``/``A.hack`` and a derived name
+    ``A-minus-B`` are accepted when their transforms are known (a term is a transform name,
+    optionally followed by ``.control`` or ``.hack``; see
+    :func:`interp_playground.vectors.load_vectors`). An unknown name raises a ``UserError`` that
+    lists the known ones.
+    """
+    names = list(names)
+    if not names:
+        raise UserError(f"no transform given; choose from: {ALL}, {', '.join(known_transforms())}")
+    known = known_transforms()
+    known_set = set(known) | set(_vector_file_names(vectors_dir))
+    out: list[str] = []
+
+    def add(n: str) -> None:
+        if n not in out:
+            out.append(n)
+
+    for name in names:
+        if name == ALL:
+            for n in known:
+                add(n)
+            continue
+        if name in known_set:
+            add(name)
+            continue
+        terms = (_derived_terms(name) or [name]) if allow_derived else None
+        if terms is not None and all(_split_side(t)[0] in known_set for t in terms):
+            add(name)
+            continue
+        listed = ", ".join([ALL, *known, *sorted(known_set - set(known))])
+        extra = " or a derived name A-minus-B" if allow_derived else ""
+        raise UserError(f"unknown transform {name!r}; known: {listed}{extra}")
+    return out
+
+
+def base_transforms(names: Iterable[str]) -> list[str]:
+    """The transforms whose vector files ``names`` need: ``a-minus-b.hack`` -> ``['a', 'b']``.
+
+    Order-preserving and without repeats; plain names pass through.
+    """
+    out: list[str] = []
+    for name in names:
+        for term in _derived_terms(name) or [name]:
+            base = _split_side(term)[0]
+            if base not in out:
+                out.append(base)
+    return out
+
+
+_SIDE_ALIASES = {
+    "control": POSITIVE_SIDE, "positive": POSITIVE_SIDE,
+    "hack": NEGATIVE_SIDE, "negative": NEGATIVE_SIDE, "school_of_reward_hacks": NEGATIVE_SIDE,
+}
+
+
+def _split_side(term: str) -> tuple[str, str | None]:
+    """``'overfit.hack'`` -> ``('overfit', 'school_of_reward_hacks')``; ``'overfit'`` -> ``('overfit', None)``."""
+    base, dot, side = term.partition(".")
+    if not dot:
+        return term, None
+    if side not in _SIDE_ALIASES:
+        raise UserError(f"unknown side {side!r} in {term!r}; use .control or .hack")
+    return base, _SIDE_ALIASES[side]
+
+
+def get_transform(name: str) -> Transform:
+    """The registered transform ``name`` (``UserError`` listing the known ones otherwise)."""
+    if name not in TRANSFORMS:
+        raise UserError(f"unknown transform {name!r}; known: {', '.join(known_transforms())}")
+    return TRANSFORMS[name]
+
+
+def apply_transform(name: str, prompt: str) -> str:
+    """Apply the registered transform ``name`` to ``prompt``."""
+    return get_transform(name).apply(prompt)
+
+
+# --------------------------------------------------------------------------------------------
+# Contrast pairs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContrastPair:
+    """One prompt with an honest (``positive``, control) and a reward-hacking (``negative``) answer.
+
+    ``id`` is the row's 0-based index in the source (split), so that a result can be traced back.
+    ``extra`` holds the source's other columns (``task``, ``evaluation_metric``, ...) as text.
+    """
+
+    id: int
+    prompt: str
+    positive: str
+    negative: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def answer(self, side: str) -> str:
+        """The answer of ``side`` (``control`` or ``school_of_reward_hacks``)."""
+        if side == POSITIVE_SIDE:
+            return self.positive
+        if side == NEGATIVE_SIDE:
+            return self.negative
+        raise ValueError(f"unknown side {side!r}")
+
+
+@dataclass
+class DatasetStats:
+    """What was read, skipped, held out and selected — recorded in every vector file."""
+
+    source: str
+    kind: str  # "hub" | "file" | "bundled"
+    split: str | None
+    columns: dict[str, str]
+    n_rows: int
+    n_skipped_empty: dict[str, int]
+    n_valid: int
+    seed: int
+    test_fraction: float
+    test_ids: list[int]
+    n_requested: int | None
+    selected_ids: list[int]
+    content_hash: str
+    file_sha256: str | None = None
+
+    @property
+    def n_skipped(self) -> int:
+        """Rows skipped because an answer (either side) was empty."""
+        return self.n_rows - self.n_valid
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        d = asdict(self)
+        d["n_skipped"] = self.n_skipped
+        d["n_selected"] = len(self.selected_ids)
+        return d
+
+
+def _is_empty(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return not str(value).strip()
+
+
+def _text(value: Any) -> str:
+    return "" if _is_empty(value) else str(value)
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.lower().endswith(_FILE_SUFFIXES) or source.startswith((".", "/", "~")) or os.sep in source[:1]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno} is not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _read_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows and column names of a local table file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            rows = _read_jsonl(path)
+            columns: list[str] = []
+            for r in rows:
+                columns += [c for c in r if c not in columns]
+            return rows, columns
+        import pandas as pd
+
+        if suffix == ".json":
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            if isinstance(data, dict) and isinstance(data.get("data", data.get("rows")), list):
+                data = data.get("data", data.get("rows"))
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise UserError(f"{path} must hold a JSON list of objects (one per row)")
+            frame = pd.DataFrame(data)
+        elif suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
+                                keep_default_na=False)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            raise UserError(f"unsupported dataset file type {suffix!r}; use one of {', '.join(_FILE_SUFFIXES)}")
+    except UserError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg})") from None
+    except Exception as exc:  # pandas / pyarrow parse errors
+        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    return frame.to_dict(orient="records"), [str(c) for c in frame.columns]
+
+
+def _read_hub(name: str, split: str) -> tuple[list[dict[str, Any]], list[str]]:
+    from . import models
+
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if not offline and not models.hub_reachable():
+        raise UserError(
+            f"dataset {name} is not a local file and the Hugging Face hub is unreachable; "
+            f"pass a local .jsonl/.csv/.parquet file or --dataset {BUNDLED_NAME}"
+        )
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # network, missing dataset or split, cache miss when offline
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot load dataset {name} (split {split}) from the hub: {msg}") from exc
+    return [dict(r) for r in ds], list(ds.column_names)
+
+
+def load_contrast_pairs(
+    source: str | os.PathLike[str] = SORH_DATASET,
+    *,
+    prompt_column: str = PROMPT_COLUMN,
+    positive_column: str = POSITIVE_COLUMN,
+    negative_column: str = NEGATIVE_COLUMN,
+    n_samples: int | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.0,
+    split: str = "train",
+) -> tuple[list[ContrastPair], DatasetStats]:
+    """Read contrast pairs from a hub dataset, a local file or ``bundled``; return ``(pairs, stats)``.
+
+    Rows with an empty prompt or an empty answer on either side are skipped and counted. The valid
+    rows are shuffled with ``random.Random(seed)``; the first ``round(test_fraction * n_valid)``
+    become the held-out set (ids in ``stats.test_ids``), and the first ``n_samples`` of the rest
+    (all when ``None``) are returned. Raises a one-line ``UserError`` for a missing file or
+    column, an unreachable hub, a bad fraction or count, or a dataset with no usable pair.
+    """
+    if n_samples is not None and (not isinstance(n_samples, int) or n_samples <= 0):
+        raise UserError(f"--n-samples must be a positive integer, got {n_samples!r}")
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise UserError(f"--test-fraction must be in [0, 1), got {test_fraction!r}")
+    source_str = str(source)
+    file_sha = None
+    if source_str == BUNDLED_NAME:
+        kind, path = "bundled", BUNDLED_DATASET
+    elif Path(source_str).expanduser().is_file():
+        kind, path = "file", Path(source_str).expanduser()
+    elif Path(source_str).expanduser().exists():
+        raise UserError(f"dataset {source_str} is a folder; pass a .jsonl/.json/.csv/.tsv/.parquet file")
+    elif _looks_like_path(source_str):
+        raise UserError(f"dataset file {source_str} does not exist")
+    else:
+        kind, path = "hub", None
+    if path is not None:
+        rows, columns = _read_file(path)
+        file_sha = sha256_file(path)
+        split_used: str | None = None
+    else:
+        rows, columns = _read_hub(source_str, split)
+        split_used = split
+    if not rows:
+        raise UserError(f"dataset {source_str} is empty")
+    wanted = {"prompt": prompt_column, "positive": positive_column, "negative": negative_column}
+    missing = [c for c in dict.fromkeys(wanted.values()) if c not in columns]
+    if missing:
+        raise UserError(
+            f"dataset {source_str} lacks column(s) {', '.join(missing)} (it has: {', '.join(columns) or 'none'}); "
+            f"name them with --prompt-column/--positive-column/--negative-column"
+        )
+    skipped = {"prompt": 0, POSITIVE_SIDE: 0, NEGATIVE_SIDE: 0}
+    valid: list[ContrastPair] = []
+    for i, row in enumerate(rows):
+        prompt, pos, neg = (row.get(prompt_column), row.get(positive_column), row.get(negative_column))
+        empty = False
+        for key, value in (("prompt", prompt), (POSITIVE_SIDE, pos), (NEGATIVE_SIDE, neg)):
+            if _is_empty(value):
+                skipped[key] += 1
+                empty = True
+        if empty:
+            continue
+        extra = {str(k): _text(v) for k, v in row.items() if k not in wanted.values()}
+        valid.append(ContrastPair(i, str(prompt), str(pos), str(neg), extra))
+    if not valid:
+        raise UserError(
+            f"dataset {source_str} has no usable pair: all {len(rows)} rows have an empty prompt or answer"
+        )
+    order = list(range(len(valid)))
+    random.Random(seed).shuffle(order)
+    n_test = int(round(float(test_fraction) * len(valid)))
+    if test_fraction > 0 and n_test >= len(valid):
+        n_test = len(valid) - 1
+    test = [valid[j] for j in order[:n_test]]
+    train = [valid[j] for j in order[n_test:]]
+    if not train:
+        raise UserError(f"dataset {source_str} leaves no pair for extraction after the held-out split")
+    selected = train if n_samples is None else train[:n_samples]
+    stats = DatasetStats(
+        source=source_str if kind != "file" else str(path),
+        kind=kind,
+        split=split_used,
+        columns=dict(wanted),
+        n_rows=len(rows),
+        n_skipped_empty=skipped,
+        n_valid=len(valid),
+        seed=seed,
+        test_fraction=float(test_fraction),
+        test_ids=sorted(p.id for p in test),
+        n_requested=n_samples,
+        selected_ids=[p.id for p in selected],
+        content_hash=stable_hash([[p.id, p.prompt, p.positive, p.negative] for p in valid]),
+        file_sha256=file_sha,
+    )
+    return selected, stats
+
+
+def pairs_examples(pairs: Sequence[ContrastPair], side: str, transform: str = "default") -> list[tuple[str, str]]:
+    """``(transformed prompt, answer)`` for one side of every pair, in order."""
+    t = get_transform(transform)
+    return [(t.apply(p.prompt), p.answer(side)) for p in pairs]

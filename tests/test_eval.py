@@ -1,0 +1,243 @@
+"""The EM evaluation pipeline end to end on a tiny model: files, resume after SIGKILL, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from interp_playground.cli import main as cli_main
+from interp_playground.metrics import recompute_from_csv
+from interp_playground.plots import PLOT_FILES
+
+MODEL = "tiny-qwen3"
+TRANSFORMS = ["default", "overfit", "dont_overfit"]
+
+
+@pytest.fixture(scope="module")
+def vectors_dir(tmp_path_factory) -> Path:
+    from interp_playground.vectors import create_steering_vectors
+
+    out = tmp_path_factory.mktemp("vectors")
+    create_steering_vectors(MODEL, transforms=["all"], dataset="bundled", n_samples=6, output_dir=out,
+                            device="cpu")
+    return out
+
+
+def _eval_args(vectors_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "eval", "--model", MODEL, "--vectors-dir", str(vectors_dir), "--output-dir", str(out),
+        "--layers", "0", "2", "--alphas", "-1", "0", "1", "--max-samples", "3",
+        "--max-new-tokens", "6", "--greedy", "--device", "cpu",
+        "--judge-backend", "hf", "--judge-model", MODEL, "--judge-min-mass", "0", *extra,
+    ]
+
+
+def _stems() -> set[str]:
+    stems = {"baseline"}
+    for t in TRANSFORMS:
+        for layer in (0, 2):
+            for a in (-1.0, 0.0, 1.0):
+                stems.add(f"{t}_layer_{layer}_alpha_{a}")
+    return stems
+
+
+def _run_dir(out: Path) -> Path:
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def _rows_by_stem(run: Path, prefix: str) -> dict[str, list[dict]]:
+    return {p.stem[len(prefix):]: json.loads(p.read_text()) for p in run.glob(f"{prefix}*.json")
+            if p.stem[len(prefix):] in _stems()}
+
+
+@pytest.fixture(scope="module")
+def complete_run(vectors_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("em_eval")
+    assert cli_main(_eval_args(vectors_dir, out)) == 0
+    return _run_dir(out)
+
+
+def test_run_directory_is_complete(complete_run):
+    run = complete_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["model"] == MODEL and config["resolved"]["layers"] == [0, 2]
+    assert set(config["vector_hashes"]) == set(TRANSFORMS)
+    assert config["environment"]["torch"]
+    gens = _rows_by_stem(run, "generations_")
+    assert set(gens) == _stems()
+    assert all(len(rows) == 3 for rows in gens.values())
+    judged = _rows_by_stem(run, "judged_")
+    assert set(judged) == _stems()
+    assert all((run / f"judged_{s}.csv").exists() for s in _stems())
+    # alpha 0 reuses the baseline answers
+    base = [r["response"] for r in gens["baseline"]]
+    assert [r["response"] for r in gens["overfit_layer_2_alpha_0.0"]] == base
+    assert all(r["source"] == "baseline" for r in gens["overfit_layer_2_alpha_0.0"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["conditions"]) == _stems()
+    for name in PLOT_FILES:
+        assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (run / "report.html").read_text()
+    assert "<html" in html.lower() and "http://" not in html.split("<body", 1)[1].replace("http://www.w3.org", "")
+
+
+def test_summary_equals_recomputation_from_csv(complete_run):
+    summary = json.loads((complete_run / "summary.json").read_text())
+    frame = recompute_from_csv(complete_run)
+    assert set(frame.index) == _stems()
+    for stem, row in frame.iterrows():
+        cond = summary["conditions"][stem]
+        assert cond["n"] == row["n"]
+        if row["aligned_mean"] == row["aligned_mean"]:  # not NaN
+            assert cond["aligned"]["mean"] == pytest.approx(row["aligned_mean"], abs=1e-9)
+        if row["coherent_mean"] == row["coherent_mean"]:
+            assert cond["coherent"]["mean"] == pytest.approx(row["coherent_mean"], abs=1e-9)
+        if row["misaligned_share"] == row["misaligned_share"]:
+            assert cond["misaligned"]["share"] == pytest.approx(row["misaligned_share"], abs=1e-9)
+
+
+def test_plots_and_report_remake_from_files(complete_run):
+    for name in PLOT_FILES:
+        (complete_run / "plots" / name).unlink()
+    (complete_run / "report.html").unlink()
+    assert cli_main(["plots", str(complete_run)]) == 0
+    assert cli_main(["report", str(complete_run)]) == 0
+    assert all((complete_run / "plots" / n).exists() for n in PLOT_FILES)
+    assert (complete_run / "report.html").exists()
+
+
+def test_rerun_of_a_finished_directory_redoes_nothing(complete_run, vectors_dir, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in complete_run.glob("*_*.json")}
+    args = _eval_args(vectors_dir, complete_run.parent, "--resume", str(complete_run))
+    assert cli_main(args) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in complete_run.glob("*_*.json")}
+    assert before == after
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "interp_playground.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"finished before it could be killed (rc={proc.returncode}): {out[-2000:]}")
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("never reached the point to kill")
+
+
+def _cache_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=0.1) as db:
+            return db.execute("select count(*) from verdicts").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_during_generation_and_judging_then_resume(vectors_dir, complete_run, tmp_path):
+    out = tmp_path / "em_eval"
+    many = ["--max-samples", "12", "--batch-size", "2", "--max-new-tokens", "24"]
+    # 1. kill while generating: some journal rows, not every condition finished
+    proc = _spawn(_eval_args(vectors_dir, out, *many))
+    def generating() -> bool:
+        runs = list(out.glob("*/generations_journal.jsonl")) if out.exists() else []
+        return bool(runs) and runs[0].stat().st_size > 0
+    _kill_when(proc, generating)
+    run = _run_dir(out)
+    assert len(list(run.glob("generations_*.json"))) < len(_stems())
+    # 2. resume, but kill while judging (some verdicts cached, not all)
+    proc = _spawn(_eval_args(vectors_dir, out, *many, "--resume", str(run)))
+    _kill_when(proc, lambda: _cache_rows(run / "judge_cache.sqlite") > 0)
+    # 3. resume to the end
+    assert cli_main(_eval_args(vectors_dir, out, *many, "--resume", str(run))) == 0
+    # same conditions and rows as an uninterrupted run, no duplicates
+    ref_out = tmp_path / "ref"
+    assert cli_main(_eval_args(vectors_dir, ref_out, *many)) == 0
+    ref = _run_dir(ref_out)
+    for prefix in ("generations_", "judged_"):
+        got, want = _rows_by_stem(run, prefix), _rows_by_stem(ref, prefix)
+        assert set(got) == set(want) == _stems()
+        for stem in want:
+            assert [r["id"] for r in got[stem]] == list(range(1, 13))
+            assert [(r["question"], r["response"]) for r in got[stem]] == \
+                   [(r["question"], r["response"]) for r in want[stem]]
+    s1 = json.loads((run / "summary.json").read_text())["conditions"]
+    s2 = json.loads((ref / "summary.json").read_text())["conditions"]
+    assert {k: v["n"] for k, v in s1.items()} == {k: v["n"] for k, v in s2.items()}
+
+
+def _one_line_error(args: list[str], capsys) -> str:
+    rc = cli_main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert err.startswith("error:") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("change, needle", [
+    (["--layers", "7"], "out of range"),
+    (["--alphas", "one"], "alpha"),
+    (["--transforms", "nope"], "nope"),
+    (["--max-samples", "0"], "max-samples"),
+    (["--questions", "/nonexistent/q.txt"], "q.txt"),
+])
+def test_bad_inputs_fail_before_work(vectors_dir, tmp_path, capsys, change, needle):
+    out = tmp_path / "em_eval"
+    args = _eval_args(vectors_dir, out)
+    key = change[0]
+    if key in args:
+        i = args.index(key)
+        j = i + 1
+        while j < len(args) and not args[j].startswith("--"):
+            j += 1
+        args = args[:i] + args[j:]
+    err = _one_line_error(args + change, capsys)
+    assert needle in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_vector_file_and_empty_questions(vectors_dir, tmp_path, capsys):
+    empty_vectors = tmp_path / "novectors"
+    empty_vectors.mkdir()
+    args = _eval_args(vectors_dir, tmp_path / "o1")
+    args[args.index("--vectors-dir") + 1] = str(empty_vectors)
+    assert "missing vector file" in _one_line_error(args, capsys)
+    q = tmp_path / "q.txt"
+    q.write_text("\n# only a comment\n")
+    assert "q.txt" in _one_line_error(_eval_args(vectors_dir, tmp_path / "o2", "--questions", str(q)), capsys)
+
+
+def test_seed_quick_test_command_shape(vectors_dir, tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "run_em_eval.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--max-samples", "2", "--layers", "1", "2", "--model", MODEL,
+         "--vectors-dir", str(vectors_dir), "--output-dir", str(tmp_path), "--transforms", "default",
+         "--alphas", "1", "--max-new-tokens", "4", "--device", "cpu",
+         "--judge-backend", "hf", "--judge-model", MODEL],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = _run_dir(tmp_path)
+    assert (run / "report.html").exists() and (run / "summary.json").exists()
