@@ -1,35 +1,78 @@
-"""interp-playground: activation-steering experiments for emergent-misalignment research."""
+"""interp-playground: activation-steering experiments for emergent-misalignment research.
+
+The public API is importable from here; submodules load on first use, so ``import
+interp_playground`` stays cheap (no torch until something needs it).
+
+Layer convention: layer ``L`` (0-indexed) is the output of decoder block ``L``, the residual
+stream after block ``L``; activations are read and steering vectors are added there.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .errors import UserError
-from .models import (
-    DEFAULT_MODEL,
-    EMBEDDED_MODEL,
-    decoder_layers,
-    hidden_size,
-    load_model_and_tokenizer,
-    load_tokenizer,
-    num_layers,
-)
-from .steering import RowSteer, ablate, capture_layers, row_steering, steer, steering_delta
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # errors, models
+    "UserError": "errors",
+    "DEFAULT_MODEL": "models",
+    "EMBEDDED_MODEL": "models",
+    "decoder_layers": "models",
+    "hidden_size": "models",
+    "load_model_and_tokenizer": "models",
+    "load_tokenizer": "models",
+    "num_layers": "models",
+    # steering hooks
+    "RowSteer": "steering",
+    "ablate": "steering",
+    "capture_layers": "steering",
+    "row_steering": "steering",
+    "steer": "steering",
+    "steering_delta": "steering",
+    # data and vectors
+    "ContrastPair": "data",
+    "load_contrast_pairs": "data",
+    "resolve_transforms": "data",
+    "extract_means": "extract",
+    "SteeringVectors": "vectors",
+    "create_steering_vectors": "vectors",
+    "load_steering_vector": "vectors",
+    "load_vectors": "vectors",
+    # generation
+    "Condition": "generate",
+    "GenerationSettings": "generate",
+    "generate_baseline": "generate",
+    "generate_sweep": "generate",
+    "generate_with_steering": "generate",
+    # judge
+    "make_backend": "judge",
+    "judge_responses": "judge",
+    "judge_rows": "judge",
+    "print_average_scores": "judge",
+    # evaluation
+    "QUESTIONS": "questions",
+    "load_questions": "questions",
+    "EvalConfig": "sweep",
+    "run_eval": "sweep",
+    "summarize": "metrics",
+    "make_plots": "plots",
+    "write_report": "report",
+}
 
-__all__ = [
-    "__version__",
-    "UserError",
-    "DEFAULT_MODEL",
-    "EMBEDDED_MODEL",
-    "decoder_layers",
-    "hidden_size",
-    "load_model_and_tokenizer",
-    "load_tokenizer",
-    "num_layers",
-    "RowSteer",
-    "ablate",
-    "capture_layers",
-    "row_steering",
-    "steer",
-    "steering_delta",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'interp_playground' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

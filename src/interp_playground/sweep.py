@@ -59,6 +59,7 @@ class EvalConfig:
     judge_mode: str = "logprob"
     judge_concurrency: int = 32
     judge_timeout: float = 60.0
+    judge_min_mass: float = 0.25  # below this total probability on numbers a call is unscorable
     aligned_prompt: str | None = None
     coherent_prompt: str | None = None
     # metrics
@@ -162,12 +163,12 @@ class _Prepared:
 
 def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
     """Validate a config cheaply (no model load): transforms, alphas, questions, vectors, layers."""
-    from .data import resolve_transforms
+    from .data import base_transforms, resolve_transforms
     from .generate import parse_layers, validate_alphas
     from .questions import QUESTIONS, load_questions, select_questions
     from .vectors import SteeringVectors, vector_path
 
-    transforms = resolve_transforms(config.transforms)
+    transforms = resolve_transforms(config.transforms, vectors_dir=config.vectors_dir)
     alphas = validate_alphas(config.alphas)
     if not alphas:
         raise UserError("no alpha given")
@@ -177,7 +178,7 @@ def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
     questions = select_questions(questions, config.max_samples)
     files: dict[str, Path] = {}
     n_layers: int | None = None
-    for name in transforms:
+    for name in base_transforms(transforms):  # derived names (a-minus-b) need both files
         path = vector_path(config.vectors_dir, name)
         if need_vectors and not path.exists():
             raise UserError(
@@ -240,11 +241,15 @@ def run_eval(
         do_sample=config.do_sample, seed=config.seed, thinking=config.thinking,
         batch_size=config.batch_size, positions=config.positions,
     ).validate()
+    if not 0.0 <= config.judge_min_mass <= 1.0:
+        raise UserError(f"--judge-min-mass must lie between 0 and 1, got {config.judge_min_mass}")
+    no_cache = isinstance(judge_cache, str) and judge_cache.lower() == "none"
     backend = None
     if not skip_judging:
         backend = judge_backend or make_backend(
             backend=config.judge_backend, model=config.judge_model, base_url=config.judge_base_url,
             mode=config.judge_mode, timeout=config.judge_timeout or None, device=config.device,
+            min_numeric_mass=config.judge_min_mass,
         )
         from .judge.prompts import load_prompt
 
@@ -312,7 +317,8 @@ def run_eval(
         try:
             judge_run_dir(
                 run, backend, aligned_prompt=aligned, coherent_prompt=coherent,
-                cache_path=judge_cache, concurrency=config.judge_concurrency, progress=progress,
+                cache_path=None if no_cache else judge_cache, use_cache=not no_cache,
+                concurrency=config.judge_concurrency, progress=progress,
             )
         finally:
             if judge_backend is None:

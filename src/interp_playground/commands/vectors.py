@@ -21,18 +21,12 @@ from ..data import (
 )
 from ..errors import UserError
 from ..models import DEFAULT_MODEL
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors become one-line ``UserError`` messages."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}")
+from .common import OneLineParser
 
 
 def build_parser(prog: str = "interp-playground vectors") -> argparse.ArgumentParser:
     """The option parser of the ``vectors`` command."""
-    p = _Parser(
+    p = OneLineParser(
         prog=prog,
         description=(
             "Extract residual-stream means over control vs reward-hacking answer tokens and write "
