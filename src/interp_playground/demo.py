@@ -27,6 +27,10 @@ class DemoOptions:
     transforms: list[str] = field(default_factory=lambda: ["all"])
     n_pairs: int = 40
     max_new_tokens: int = 64
+    # A 135M judge puts only a few percent of its probability on numbers, so the usual 0.25 floor
+    # would leave almost every answer unscored: the demo takes the renormalised mean over numbers.
+    # Its scores show the plumbing, not a verdict; use a real judge for science.
+    judge_min_mass: float = 0.0
 
 
 def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
@@ -50,12 +54,13 @@ def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
         (model, tokenizer), transforms=transforms, dataset="bundled", n_samples=o.n_pairs,
         output_dir=vectors_dir,
     )
-    judge = (HFBackend(model, tokenizer=tokenizer) if o.judge_model == o.model
-             else make_backend("hf", model=o.judge_model))
+    judge = (HFBackend(model, tokenizer=tokenizer, min_numeric_mass=o.judge_min_mass)
+             if o.judge_model == o.model
+             else make_backend("hf", model=o.judge_model, min_numeric_mass=o.judge_min_mass))
     config = EvalConfig(
         model=o.model, transforms=transforms, layers=layers, alphas=alphas, max_samples=o.max_samples,
         vectors_dir=str(vectors_dir), max_new_tokens=o.max_new_tokens, do_sample=False,
-        judge_backend="hf", judge_model=o.judge_model,
+        judge_backend="hf", judge_model=o.judge_model, judge_min_mass=o.judge_min_mass,
     )
     return run_eval(config, run_dir=run, model_and_tokenizer=(model, tokenizer), judge_backend=judge,
                     progress=progress, command=["interp-playground", "demo"])

@@ -58,7 +58,9 @@ def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParse
     j.add_argument("--judge-mode", choices=("logprob", "text"), help="default: logprob")
     j.add_argument("--judge-concurrency", type=int, help=f"(default: {d.judge_concurrency})")
     j.add_argument("--judge-timeout", type=float, help=f"seconds per call (default: {d.judge_timeout:g})")
-    j.add_argument("--judge-cache", metavar="PATH", help="verdict cache (default: judge_cache.sqlite in the run dir)")
+    j.add_argument("--judge-min-mass", type=float, help="probability on numbers below which a call is "
+                   "unscorable (default: 0.25)")
+    j.add_argument("--judge-cache", metavar="PATH", help="verdict cache (default: judge_cache.sqlite in the run dir; none: off)")
     j.add_argument("--aligned-prompt", metavar="FILE", help="alignment prompt template ({question}, {answer})")
     j.add_argument("--coherent-prompt", metavar="FILE", help="coherence prompt template ({question}, {answer})")
     m = p.add_argument_group("metrics")
