@@ -91,27 +91,26 @@ def _check_vector(model: torch.nn.Module, vector: torch.Tensor) -> None:
 
 
 class _PositionGate:
-    """Tracks sequence positions across the forward calls of one generation."""
+    """Decides, per forward call, whether a hook acts (from call shapes alone: no GPU sync).
+
+    ``all``: always. ``generated``: not on a call that feeds a prompt (the first call, or any call
+    with more than one new token), and on every single-token decode step after it.
+    """
 
     def __init__(self, positions: Positions) -> None:
         if positions not in ("all", "generated"):
             raise UserError(f"positions must be 'all' or 'generated', got {positions!r}")
         self.positions = positions
-        self.prompt_len: int | None = None
-        self.seen = 0
+        self.in_generation = False
 
-    def mask(self, seq_len: int, device: torch.device) -> torch.Tensor | None:
-        """``None`` to act on every position, else a bool mask over the ``seq_len`` new positions."""
+    def active(self, seq_len: int) -> bool:
+        """Whether to act on a forward call that brings ``seq_len`` new positions."""
         if self.positions == "all":
-            return None
-        if seq_len > 1 or self.prompt_len is None:  # a new prompt (prefill)
-            self.prompt_len = seq_len
-            self.seen = seq_len
-            return torch.zeros(seq_len, dtype=torch.bool, device=device)
-        start = self.seen
-        self.seen += seq_len
-        idx = torch.arange(start, start + seq_len, device=device)
-        return idx >= self.prompt_len
+            return True
+        if seq_len > 1 or not self.in_generation:  # a new prompt (prefill)
+            self.in_generation = True
+            return False
+        return True
 
 
 @dataclass
@@ -127,8 +126,7 @@ class _LayerEdit:
     gate: _PositionGate = field(default_factory=lambda: _PositionGate("all"))
 
     def apply(self, hidden: torch.Tensor) -> torch.Tensor:
-        mask = self.gate.mask(hidden.shape[1], hidden.device)
-        if mask is not None and not bool(mask.any()):
+        if not self.gate.active(hidden.shape[1]):
             return hidden
         out = hidden
         if self.unit is not None:
@@ -139,8 +137,6 @@ class _LayerEdit:
         if self.delta is not None:
             d = self.delta.to(device=hidden.device, dtype=hidden.dtype)
             out = out + (d[:, None, :] if d.dim() == 2 else d)
-        if mask is not None:
-            out = torch.where(mask[None, :, None], out, hidden)
         return out
 
 
