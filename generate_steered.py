@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 try:
     import interp_playground  # noqa: F401
@@ -17,13 +16,6 @@ except ImportError:  # running from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 from interp_playground.generate import generate_baseline, generate_with_steering  # noqa: E402
-
-
-def load_steering_vector(*args: Any, **kwargs: Any) -> Any:
-    """The ``[hidden]`` steering vector of one layer; see :func:`interp_playground.vectors.load_steering_vector`."""
-    from interp_playground.vectors import load_steering_vector as _load
-
-    return _load(*args, **kwargs)
-
+from interp_playground.vectors import load_steering_vector  # noqa: E402
 
 __all__ = ["generate_with_steering", "generate_baseline", "load_steering_vector"]

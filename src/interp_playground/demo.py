@@ -25,8 +25,8 @@ class DemoOptions:
     layers: list[Any] | None = None  # default: a third and a half of the way up
     alphas: list[Any] = field(default_factory=lambda: [-4.0, 0.0, 4.0])
     transforms: list[str] = field(default_factory=lambda: ["all"])
-    n_pairs: int = 40
-    max_new_tokens: int = 64
+    n_pairs: int = 32
+    max_new_tokens: int = 48
     # A 135M judge puts only a few percent of its probability on numbers, so the usual 0.25 floor
     # would leave almost every answer unscored: the demo takes the renormalised mean over numbers.
     # Its scores show the plumbing, not a verdict; use a real judge for science.

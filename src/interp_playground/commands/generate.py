@@ -14,20 +14,14 @@ import time
 
 from ..errors import UserError
 from ..models import DEFAULT_MODEL
+from .common import OneLineParser
 
 DEFAULT_ALPHAS = ("-2", "-1", "0", "1", "2")
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors become one-line ``UserError`` messages."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}")
-
-
 def build_parser(prog: str = "interp-playground generate") -> argparse.ArgumentParser:
     """The option parser of the ``generate`` command."""
-    p = _Parser(
+    p = OneLineParser(
         prog=prog,
         description=(
             "Generate answers under the baseline and every (transform, layer, alpha) steering condition; "
