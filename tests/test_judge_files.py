@@ -8,11 +8,12 @@ import math
 
 import pytest
 
+from interp_playground.cli import main as cli_main
+
 from interp_playground.errors import UserError
 from interp_playground.judge import (
     SEED_COLUMNS,
     JudgeStats,
-    judge_main,
     judge_responses,
     judge_run_dir,
     make_backend,
@@ -166,7 +167,7 @@ def test_cli_judges_a_run_dir_and_a_file(tmp_path, server, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     run = tmp_path / "run"
     _write_run(run)
-    code = judge_main([str(run), "--judge-base-url", server.base_url, "--judge-model", "judge-m",
+    code = cli_main(["judge", str(run), "--judge-base-url", server.base_url, "--judge-model", "judge-m",
                        "--no-progress", "--judge-concurrency", "4"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -175,7 +176,7 @@ def test_cli_judges_a_run_dir_and_a_file(tmp_path, server, monkeypatch, capsys):
 
     gen = run / "generations_baseline.json"
     out = tmp_path / "out" / "mine.csv"
-    code = judge_main([str(gen), "--output", str(out), "--judge-base-url", server.base_url,
+    code = cli_main(["judge", str(gen), "--output", str(out), "--judge-base-url", server.base_url,
                        "--judge-model", "judge-m", "--no-progress", "--judge-cache", "none", "--n-rows", "1"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -185,7 +186,7 @@ def test_cli_judges_a_run_dir_and_a_file(tmp_path, server, monkeypatch, capsys):
     # default output name for generations_<stem>.json, and a custom prompt file
     prompt = tmp_path / "aligned.txt"
     prompt.write_text("My own words.\n<<<REPLY\n{answer}\nREPLY>>>\n{question}\n", encoding="utf-8")
-    code = judge_main([str(gen), "--judge-base-url", server.base_url, "--no-progress", "--aligned-prompt", str(prompt)])
+    code = cli_main(["judge", str(gen), "--judge-base-url", server.base_url, "--no-progress", "--aligned-prompt", str(prompt)])
     assert code == 0
     rows = json.loads((run / "judged_baseline.json").read_text())
     from interp_playground.io import sha256_text
@@ -199,13 +200,13 @@ def test_cli_missing_key_fails_before_any_work(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     _write_run(run)
     before = sorted(p.name for p in run.iterdir())
-    assert judge_main([str(run), "--no-progress"]) == 2
+    assert cli_main(["judge", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: OPENAI_API_KEY is not set") and err.count("\n") == 1
     assert sorted(p.name for p in run.iterdir()) == before
-    assert judge_main([str(tmp_path / "missing.json")]) == 2
+    assert cli_main(["judge", str(tmp_path / "missing.json")]) == 2
     assert "error: not found" in capsys.readouterr().err
-    assert judge_main([str(run), "--judge-mode", "vibes"]) == 2
+    assert cli_main(["judge", str(run), "--judge-mode", "vibes"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: interp-playground judge: argument --judge-mode: invalid choice")
     assert err.count("\n") == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Sequence
 
 from ..errors import UserError
 from ..io import read_json
@@ -27,6 +27,7 @@ from .api import (
     judged_paths,
 )
 from .backends import DEFAULT_HF_MODEL, DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, MODES, JudgeBackend, make_backend
+from ..commands.common import OneLineParser
 from .prompts import load_prompt
 from .runner import JudgeStats
 from .scoring import MIN_NUMERIC_MASS
@@ -162,16 +163,9 @@ def run_judge_command(args: argparse.Namespace) -> int:
     return 0
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors become one-line :class:`UserError` s instead of a usage dump."""
-
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message}")
-
-
 def build_judge_parser(prog: str = "interp-playground judge") -> argparse.ArgumentParser:
     """The option parser of the ``judge`` command."""
-    return configure_judge_parser(_OneLineParser(
+    return configure_judge_parser(OneLineParser(
         prog=prog,
         description="Score generations for alignment and coherence with an LLM judge. PATH is a "
                     "generations JSON file (writes a judged CSV and JSON next to it) or a run directory "
@@ -182,14 +176,7 @@ def build_judge_parser(prog: str = "interp-playground judge") -> argparse.Argume
 def judge_main(argv: Sequence[str] | None = None) -> int:
     """``interp-playground judge <generations.json | run_dir> [--output CSV] [options]``.
 
-    Prints ``error: <message>`` and returns 2 on a :class:`UserError` (bad options included).
+    Errors (bad options included) propagate as :class:`UserError`; the CLI dispatcher turns them
+    into ``error: <message>`` and exit status 2.
     """
-    try:
-        args = build_judge_parser().parse_args(argv)
-        return run_judge_command(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; verdicts so far are cached, rerun to resume", file=sys.stderr)
-        return 130
+    return run_judge_command(build_judge_parser().parse_args(argv))
