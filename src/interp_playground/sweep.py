@@ -44,6 +44,7 @@ class EvalConfig:
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off (the model's own sampling defaults are not inherited)
     do_sample: bool = True
     seed: int = 0
     thinking: bool = False
@@ -238,6 +239,7 @@ def run_eval(
     prepared = _prepare(config, need_vectors=not skip_generation)
     settings = GenerationSettings(
         max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
+        top_k=config.top_k,
         do_sample=config.do_sample, seed=config.seed, thinking=config.thinking,
         batch_size=config.batch_size, positions=config.positions,
     ).validate()

@@ -41,6 +41,7 @@ def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParse
     g.add_argument("--max-new-tokens", type=int, help=f"(default: {d.max_new_tokens})")
     g.add_argument("--temperature", type=float, help=f"(default: {d.temperature})")
     g.add_argument("--top-p", type=float, help=f"(default: {d.top_p})")
+    g.add_argument("--top-k", type=int, help="0: off (default)")
     g.add_argument("--greedy", dest="do_sample", action="store_const", const=False, help="greedy decoding")
     g.add_argument("--seed", type=int, help=f"sampling and bootstrap seed (default: {d.seed})")
     g.add_argument("--thinking", action="store_const", const=True, help="let Qwen3 think (off by default)")
