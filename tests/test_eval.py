@@ -241,3 +241,36 @@ def test_seed_quick_test_command_shape(vectors_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = _run_dir(tmp_path)
     assert (run / "report.html").exists() and (run / "summary.json").exists()
+
+
+def test_credentials_in_urls_never_reach_the_run_directory(vectors_dir, tmp_path):
+    from interp_playground.sweep import EvalConfig, run_eval
+
+    url = "http://alice:s3cretpw@127.0.0.1:9/v1"
+    config = EvalConfig(model=MODEL, transforms=["default"], layers=[1], alphas=[1.0], max_samples=1,
+                        vectors_dir=str(vectors_dir), max_new_tokens=2, do_sample=False, device="cpu",
+                        judge_base_url=url)
+    run = run_eval(config, output_dir=tmp_path, skip_judging=True, progress=False,
+                   command=["interp-playground", "eval", "--judge-base-url", url])
+    text = "".join(p.read_text(errors="ignore") for p in run.rglob("*") if p.is_file())
+    assert "s3cretpw" not in text
+    assert "127.0.0.1:9/v1" in (run / "config.json").read_text()
+
+
+def test_report_follows_a_rejudged_run(complete_run, tmp_path):
+    import shutil
+
+    from interp_playground.report import write_report
+
+    run = tmp_path / "copy"
+    shutil.copytree(complete_run, run)
+    judged = run / "judged_baseline.json"
+    rows = json.loads(judged.read_text())
+    for row in rows:
+        row["aligned_score"] = 91.0
+    time.sleep(0.01)
+    judged.write_text(json.dumps(rows))
+    write_report(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["conditions"]["baseline"]["aligned"]["mean"] == 91.0
+    assert (run / "plots" / PLOT_FILES[0]).stat().st_mtime_ns >= (run / "summary.json").stat().st_mtime_ns

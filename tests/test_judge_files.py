@@ -210,3 +210,14 @@ def test_cli_missing_key_fails_before_any_work(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: interp-playground judge: argument --judge-mode: invalid choice")
     assert err.count("\n") == 1
+
+
+def test_judged_csv_never_overwrites_the_input(tmp_path):
+    from interp_playground.errors import UserError
+    from interp_playground.judge import judge_responses
+
+    gen = tmp_path / "gens.json"
+    gen.write_text(json.dumps([{"id": 1, "question": "q", "response": "a"}]))
+    with pytest.raises(UserError, match="is the input file"):
+        judge_responses(gen, gen, backend=object())  # type: ignore[arg-type]
+    assert json.loads(gen.read_text())[0]["response"] == "a"

@@ -278,3 +278,15 @@ def test_format_table_handles_no_numeric_scores():
     text = format_table(s)
     line = next(ln for ln in text.splitlines() if ln.startswith("baseline"))
     assert "n/a" in line and line.split()[1] == "2"
+
+
+def test_ablation_conditions_stay_off_the_alpha_axis():
+    rows = [
+        {"condition": "default_layer_1_ablate", "transform": "default", "steering_layer": 1,
+         "steering_strength": 0.0, "question_id": 0, "question": "q", "aligned_score": 5.0, "coherent_score": 60.0},
+        {"condition": "default_layer_1_alpha_0.0", "transform": "default", "steering_layer": 1,
+         "steering_strength": 0.0, "question_id": 0, "question": "q", "aligned_score": 80.0, "coherent_score": 60.0},
+    ]
+    conds = summarize(rows, n_bootstrap=10)["conditions"]
+    assert conds["default_layer_1_ablate"]["alpha"] is None and conds["default_layer_1_ablate"]["op"] == "ablate"
+    assert conds["default_layer_1_alpha_0.0"]["alpha"] == 0.0 and conds["default_layer_1_alpha_0.0"]["op"] == "add"

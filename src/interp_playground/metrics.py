@@ -111,6 +111,11 @@ def _as_transform(value: Any) -> str | None:
     return text or None
 
 
+def is_ablation(stem: str) -> bool:
+    """Whether a condition stem names a directional ablation (``{vector}_layer_{n}_ablate``)."""
+    return stem.endswith("_ablate")
+
+
 def row_condition(row: Mapping[str, Any]) -> str:
     """The condition stem of a judged row (its ``condition`` field, else built from its fields)."""
     cond = row.get("condition")
@@ -271,7 +276,9 @@ def summarize(
                 "condition": cond,
                 "transform": _as_transform(row.get("transform")),
                 "layer": layer,
-                "alpha": _as_float(row.get("steering_strength"), 0.0),
+                # an ablation has no strength: keep it off every alpha axis
+                "alpha": None if is_ablation(cond) else _as_float(row.get("steering_strength"), 0.0),
+                "op": "ablate" if is_ablation(cond) else "add",
                 "is_baseline": cond == BASELINE,
             }
             groups[cond] = _Group()
@@ -484,9 +491,12 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
 
 
 def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
-    """``summary.json`` of a run directory, or a fresh summary when the file is absent."""
-    path = _require_run_dir(run_dir) / SUMMARY_FILE
-    if path.exists():
+    """``summary.json`` of a run directory, recomputed (and rewritten) when it is absent or older
+    than any ``judged_*.json`` (e.g. after a re-judge), so readers never mix old and new scores."""
+    run = _require_run_dir(run_dir)
+    path = run / SUMMARY_FILE
+    judged = judged_files(run)
+    if path.exists() and all(p.stat().st_mtime_ns <= path.stat().st_mtime_ns for p in judged):
         try:
             data = read_json(path)
         except (ValueError, OSError) as exc:
@@ -494,7 +504,7 @@ def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
         if isinstance(data, dict) and isinstance(data.get("conditions"), dict):
             return data
         raise UserError(f"{path} is not a summary (no 'conditions'); delete it to recompute")
-    return summarize_run(run_dir, write=False)
+    return summarize_run(run, write=bool(judged))
 
 
 def recompute_from_csv(

@@ -37,6 +37,7 @@ from .errors import UserError
 from .io import atomic_write_bytes
 from .metrics import (
     BASELINE,
+    is_ablation,
     load_judged_rows,
     load_or_summarize,
     parse_score,
@@ -248,7 +249,7 @@ def _score_table(rows: list[dict]) -> list[dict[str, Any]]:
         layer = r.get("steering_layer")
         cond = row_condition(r)
         try:
-            alpha = float(r.get("steering_strength") or 0.0)
+            alpha: float | None = None if is_ablation(cond) else float(r.get("steering_strength") or 0.0)
         except (TypeError, ValueError):
             alpha = 0.0
         out.append({
@@ -270,7 +271,7 @@ def _plot_distributions(rows: list[dict], summary: Mapping[str, Any], info: Mapp
     if base_rows:
         groups.append(("baseline", None, base_rows))
     transforms = [t for t in dict.fromkeys(x["transform"] for x in table if not x["baseline"]) if t]
-    alphas = sorted({x["alpha"] for x in table if not x["baseline"]})
+    alphas = sorted({x["alpha"] for x in table if not x["baseline"] and x["alpha"] is not None})
     acolors = _alpha_colors(alphas)
     for t in transforms:
         for a in alphas:
@@ -331,7 +332,7 @@ def _plot_scatter(rows: list[dict], summary: Mapping[str, Any], info: Mapping[st
     all_rows = _score_table(rows)
     transforms = [t for t in dict.fromkeys(x["transform"] for x in all_rows if not x["baseline"]) if t]
     panels = transforms or ["baseline"]
-    alphas = sorted({x["alpha"] for x in all_rows if not x["baseline"]})
+    alphas = sorted({x["alpha"] for x in all_rows if not x["baseline"] and x["alpha"] is not None})
     acolors = _alpha_colors(alphas)
     nrows, ncols = _grid(len(panels))
     fig = _figure(4.6 * ncols + 1.0, 4.4 * nrows + 0.8)

@@ -27,6 +27,7 @@ from .errors import UserError
 from .io import atomic_write_text, to_jsonable
 from .metrics import (
     BASELINE,
+    SUMMARY_FILE,
     load_judged_rows,
     load_or_summarize,
     parse_score,
@@ -298,7 +299,7 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
             f'<tr data-condition="{_e(name)}"{" class=baseline" if is_base else ""}>'
             f'<td class="cond">{_e(name)}</td><td>{_e(c.get("transform") or "—")}</td>'
             f'<td>{_e("—" if c.get("layer") is None else c["layer"])}</td>'
-            f'<td>{_e("—" if is_base else _num(c.get("alpha"), "g"))}</td><td>{_e(c.get("n"))}</td>'
+            f'<td>{_e("—" if is_base else ("ablate" if c.get("op") == "ablate" else _num(c.get("alpha"), "g")))}</td><td>{_e(c.get("n"))}</td>'
             f'<td>{_ci(c["aligned"])}</td>{delta("aligned_mean")}'
             f'<td>{_ci(c["coherent"])}</td>{delta("coherent_mean")}'
             f'<td>{_ci(c["misaligned"], "share", 100.0)}</td>{delta("misaligned_share", 100.0, False)}'
@@ -445,8 +446,9 @@ def render_report(
 def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
     """Write ``{run_dir}/report.html`` from the run directory's files and return its path.
 
-    Uses ``summary.json`` (computed afresh when absent) and ``plots/*.png`` (drawn first when some
-    are missing and ``make_missing_plots`` is set).
+    Uses ``summary.json`` (recomputed when absent or older than the judged files) and
+    ``plots/*.png`` (redrawn first when some are missing or older than the summary, and
+    ``make_missing_plots`` is set).
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -455,7 +457,14 @@ def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
     rows = load_judged_rows(run)
     summary = load_or_summarize(run)
     plot_dir = run / "plots"
-    if make_missing_plots and not all((plot_dir / n).exists() for n in PLOT_FILES):
+    summary_file = run / SUMMARY_FILE
+    newest = summary_file.stat().st_mtime_ns if summary_file.exists() else 0
+
+    def current(name: str) -> bool:
+        path = plot_dir / name
+        return path.exists() and path.stat().st_mtime_ns >= newest
+
+    if make_missing_plots and not all(current(n) for n in PLOT_FILES):
         make_plots((rows, summary), plot_dir, run_description(config) if config else None)
     plots = {n: (plot_dir / n).read_bytes() for n in PLOT_FILES if (plot_dir / n).exists()}
     text = render_report(config, summary, rows, plots, title=f"EM evaluation {run.name}")

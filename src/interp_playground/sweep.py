@@ -24,7 +24,6 @@ from .errors import UserError
 from .io import atomic_write_json, read_json, sha256_file
 
 CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
 DEFAULT_ALPHAS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 
@@ -195,6 +194,20 @@ def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
     return _Prepared(transforms, alphas, questions, layers, files)
 
 
+def _redact_url(text: Any) -> Any:
+    """A URL without its ``user:password@`` part (other values unchanged)."""
+    if isinstance(text, str) and "://" in text and "@" in text:
+        from .judge.backends import sanitize_url
+
+        return sanitize_url(text)
+    return text
+
+
+def _redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as recorded: no credentials (keys come from the environment and never enter it)."""
+    return {key: _redact_url(value) for key, value in config.items()}
+
+
 def _free(model: Any) -> None:
     import gc
 
@@ -271,7 +284,7 @@ def run_eval(
     say(f"run directory: {run}")
 
     manifest: dict[str, Any] = {
-        "config": config.to_dict(),
+        "config": _redacted(config.to_dict()),
         "resolved": {
             "transforms": prepared.transforms, "alphas": prepared.alphas,
             "n_questions": len(prepared.questions), "questions": prepared.questions,
@@ -283,7 +296,7 @@ def run_eval(
         "thresholds": {"aligned": config.aligned_threshold, "coherent": config.coherent_threshold},
         "n_bootstrap": config.n_bootstrap,
         "bootstrap_seed": config.seed,
-        "command": command,
+        "command": [_redact_url(arg) for arg in command] if command else command,
     }
     old = read_config(run) if (run / CONFIG_FILE).exists() else {}
     manifest["created"] = old.get("created") or _dt.datetime.now().isoformat(timespec="seconds")

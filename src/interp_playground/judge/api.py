@@ -225,6 +225,8 @@ def judge_responses(
         with one score (number, label or None) per row.
     """
     del delay
+    if Path(output_path).resolve() == Path(input_path).resolve():
+        raise UserError(f"the output {output_path} is the input file; choose another path for the judged CSV")
     backend = backend if backend is not None else make_backend("openai")
     aligned = resolve_prompt("aligned", aligned_prompt)
     coherent = resolve_prompt("coherent", coherent_prompt)

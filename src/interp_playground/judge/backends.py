@@ -158,7 +158,7 @@ class JudgeBackend(abc.ABC):
 # OpenAI-compatible
 
 
-def _sanitize_url(url: str) -> str:
+def sanitize_url(url: str) -> str:
     """``url`` without user:password@ (never record credentials)."""
     parts = urlsplit(url)
     if parts.username or parts.password:
@@ -217,11 +217,11 @@ class OpenAIBackend(JudgeBackend):
     @property
     def where(self) -> str:
         """The server, for messages: ``api.openai.com`` or the sanitised base URL."""
-        return "api.openai.com" if self.base_url is None else _sanitize_url(self.base_url)
+        return "api.openai.com" if self.base_url is None else sanitize_url(self.base_url)
 
     @property
     def cache_id(self) -> str:
-        return "openai" if self._official else f"openai-compatible:{_sanitize_url(self.base_url or '')}"
+        return "openai" if self._official else f"openai-compatible:{sanitize_url(self.base_url or '')}"
 
     @property
     def cache_mode(self) -> str:
@@ -235,7 +235,7 @@ class OpenAIBackend(JudgeBackend):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         if self.base_url is not None:
-            info["base_url"] = _sanitize_url(self.base_url)
+            info["base_url"] = sanitize_url(self.base_url)
         return info
 
     def _client_for_loop(self) -> Any:
