@@ -251,10 +251,44 @@ def test_credentials_in_urls_never_reach_the_run_directory(vectors_dir, tmp_path
                         vectors_dir=str(vectors_dir), max_new_tokens=2, do_sample=False, device="cpu",
                         judge_base_url=url)
     run = run_eval(config, output_dir=tmp_path, skip_judging=True, progress=False,
-                   command=["interp-playground", "eval", "--judge-base-url", url])
+                   command=["interp-playground", "eval", "--judge-base-url", url, f"--judge-base-url={url}?x=1"])
     text = "".join(p.read_text(errors="ignore") for p in run.rglob("*") if p.is_file())
     assert "s3cretpw" not in text
     assert "127.0.0.1:9/v1" in (run / "config.json").read_text()
+
+
+def test_skip_generation_needs_a_run_with_generations(vectors_dir, tmp_path, capsys):
+    err = _one_line_error(_eval_args(vectors_dir, tmp_path / "o", "--skip-generation"), capsys)
+    assert "--resume" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_with_a_narrower_grid_reports_only_that_grid(complete_run, vectors_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(complete_run, run)
+    args = _eval_args(vectors_dir, tmp_path, "--resume", str(run))
+    args[args.index("--alphas") + 1: args.index("--alphas") + 4] = ["1"]
+    assert cli_main(args) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["conditions"]) == {"baseline"} | {f"{t}_layer_{l}_alpha_1.0" for t in TRANSFORMS for l in (0, 2)}
+    # the other conditions' files stay on disk, untouched
+    assert (run / "judged_default_layer_0_alpha_-1.0.json").exists()
+
+
+def test_skip_judging_refuses_stale_judgments(complete_run, vectors_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(complete_run, run)
+    gen = run / "generations_baseline.json"
+    rows = json.loads(gen.read_text())
+    rows[0]["response"] = "a different answer"
+    gen.write_text(json.dumps(rows))
+    err = _one_line_error(_eval_args(vectors_dir, tmp_path, "--resume", str(run), "--skip-generation",
+                                     "--skip-judging"), capsys)
+    assert "baseline" in err and "--skip-judging" in err
 
 
 def test_report_follows_a_rejudged_run(complete_run, tmp_path):

@@ -216,3 +216,18 @@ def test_bad_inputs_fail_before_any_work(kwargs, match, tiny_models, tokenizer, 
 def test_condition_with_alpha_not_a_number_fails_early():
     with pytest.raises(UserError, match="alpha 'x' is not a number"):
         Condition("default", (1,), "x")
+
+
+def test_switching_back_to_earlier_settings_is_refused(tiny_models, tokenizer, tmp_path):
+    """X, then Y with overwrite, then X again: the journal still holds X's rows, but the files on
+    disk are Y's, so going back silently would swap results under the user: refused."""
+    model = tiny_models("qwen3")
+    conds = CONDITIONS[:3]
+    other = GenerationSettings(max_new_tokens=3, do_sample=False, batch_size=5)
+    generate_sweep(model, tokenizer, conds, QUESTIONS, _vectors(), tmp_path, settings=GREEDY, progress=False)
+    generate_sweep(model, tokenizer, conds, QUESTIONS, _vectors(), tmp_path, settings=other, overwrite=True,
+                   progress=False)
+    before = _read_dir(tmp_path)
+    with pytest.raises(UserError, match="different settings"):
+        generate_sweep(model, tokenizer, conds, QUESTIONS, _vectors(), tmp_path, settings=GREEDY, progress=False)
+    assert _read_dir(tmp_path) == before

@@ -234,3 +234,10 @@ def test_bad_layer_and_size(tiny_models):
     with pytest.raises(UserError, match="hidden size 16"):
         with steer(model, torch.ones(16), layers=0):
             pass
+
+
+def test_per_layer_matrix_must_match_the_model_depth(tiny_models):
+    model = tiny_models("qwen3")
+    with pytest.raises(UserError, match="cover 4 layers, the model has 3"):
+        with steer(model, torch.zeros(4, HIDDEN), layers=1):
+            pass

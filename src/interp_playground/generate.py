@@ -650,6 +650,15 @@ def _gqa_decode_attention(model: torch.nn.Module) -> Iterator[None]:
         mapping["sdpa"] = original
 
 
+def _no_model_defaults(model: torch.nn.Module) -> dict[str, Any]:
+    """transformers 4.50-4.57 merge the model's generation defaults over values equal to the global
+    defaults (so do_sample=False could turn into sampling); ``use_model_defaults=False`` stops it."""
+    import inspect
+
+    params = inspect.signature(model.generate).parameters
+    return {"use_model_defaults": False} if "use_model_defaults" in params else {}
+
+
 def _generation_config(settings: GenerationSettings, eos: list[int], pad: int) -> Any:
     from transformers import GenerationConfig
 
@@ -720,6 +729,7 @@ def _run_batch(
             attention_mask=attention.to(device),
             generation_config=_generation_config(settings, eos, pad),
             logits_processor=processors,
+            **_no_model_defaults(model),
         )
     generated = out[:, width:].tolist()
     eos_set = set(eos)
@@ -995,7 +1005,9 @@ def generate_sweep(
         entry = manifest["conditions"].get(stem)
         if plan.path.exists() and entry and entry.get("fingerprint") == plan.fingerprint:
             finished.add(stem)
-        elif plan.path.exists() and not complete(plan.gen.stem):
+        elif plan.path.exists() and (entry is not None or not complete(plan.gen.stem)):
+            # a file recorded with other settings is a conflict; an unrecorded one (a crash between
+            # writing it and the manifest) is rewritten from a complete journal
             conflicts.append(plan.path.name)
             old = manifest["settings"].get(entry.get("settings_key", "")) if entry else None
             if old:

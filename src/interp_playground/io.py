@@ -104,8 +104,13 @@ def append_jsonl(path: PathLike, records: Iterable[Any]) -> None:
     lines = "".join(json.dumps(to_jsonable(r), ensure_ascii=False) + "\n" for r in records)
     if not lines:
         return
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(lines)
+    with open(path, "a+b") as fh:
+        # after a crash mid-line, start on a fresh line so the torn record cannot swallow this one
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                lines = "\n" + lines
+        fh.write(lines.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 

@@ -390,6 +390,13 @@ def judged_files(run_dir: PathLike, ext: str = "json") -> list[Path]:
     )
 
 
+def planned_conditions(config: Mapping[str, Any]) -> set[str] | None:
+    """The condition stems a run's ``config.json`` plans (``resolved.conditions``), if it lists them."""
+    resolved = config.get("resolved")
+    stems = resolved.get("conditions") if isinstance(resolved, Mapping) else None
+    return set(stems) if isinstance(stems, list) else None
+
+
 def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
     """All rows of the ``judged_*.json`` files of a run directory.
 
@@ -400,6 +407,9 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
             objects.
     """
     files = judged_files(run_dir, "json")
+    planned = planned_conditions(read_run_config(run_dir))
+    if planned is not None:  # files of conditions the run's config no longer plans are left out
+        files = [f for f in files if _JUDGED_RE.match(f.name).group("stem") in planned]  # type: ignore[union-attr]
     if not files:
         raise UserError(f"{run_dir} has no judged_*.json files (run the judge stage first)")
     rows: list[dict[str, Any]] = []

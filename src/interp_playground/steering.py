@@ -61,12 +61,14 @@ def _unit(vector: torch.Tensor) -> torch.Tensor:
     return v / norm
 
 
-def _vector_for_layer(vector: VectorLike, layer: int) -> torch.Tensor:
+def _vector_for_layer(vector: VectorLike, layer: int, n_layers: int) -> torch.Tensor:
     if isinstance(vector, Mapping):
         if layer not in vector:
             raise UserError(f"no vector given for layer {layer}")
         return vector[layer]
     if vector.dim() == 2:  # [num_layers, hidden]
+        if vector.shape[0] != n_layers:
+            raise UserError(f"steering vectors cover {vector.shape[0]} layers, the model has {n_layers}")
         return vector[layer]
     return vector
 
@@ -184,7 +186,7 @@ def steer(
     dtype = _model_dtype(model)
     edits = {}
     for layer in layer_list:
-        v = _vector_for_layer(vector, layer)
+        v = _vector_for_layer(vector, layer, len(decoder_layers(model)))
         _check_vector(model, v)
         edits[layer] = _LayerEdit(delta=steering_delta(v, alpha, dtype), gate=_PositionGate(positions))
     with _hooked(model, edits):
@@ -205,7 +207,7 @@ def ablate(
     layer_list = _check_layers(model, layers)
     edits = {}
     for layer in layer_list:
-        v = _vector_for_layer(direction, layer)
+        v = _vector_for_layer(direction, layer, len(decoder_layers(model)))
         _check_vector(model, v)
         edits[layer] = _LayerEdit(unit=_unit(v), gate=_PositionGate(positions))
     with _hooked(model, edits):
@@ -248,7 +250,7 @@ def build_row_edits(
         if row.op not in ("add", "ablate"):
             raise UserError(f"unknown steering op {row.op!r}; use 'add' or 'ablate'")
         for layer in _check_layers(model, row.layers):
-            v = _vector_for_layer(row.vector, layer)
+            v = _vector_for_layer(row.vector, layer, len(decoder_layers(model)))
             _check_vector(model, v)
             if row.op == "add":
                 buf = deltas.setdefault(layer, torch.zeros(batch, h, dtype=dtype, device=device))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -194,13 +195,12 @@ def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
     return _Prepared(transforms, alphas, questions, layers, files)
 
 
-def _redact_url(text: Any) -> Any:
-    """A URL without its ``user:password@`` part (other values unchanged)."""
-    if isinstance(text, str) and "://" in text and "@" in text:
-        from .judge.backends import sanitize_url
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
-        return sanitize_url(text)
-    return text
+
+def _redact_url(text: Any) -> Any:
+    """A string with the ``user:password@`` part of every URL in it removed (other values unchanged)."""
+    return _URL_CREDENTIALS.sub("", text) if isinstance(text, str) else text
 
 
 def _redacted(config: dict[str, Any]) -> dict[str, Any]:
@@ -208,12 +208,12 @@ def _redacted(config: dict[str, Any]) -> dict[str, Any]:
     return {key: _redact_url(value) for key, value in config.items()}
 
 
-def _free(model: Any) -> None:
+def _release_memory() -> None:
+    """Return freed tensors' memory (GPU caches included) after a model is dropped."""
     import gc
 
     import torch
 
-    del model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -273,74 +273,94 @@ def run_eval(
     if model_and_tokenizer is None and not skip_generation:
         load_tokenizer(config.model)  # a clear error now for an unreachable hub id
 
-    if run_dir is None:
-        run = new_run_dir(output_dir)
-    else:
-        run = Path(run_dir)
-        if skip_generation and not any(run.glob("generations_*.json")):
-            raise UserError(f"--skip-generation: no generations_*.json in {run}")
-        run.mkdir(parents=True, exist_ok=True)
+    old_run = Path(run_dir) if run_dir is not None else None
+    old = read_config(old_run) if old_run is not None and (old_run / CONFIG_FILE).exists() else {}
+    layers = prepared.layers if prepared.layers is not None else old.get("resolved", {}).get("layers")
+    if skip_generation:
+        if old_run is None or not any(old_run.glob("generations_*.json")):
+            raise UserError("--skip-generation reuses the generations of a run directory: "
+                            "pass --resume RUN_DIR of a run that has generations_*.json")
+        if layers is None:
+            raise UserError(f"--skip-generation: {old_run} records no layers; pass --layers")
+
+    run = new_run_dir(output_dir) if old_run is None else old_run
+    run.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
     say(f"run directory: {run}")
 
     manifest: dict[str, Any] = {
         "config": _redacted(config.to_dict()),
         "resolved": {
-            "transforms": prepared.transforms, "alphas": prepared.alphas,
+            "transforms": prepared.transforms, "alphas": prepared.alphas, "layers": layers,
             "n_questions": len(prepared.questions), "questions": prepared.questions,
         },
         "environment": environment_info(),
         "vector_files": {name: str(path) for name, path in prepared.vector_files.items()},
         "vector_hashes": vector_hashes(prepared.vector_files),
         "generation_settings": settings.fingerprint(),
+        "model_info": old.get("model_info"),
         "thresholds": {"aligned": config.aligned_threshold, "coherent": config.coherent_threshold},
         "n_bootstrap": config.n_bootstrap,
         "bootstrap_seed": config.seed,
         "command": [_redact_url(arg) for arg in command] if command else command,
+        "created": old.get("created") or _dt.datetime.now().isoformat(timespec="seconds"),
     }
-    old = read_config(run) if (run / CONFIG_FILE).exists() else {}
-    manifest["created"] = old.get("created") or _dt.datetime.now().isoformat(timespec="seconds")
+    if skip_generation:  # nothing is generated now: keep how the generations were made
+        for key in ("environment", "vector_files", "vector_hashes", "generation_settings"):
+            if key in old:
+                manifest[key] = old[key]
     if backend is not None:
         manifest["judge"] = backend.describe()
     elif old.get("judge"):
         manifest["judge"] = old["judge"]
-    manifest["resolved"]["layers"] = prepared.layers if prepared.layers is not None else old.get("resolved", {}).get("layers")
-    manifest["model_info"] = old.get("model_info")
 
     if not skip_generation:
         model, tokenizer = model_and_tokenizer or load_model_and_tokenizer(
             config.model, dtype=config.dtype, device=config.device)
-        layers = prepared.layers if prepared.layers is not None else list(range(num_layers(model)))
+        if layers is None:
+            layers = list(range(num_layers(model)))
+        conditions = plan_conditions(prepared.transforms, layers, prepared.alphas)
         manifest["resolved"]["layers"] = layers
+        manifest["resolved"]["conditions"] = [c.stem for c in conditions]
         manifest["model_info"] = model_info(model)
         write_config(run, manifest)
-        loaded = load_vectors(config.vectors_dir, prepared.transforms)
-        vectors = {name: sv.vectors for name, sv in loaded.items()}
-        conditions = plan_conditions(prepared.transforms, layers, prepared.alphas)
+        vectors = {name: sv.vectors for name, sv in load_vectors(config.vectors_dir, prepared.transforms).items()}
         generate_sweep(
             model, tokenizer, conditions, prepared.questions, vectors, run,
             n_generations=config.n_generations, settings=settings, overwrite=overwrite,
             reuse_baseline=config.reuse_baseline,
             extra_fingerprint={"vector_hashes": manifest["vector_hashes"]}, progress=progress,
         )
+        del model, tokenizer, vectors  # the judge may need the memory
         if model_and_tokenizer is None:
-            _free(model)
+            _release_memory()
     else:
+        conditions = plan_conditions(prepared.transforms, layers, prepared.alphas)
+        manifest["resolved"]["conditions"] = [c.stem for c in conditions]
         write_config(run, manifest)
+    stems = manifest["resolved"]["conditions"]
 
     if backend is not None:
         try:
             judge_run_dir(
                 run, backend, aligned_prompt=aligned, coherent_prompt=coherent,
                 cache_path=None if no_cache else judge_cache, use_cache=not no_cache,
-                concurrency=config.judge_concurrency, progress=progress,
+                concurrency=config.judge_concurrency, progress=progress, stems=stems,
             )
         finally:
             if judge_backend is None:
                 backend.close()
-    elif not any(run.glob("judged_*.json")):
-        say("no judged files yet (--skip-judging): stopping before the summary")
-        return run
+    else:
+        stale = _unjudged(run, stems)
+        if len(stale) == len(stems):
+            say("no judged files for these generations yet (--skip-judging): stopping before the summary")
+            return run
+        if stale:
+            raise UserError(
+                f"--skip-judging: the judgments of {len(stale)} condition(s) are missing or older than "
+                f"their generations ({', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}); "
+                "rerun without --skip-judging"
+            )
 
     summary = summarize_run(run)
     say(format_table(summary))
@@ -349,3 +369,17 @@ def run_eval(
         report = write_report(run)
         say(f"report: {report}")
     return run
+
+
+def _unjudged(run: Path, stems: list[str]) -> list[str]:
+    """Planned conditions whose judged file is missing or covers other answers than their generations."""
+    out = []
+    for stem in stems:
+        gen, judged = run / f"generations_{stem}.json", run / f"judged_{stem}.json"
+        if not gen.exists() or not judged.exists():
+            out.append(stem)
+            continue
+        answers = [(r.get("question"), r.get("response")) for r in read_json(gen)]
+        if answers != [(r.get("question"), r.get("response")) for r in read_json(judged)]:
+            out.append(stem)
+    return out

@@ -1,0 +1,27 @@
+"""Atomic writes and the JSON-lines journal."""
+
+from __future__ import annotations
+
+import os
+
+from interp_playground.io import append_jsonl, atomic_write_json, read_json, read_jsonl
+
+
+def test_atomic_write_replaces_whole_file_and_keeps_umask_mode(tmp_path):
+    path = tmp_path / "a.json"
+    atomic_write_json(path, {"x": 1})
+    atomic_write_json(path, {"x": 2})
+    assert read_json(path) == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_journal_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "j.jsonl"
+    append_jsonl(path, [{"a": 1}, {"a": 2}])
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"a": 3, "tor')  # a crash in the middle of a record
+    append_jsonl(path, [{"a": 4}])
+    assert list(read_jsonl(path)) == [{"a": 1}, {"a": 2}, {"a": 4}]
