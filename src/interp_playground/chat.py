@@ -8,6 +8,7 @@ sit; the returned span marks the answer tokens and nothing else. Qwen3-style tem
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import UserError
@@ -55,3 +56,15 @@ def prompt_answer_ids(
     """``(ids, answer_start)``: prompt ids followed by answer ids; ``ids[answer_start:]`` is the answer."""
     p = prompt_ids(tokenizer, question, system=system, thinking=thinking)
     return p + answer_ids(tokenizer, answer), len(p)
+
+
+_THINK = re.compile(r"\s*<think>(.*?)(?:</think>|\Z)(.*)\Z", re.S)
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """``(reasoning, answer)`` of a reply that opens with a ``<think>...</think>`` block (Qwen3 with
+    thinking on); ``(None, text)`` otherwise. An unfinished block is all reasoning, no answer."""
+    match = _THINK.match(text)
+    if match is None:
+        return None, text
+    return match.group(1).strip(), match.group(2).strip()

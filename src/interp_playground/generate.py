@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 
-from .chat import prompt_ids
+from .chat import prompt_ids, split_reasoning
 from .errors import UserError
 from .io import append_jsonl, atomic_write_json, dumps_json, read_json, read_jsonl, sha256_bytes, stable_hash
 from .models import hidden_size, model_device, model_info, num_layers
@@ -681,9 +681,11 @@ def _generation_config(settings: GenerationSettings, eos: list[int], pad: int) -
 
 def _result_row(req: GenerationRequest, response: str, n_tokens: int, finish: str, tokens: list[int]) -> dict[str, Any]:
     cond = req.condition
+    reasoning, answer = split_reasoning(response)  # the judge sees the answer, not the thinking
     return {
         "question": req.question,
-        "response": response,
+        "response": answer,
+        "reasoning": reasoning,
         "answer_idx": req.answer_idx,
         "steering_layer": cond.steering_layer,
         "steering_strength": float(cond.alpha),
@@ -848,8 +850,8 @@ def generate_rows(
 # Sweeps: one file per condition, resumable
 # --------------------------------------------------------------------------------------------
 
-_FILE_FIELDS = ("question", "response", "answer_idx", "steering_layer", "steering_strength", "transform",
-                "condition", "question_id", "n_tokens", "finish_reason", "source")
+_FILE_FIELDS = ("question", "response", "reasoning", "answer_idx", "steering_layer", "steering_strength",
+                "transform", "condition", "question_id", "n_tokens", "finish_reason", "source")
 
 
 def _vector_digest(cond: Condition, vectors: Mapping[str, torch.Tensor]) -> str | None:
@@ -881,6 +883,7 @@ def _file_rows(
                 "n_tokens": rec["n_tokens"],
                 "finish_reason": rec["finish_reason"],
                 "source": source,
+                **({"reasoning": rec["reasoning"]} if rec.get("reasoning") is not None else {}),
             })
     return rows
 
