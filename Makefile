@@ -27,8 +27,11 @@ test-fast: install
 demo: install
 	$(VENV)/bin/interp-playground demo
 
+# CPU benchmarks: the judge's concurrency, and the generation engine on a tiny model (the real
+# numbers come from `python bench/bench_generate.py` on a GPU, Qwen3-8B shapes; see README).
 bench: install
-	$(PY) bench/bench_generate.py --help
+	$(PY) bench/bench_judge.py
+	$(PY) bench/bench_generate.py --tiny --rows 48 --new-tokens 16 --batch-sizes 8 24 --seed-rows 4
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
