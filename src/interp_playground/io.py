@@ -116,13 +116,17 @@ def append_jsonl(path: PathLike, records: Iterable[Any]) -> None:
 
 
 def read_jsonl(path: PathLike) -> Iterator[Any]:
-    """Yield the records of a JSON-lines journal, skipping a torn last line left by a crash."""
+    """Yield the records of a JSON-lines journal, skipping a torn line left by a crash (cut JSON, or
+    bytes cut inside a multi-byte UTF-8 character, e.g. on a full disk)."""
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                continue
             if not line:
                 continue
             try:
