@@ -35,12 +35,13 @@ _EXPORTS: dict[str, str] = {
     # data and vectors
     "ContrastPair": "data",
     "load_contrast_pairs": "data",
-    "resolve_transforms": "data",
+    "resolve_transforms": "transforms",
     "extract_means": "extract",
-    "SteeringVectors": "vectors",
-    "create_steering_vectors": "vectors",
-    "load_steering_vector": "vectors",
-    "load_vectors": "vectors",
+    "SteeringVectors": "vector_file",
+    "check_vectors_match_model": "vector_file",
+    "load_steering_vector": "vector_file",
+    "load_vectors": "vector_file",
+    "create_steering_vectors": "build_vectors",
     # generation
     "Condition": "conditions",
     "plan_grid": "conditions",
