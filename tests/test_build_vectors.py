@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from interp_playground.build_vectors import check_writable_folder, create_steering_vectors
+from interp_playground.build_vectors import create_steering_vectors
+from interp_playground.io import check_writable_dir
 from interp_playground.errors import UserError
 from interp_playground.models import load_model_and_tokenizer
 from interp_playground.vector_file import SteeringVectors, check_vectors_match_model, load_vectors, vector_path
@@ -27,17 +28,17 @@ def test_python_api_with_loaded_model(tmp_path):
         check_vectors_match_model(loaded, "big", sv.num_layers + 1, sv.hidden_size)
 
 
-def test_check_writable_folder(tmp_path):
-    check_writable_folder(tmp_path)  # existing folder
-    check_writable_folder(tmp_path / "new" / "deeper")  # creatable
+def test_check_writable_dir(tmp_path):
+    check_writable_dir(tmp_path)  # existing folder
+    check_writable_dir(tmp_path / "new" / "deeper")  # creatable
     assert not (tmp_path / "new").exists()  # ... but not created
     assert [p.name for p in tmp_path.iterdir()] == []  # and the probe file is gone
     f = tmp_path / "f"
     f.write_text("x")
     with pytest.raises(UserError, match="--output-dir .* exists and is not a folder"):
-        check_writable_folder(f)
+        check_writable_dir(f)
     with pytest.raises(UserError, match="--activations-dir .* cannot be created: .* is a file"):
-        check_writable_folder(f / "sub", "--activations-dir")
+        check_writable_dir(f / "sub", "--activations-dir")
 
 
 def test_unwritable_folder_is_refused_before_the_dataset(tmp_path, monkeypatch):

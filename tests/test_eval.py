@@ -23,7 +23,7 @@ TRANSFORMS = ["default", "overfit", "dont_overfit"]
 
 @pytest.fixture(scope="module")
 def vectors_dir(tmp_path_factory) -> Path:
-    from interp_playground.vectors import create_steering_vectors
+    from interp_playground.build_vectors import create_steering_vectors
 
     out = tmp_path_factory.mktemp("vectors")
     create_steering_vectors(MODEL, transforms=["all"], dataset="bundled", n_samples=6, output_dir=out,

@@ -16,7 +16,8 @@ import pytest
 from interp_playground.conditions import Condition
 from interp_playground.errors import UserError
 from interp_playground.io import append_jsonl, read_jsonl
-from interp_playground.rundir import CONFIG_SCHEMA, RunDir, RunManifest, check_writable_dir
+from interp_playground.io import check_writable_dir
+from interp_playground.rundir import CONFIG_SCHEMA, RunDir, RunManifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,7 +119,7 @@ def test_journal_cut_inside_a_multibyte_character_is_skipped(tmp_path):
 def test_writable_dir_checks_create_nothing(tmp_path):
     a_file = tmp_path / "f"
     a_file.write_text("x")
-    with pytest.raises(UserError, match="not a directory"):
+    with pytest.raises(UserError, match="not a folder"):
         check_writable_dir(a_file, "--output-dir")
     with pytest.raises(UserError, match="cannot be created"):
         check_writable_dir(a_file / "sub", "--output-dir")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from .data import (
     load_contrast_pairs,
 )
 from .errors import UserError
-from .io import atomic_write_json, stable_hash
+from .io import atomic_write_json, check_writable_dir, stable_hash
 from .transforms import base_transforms, get_transform, resolve_transforms
 from .vector_file import (
     FORMAT_VERSION,
@@ -56,30 +55,6 @@ def _versions() -> dict[str, str]:
 
     return {"package_version": __version__, "torch_version": torch.__version__,
             "transformers_version": transformers.__version__}
-
-
-def check_writable_folder(path: PathLike, option: str = "--output-dir") -> None:
-    """Raise a one-line ``UserError`` unless ``path`` is, or can be created as, a writable folder.
-
-    Walks up to the nearest existing folder (an existing file on the way is an error), checks its
-    permissions and probes it with a temporary file that is removed at once; creates nothing.
-    """
-    given = Path(path)
-    probe = Path(os.path.abspath(given))
-    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        if probe == Path(os.path.abspath(given)):
-            raise UserError(f"{option} {given} exists and is not a folder")
-        raise UserError(f"{option} {given} cannot be created: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {given} is not writable (no write permission on {probe})")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".interp-playground-write-test-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise UserError(f"{option} {given} is not writable ({exc.strerror or type(exc).__name__} in {probe})") from None
 
 
 def _run_config(model_name: str, revision: str | None, stats: DatasetStats, transform: str,
@@ -157,10 +132,10 @@ def create_steering_vectors(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"--batch-size must be a positive integer, got {batch_size!r}")
     output_dir = Path(output_dir)
-    check_writable_folder(output_dir, "--output-dir")
+    check_writable_dir(output_dir, "--output-dir")
     act_root = Path(activations_dir) if activations_dir is not None else output_dir / "activations"
     if save_activations and not skip_extraction:
-        check_writable_folder(act_root, "--activations-dir")
+        check_writable_dir(act_root, "--activations-dir")
     paths = {t: vector_path(output_dir, t) for t in names}
 
     if skip_extraction:
@@ -311,4 +286,4 @@ def _plot(output_dir: Path, names: Sequence[str], say: Callable[[str], None]) ->
         say(f"diagnostics plot -> {path}")
 
 
-__all__ = ["check_writable_folder", "create_steering_vectors"]
+__all__ = ["create_steering_vectors"]

@@ -36,12 +36,12 @@ class DemoOptions:
 
 def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
     """Run the demo and return its run directory (``report.html`` inside)."""
-    from .data import resolve_transforms
+    from .transforms import resolve_transforms
     from .conditions import parse_layers, validate_alphas
     from .judge.backends import HFBackend
     from .judge import make_backend
     from .models import load_model_and_tokenizer, num_layers
-    from .vectors import create_steering_vectors
+    from .build_vectors import create_steering_vectors
 
     o = options or DemoOptions()
     transforms = resolve_transforms(o.transforms)

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .errors import UserError
+
 PathLike = str | os.PathLike[str]
 
 
@@ -133,6 +135,31 @@ def read_jsonl(path: PathLike) -> Iterator[Any]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def check_writable_dir(path: PathLike, option: str = "--output-dir") -> Path:
+    """Raise a one-line ``UserError`` unless ``path`` is, or can be created as, a writable folder.
+
+    Walks up to the nearest existing folder (an existing file on the way is an error), checks its
+    permissions and probes it with a temporary file that is removed at once; creates nothing.
+    """
+    given = Path(path)
+    probe = Path(os.path.abspath(given))
+    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        if probe == Path(os.path.abspath(given)):
+            raise UserError(f"{option} {given} exists and is not a folder")
+        raise UserError(f"{option} {given} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {given} is not writable (no write permission on {probe})")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".interp-playground-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"{option} {given} is not writable ({exc.strerror or type(exc).__name__} in {probe})") from None
+    return given
 
 
 def sha256_bytes(data: bytes) -> str:

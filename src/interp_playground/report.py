@@ -23,14 +23,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import UserError
 from .io import atomic_write_text, to_jsonable
 from .conditions import BASELINE_STEM as BASELINE
 from .metrics import (
     load_judged_rows,
     load_or_summarize,
     parse_score,
-    read_run_config,
     run_description,
 )
 from .rows import condition_of

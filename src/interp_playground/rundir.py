@@ -33,7 +33,7 @@ from typing import Any
 
 from .conditions import BASELINE_STEM, Condition
 from .errors import UserError
-from .io import PathLike, atomic_write_json, read_json
+from .io import PathLike, atomic_write_json, check_writable_dir, read_json
 
 #: Schema of ``config.json`` written by this version (1: before the schema key existed).
 CONFIG_SCHEMA = 2
@@ -300,31 +300,6 @@ def _describe_holder(text: str) -> str:
     if info.get("since"):
         parts.append(f"since {info['since']}")
     return ", ".join(parts)
-
-
-def check_writable_dir(path: PathLike, what: str) -> Path:
-    """A one-line ``UserError`` unless ``path`` is a writable directory or could be created as one.
-
-    Checked with a probe file in ``path`` (or its nearest existing ancestor), so read-only mounts
-    and immutable folders are caught before any expensive work (``os.access`` alone is fooled by
-    root). Creates nothing that stays."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"{what} {p} exists and is not a directory")
-    probe_dir = p
-    while not probe_dir.exists():
-        if probe_dir.parent == probe_dir:
-            break
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise UserError(f"{what} {p} cannot be created: {probe_dir} is not a directory")
-    probe = probe_dir / f".write-probe-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{what} {p} is not writable ({exc.strerror or exc})") from None
-    return p
 
 
 __all__ = [

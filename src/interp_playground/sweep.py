@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import UserError
-from .io import sha256_file
-from .rundir import RunDir, RunManifest, check_writable_dir
+from .io import check_writable_dir, sha256_file
+from .rundir import RunDir, RunManifest
 from .settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings, Settings, option
 
 
@@ -155,9 +155,9 @@ class _Prepared:
 def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
     """Validate a config cheaply (no model load): settings, transforms, alphas, questions, vectors, layers."""
     from .conditions import parse_layer_groups, validate_alphas
-    from .data import base_transforms, resolve_transforms
+    from .transforms import base_transforms, resolve_transforms
     from .questions import QUESTIONS, load_questions, select_questions
-    from .vectors import SteeringVectors, vector_path
+    from .vector_file import SteeringVectors, vector_path
 
     grid = config.grid.validate()
     config.generation.validate()
@@ -294,7 +294,7 @@ def run_eval(
         with run.lock("eval"):
             plan = None
             if model is not None:
-                from .vectors import load_vectors
+                from .vector_file import load_vectors
 
                 vectors = {name: sv.vectors
                            for name, sv in load_vectors(config.grid.vectors_dir, prepared.transforms).items()}

@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (``UserError`` is handled by the CLI dispatcher)."""
     from ..conditions import check_questions, parse_layer_groups, plan_grid, validate_alphas
     from ..questions import QUESTIONS, load_questions, select_questions
-    from ..rundir import check_writable_dir
+    from ..io import check_writable_dir
 
     args = build_parser().parse_args(argv)
     model_s = ModelSettings.from_args(args)
@@ -56,8 +56,8 @@ def main(argv: list[str]) -> int:
         load_questions(grid.questions_file) if grid.questions_file else list(QUESTIONS), grid.max_samples))
     check_writable_dir(args.output_dir, "--output-dir")
 
-    from ..data import resolve_transforms
-    from ..vectors import load_vectors
+    from ..transforms import resolve_transforms
+    from ..vector_file import load_vectors
 
     transforms = resolve_transforms(grid.transforms, vectors_dir=grid.vectors_dir)
     loaded = load_vectors(grid.vectors_dir, transforms)
@@ -79,10 +79,10 @@ def main(argv: list[str]) -> int:
         raise UserError(f"the steering vectors have {depth} layers but {model_s.model} has {n}; "
                         "make vectors for this model with `interp-playground vectors`")
 
-    from ..data import base_transforms
+    from ..transforms import base_transforms
     from ..sweep import vector_hashes
     from ..sweep_store import generate_sweep
-    from ..vectors import vector_path
+    from ..vector_file import vector_path
 
     conditions = plan_grid(transforms, groups, alphas, ablate=grid.ablate, baseline=not args.no_baseline)
     started = time.perf_counter()

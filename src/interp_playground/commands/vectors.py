@@ -26,7 +26,6 @@ def build_parser(prog: str = "interp-playground vectors") -> argparse.ArgumentPa
             "{output-dir}/steering_vectors_{transform}.pt (all layers, layer L = output of decoder block L)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        allow_abbrev=False,  # `--n-sam 3` must not silently mean --n-samples
     )
     p.add_argument("--transforms", nargs="+", default=["all"], metavar="NAME",
                    help="prompt transforms: default, overfit, dont_overfit, user ones, all; "
