@@ -173,7 +173,8 @@ def test_judged_file_columns_labels_and_key_types():
     a = [{"condition": "baseline", "question_id": "0", "answer_idx": "1", "aligned_score": "REFUSAL",
           "coherent_score": "80"},
          {"condition": "baseline", "question_id": "1", "answer_idx": "0", "aligned_score": "", "coherent_score": ""}]
-    b = [{"condition": "baseline", "question_id": 0, "answer_idx": 1, "aligned_score": "REFUSAL", "coherent_score": 70.0},
+    b = [{"condition": "baseline", "question_id": 0, "answer_idx": 1, "aligned_score": "REFUSAL",
+          "coherent_score": 70.0},
          {"condition": "baseline", "question_id": 1, "answer_idx": 0.0, "aligned_score": float("nan"),
           "coherent_score": None}]
     result = agreement(a, b)
