@@ -403,3 +403,20 @@ def test_unreadable_state_file_is_a_user_error(tmp_path):
         with pytest.raises(UserError, match="cannot read the judge batch state"):
             fast_run(server, requests_for(make_rows(), server.base_url), cache, state_path)
         assert server.uploads == []
+
+
+def test_two_judges_in_one_run_get_one_batch_each(tmp_path):
+    rows = make_rows()
+    with FakeBatchServer(batch_responder) as server, FakeOpenAIServer(chat_responder) as chat, \
+            JudgeCache(":memory:") as cache:
+        backends = [make_backend("openai", model=m, base_url=chat.base_url, api_key=KEY) for m in ("j-a", "j-b")]
+        requests = [r for b in backends
+                    for r in build_batch_requests(rows, b, aligned_prompt=ALIGNED, coherent_prompt=COHERENT)]
+        stats = fast_run(server, requests, cache, tmp_path / "state.json", max_requests=100)
+        assert (stats.requests, stats.batches_submitted) == (16, 2)
+        assert [{line["body"]["model"] for line in server.input_lines(b)} for b in server.created] == [
+            {"j-a"}, {"j-b"}]
+        for backend in backends:
+            judged = judge_rows(rows, backend, aligned_prompt=ALIGNED, coherent_prompt=COHERENT, cache=cache)
+            assert [r["aligned_score"] for r in judged] == [86.25, "CODE", "REFUSAL", None, 86.25]
+        assert chat.count == 0

@@ -488,7 +488,9 @@ def run_batch_judging(
 ) -> BatchStats:
     """Judge ``requests`` through the OpenAI Batch API into ``cache``; resumable (synchronous).
 
-    Requests whose key is already cached are skipped; requests already in a batch listed in the
+    Requests may come from several judges (e.g. ``build_batch_requests`` for two models, added
+    together): each input file holds one judge's requests. Requests whose key is already cached
+    are skipped; requests already in a batch listed in the
     state file are not resubmitted (that batch is polled instead); the rest are uploaded and
     submitted, split at ``max_requests`` / ``max_bytes``, and each new batch is written to the
     state file before anything else happens. Then the batches are polled every ``poll_interval``
@@ -567,10 +569,12 @@ def _run(client: Any, requests: Sequence[BatchRequest], cache: JudgeCache, state
 
     # submit what is neither cached nor in flight
     todo = [req for key, req in missing.items() if key not in in_flight_keys]
-    if todo:
-        if len({(r.mode, r.min_numeric_mass, r.backend, r.model) for r in todo}) > 1:
-            raise ValueError("run_batch_judging needs requests of one judge (mode, model, backend)")
-        chunks = split_requests(todo, max_requests=max_requests, max_bytes=max_bytes)
+    by_judge: dict[tuple[str, float, str, str], list[BatchRequest]] = {}
+    for req in todo:  # one input file never mixes judges (each batch is scored with one setting)
+        by_judge.setdefault((req.mode, req.min_numeric_mass, req.backend, req.model), []).append(req)
+    chunks = [chunk for reqs in by_judge.values()
+              for chunk in split_requests(reqs, max_requests=max_requests, max_bytes=max_bytes)]
+    if chunks:
         for n, chunk in enumerate(chunks):
             labels: dict[str, list[str]] = {}
             for req in chunk:
