@@ -9,7 +9,7 @@ so no tokenizer or weights need to be downloaded. It measures, on the same card 
 a. ``seed``: batch 1, one answer per ``model.generate`` call, a plain steering hook
    (:func:`interp_playground.steering.steer`) per call, over ``--seed-rows`` answers;
 b. ``hf_batched``: one batch of plain HF ``generate`` with no steering (the hook-free ceiling);
-c. ``engine``: :func:`interp_playground.generate.generate_rows` on a mixed sweep (rows of the
+c. ``engine``: :func:`interp_playground.engine.generate_rows` on a mixed sweep (rows of the
    baseline and of every vector x layer x alpha, interleaved) at each ``--batch-sizes``, with
    ``--batches`` full batches per size (or ``--rows`` answers).
 
@@ -163,7 +163,8 @@ def hf_batched(model: Any, tok: Any, questions: list[str], batch: int, new_token
 def engine(model: Any, tok: Any, questions: list[str], vectors: dict[str, torch.Tensor], conds: list[Any],
            batch: int, n_rows: int, new_tokens: int, do_sample: bool, device: str) -> dict[str, Any]:
     """The engine (:func:`generate_rows`) on ``n_rows`` answers spread over all conditions and questions."""
-    from interp_playground.generate import GenerationRequest, GenerationSettings, generate_rows
+    from interp_playground.engine import GenerationRequest, generate_rows
+    from interp_playground.settings import GenerationSettings
 
     grid = [(qid, c) for qid in range(len(questions)) for c in conds]
     requests = []
@@ -171,7 +172,7 @@ def engine(model: Any, tok: Any, questions: list[str], vectors: dict[str, torch.
         qid, cond = grid[i % len(grid)]
         requests.append(GenerationRequest(cond, questions[qid], qid, i // len(grid)))
     settings = GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=do_sample,
-                                  batch_size=batch)
+                                  batch_size=batch, engine="hf")
     warm = GenerationSettings(max_new_tokens=2, min_new_tokens=2, do_sample=do_sample, batch_size=batch)
     list(generate_rows(model, tok, requests[:batch], vectors, warm, progress=False))
     _sync(device)
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import transformers
 
-    from interp_playground.generate import Condition
+    from interp_playground.conditions import Condition
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not args.tiny and not device.startswith("cuda"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from interp_playground.build_vectors import create_steering_vectors
-from interp_playground.io import check_writable_dir
 from interp_playground.errors import UserError
+from interp_playground.io import check_writable_dir
 from interp_playground.models import load_model_and_tokenizer
 from interp_playground.vector_file import SteeringVectors, check_vectors_match_model, load_vectors, vector_path
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from interp_playground.chat import answer_ids, prompt_answer_ids, prompt_ids, render_prompt, split_reasoning, template_kwargs
+from interp_playground.chat import (
+    answer_ids,
+    prompt_answer_ids,
+    prompt_ids,
+    render_prompt,
+    split_reasoning,
+    template_kwargs,
+)
 
 
 def test_answer_sits_right_after_the_generation_prompt(tokenizer):

@@ -323,3 +323,39 @@ def test_report_follows_a_rejudged_run(complete_run, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["conditions"]["baseline"]["aligned"]["mean"] == 91.0
     assert (run / "plots" / PLOT_FILES[0]).stat().st_mtime_ns >= (run / "summary.json").stat().st_mtime_ns
+
+
+def _as_schema_1(run: Path) -> None:
+    """Rewrite a run directory as the version before the restructure wrote it: a flat config, conditions
+    as stems, rows without ``steering``."""
+    config = json.loads((run / "config.json").read_text())
+    flat: dict = {}
+    for section, values in config.pop("config").items():
+        for key, value in values.items():
+            flat[f"judge_{key}" if section == "judge" and not key.endswith("_prompt") else key] = value
+    config["config"] = flat
+    config["resolved"]["conditions"] = [c["stem"] for c in config["resolved"]["conditions"]]
+    del config["schema"], config["format"]
+    (run / "config.json").write_text(json.dumps(config))
+    for path in list(run.glob("generations_*.json")) + list(run.glob("judged_*.json")):
+        rows = json.loads(path.read_text())
+        path.write_text(json.dumps([{k: v for k, v in r.items() if k != "steering"} for r in rows]))
+
+
+def test_a_run_made_before_the_restructure_reports_and_resumes(complete_run, vectors_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from interp_playground.engine import hf as engine_hf
+    from interp_playground.report import write_report
+
+    run = tmp_path / "old"
+    shutil.copytree(complete_run, run)
+    _as_schema_1(run)
+    (run / "summary.json").unlink()
+    report = write_report(run).read_text()
+    assert "default_layer_2_alpha_-1.0" in report
+    generations = {p.name: p.read_bytes() for p in run.glob("generations_*.json")}
+    monkeypatch.setattr(engine_hf, "_run_batch", lambda *a, **k: pytest.fail("a finished run regenerated"))
+    assert cli_main(_eval_args(vectors_dir, tmp_path, "--resume", str(run))) == 0
+    assert {p.name: p.read_bytes() for p in run.glob("generations_*.json")} == generations
+    assert set(json.loads((run / "summary.json").read_text())["conditions"]) == _stems()

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from interp_playground import rundir, seed_api
-from interp_playground.engine import hf as engine_hf
 from interp_playground.cli import main as cli_main
+from interp_playground.engine import hf as engine_hf
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from interp_playground import rundir
+from interp_playground.conditions import Condition
 from interp_playground.engine import hf as engine_hf
 from interp_playground.errors import UserError
-from interp_playground.conditions import Condition
+from interp_playground.io import read_jsonl
 from interp_playground.settings import GenerationSettings
 from interp_playground.sweep_store import generate_sweep
-from interp_playground.io import read_jsonl
 
 QUESTIONS = [
     "Hi",

@@ -9,7 +9,6 @@ import math
 import pytest
 
 from interp_playground.cli import main as cli_main
-
 from interp_playground.errors import UserError
 from interp_playground.judge import (
     SEED_COLUMNS,

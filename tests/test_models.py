@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import ARCHS
 from interp_playground.chat import prompt_ids
 from interp_playground.errors import UserError
 from interp_playground.models import (
@@ -17,8 +18,6 @@ from interp_playground.models import (
     prepare_tokenizer,
 )
 from interp_playground.steering import steer
-
-from conftest import ARCHS
 
 
 @pytest.mark.parametrize("arch", ARCHS)

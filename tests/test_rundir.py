@@ -15,8 +15,7 @@ import pytest
 
 from interp_playground.conditions import Condition
 from interp_playground.errors import UserError
-from interp_playground.io import append_jsonl, read_jsonl
-from interp_playground.io import check_writable_dir
+from interp_playground.io import append_jsonl, check_writable_dir, read_jsonl
 from interp_playground.rundir import CONFIG_SCHEMA, RunDir, RunManifest
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,8 +26,8 @@ def test_seed_modules_import_from_the_repo_root():
 
 
 def test_seed_defaults():
-    from interp_playground.seed_api import generate_with_steering
     from interp_playground.judge import judge_responses
+    from interp_playground.seed_api import generate_with_steering
 
     p = inspect.signature(generate_with_steering).parameters
     assert p["steering_strength"].default == 1.0 and p["num_answers_per_question"].default == 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import ARCHS
 from interp_playground.errors import UserError
 from interp_playground.models import decoder_layers
 from interp_playground.steering import (
@@ -15,8 +16,6 @@ from interp_playground.steering import (
     steer,
     steering_delta,
 )
-
-from conftest import ARCHS
 
 HIDDEN = 32
 

@@ -21,7 +21,6 @@ from interp_playground.transforms import (
     unregister_transform,
 )
 
-
 # ---- transforms --------------------------------------------------------------------------------
 
 

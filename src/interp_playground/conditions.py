@@ -312,7 +312,9 @@ def plan_grid(
             candidates = [Condition(vector=name, layers=layers, alpha=float(a)) for a in alphas]
             if ablate:
                 candidates.append(Condition(vector=name, layers=layers, op="ablate"))
-            out += [c for c in candidates if c not in out]
+            for c in candidates:
+                if c not in out:
+                    out.append(c)
     return out
 
 

@@ -25,6 +25,15 @@ def condition_of(row: Mapping[str, Any]) -> Condition:
     return Condition.from_row(row)
 
 
+def condition_key(row: Mapping[str, Any]) -> str:
+    """A row's condition label for grouping: its ``condition`` field as written (any text), else the
+    stem of :func:`condition_of`."""
+    label = row.get("condition")
+    if isinstance(label, str) and label.strip():
+        return label.strip()
+    return condition_of(row).stem
+
+
 @dataclass
 class GenerationRow:
     """One generated answer. ``n_tokens`` counts generated tokens including a final end token;
@@ -90,4 +99,4 @@ class GenerationRow:
                              self.n_tokens, self.finish_reason, source, self.reasoning, row_id, None)
 
 
-__all__ = ["SEED_FIELDS", "GenerationRow", "condition_of"]
+__all__ = ["SEED_FIELDS", "GenerationRow", "condition_key", "condition_of"]

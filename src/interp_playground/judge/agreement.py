@@ -24,7 +24,8 @@ import math
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 from ..errors import UserError
-from ..metrics import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, parse_score, row_condition
+from ..metrics import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, parse_score
+from ..rows import condition_key
 
 #: Default fields that identify one answer in both judges' rows.
 DEFAULT_KEY: tuple[str, ...] = ("condition", "question_id", "answer_idx")
@@ -131,7 +132,7 @@ def _key_function(key: KeySpec) -> Callable[[Mapping[str, Any]], Hashable]:
         raise ValueError("the agreement key needs at least one field")
 
     def get(row: Mapping[str, Any]) -> Hashable:
-        return tuple(row_condition(row) if f == "condition" else _hashable(row.get(f)) for f in fields)
+        return tuple(condition_key(row) if f == "condition" else _hashable(row.get(f)) for f in fields)
 
     return get
 
@@ -233,7 +234,7 @@ def agreement(
     pairs = [(index_a[k], index_b[k]) for k in matched]
     by_condition: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
     for ra, rb in pairs:
-        by_condition.setdefault(row_condition(ra), []).append((ra, rb))
+        by_condition.setdefault(condition_key(ra), []).append((ra, rb))
     return {
         "key": list(key) if not callable(key) else getattr(key, "__name__", "custom"),
         "thresholds": {"aligned": float(aligned_threshold), "coherent": float(coherent_threshold)},
