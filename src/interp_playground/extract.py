@@ -154,9 +154,13 @@ def encode_examples(tokenizer: Any, examples: Sequence[tuple[str, str]], *,
     return out
 
 
-def _pad_batch(encoded: Sequence[tuple[list[int], int]], pad_id: int, side: str,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``input_ids, attention_mask, position_ids, answer_mask`` for a batch, padded on ``side``."""
+def pad_batch(encoded: Sequence[tuple[list[int], int]], pad_id: int, side: str,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``input_ids, attention_mask, position_ids, answer_mask`` for a batch, padded on ``side``.
+
+    ``encoded`` holds ``(ids, answer_start)`` per row; ``answer_mask`` is True exactly at the answer
+    tokens. Position ids count real tokens only, so the padding side does not change the result.
+    """
     width = max(len(ids) for ids, _ in encoded)
     n = len(encoded)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -171,20 +175,27 @@ def _pad_batch(encoded: Sequence[tuple[list[int], int]], pad_id: int, side: str,
     return input_ids.to(device), attn.to(device), positions.to(device), answer.to(device)
 
 
-def _forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
-    """Skip the LM head's full-sequence logits where the model allows it."""
+def logits_to_keep_kwargs(model: torch.nn.Module, n: int) -> dict[str, Any]:
+    """Forward kwargs that compute logits for the last ``n`` positions only, where the model allows it
+    (``logits_to_keep`` / ``num_logits_to_keep``); ``{}`` otherwise (all positions get logits)."""
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return {}
     if "logits_to_keep" in params:
-        return {"logits_to_keep": 1}
+        return {"logits_to_keep": n}
     if "num_logits_to_keep" in params:
-        return {"num_logits_to_keep": 1}
+        return {"num_logits_to_keep": n}
     return {}
 
 
-def _max_positions(model: torch.nn.Module) -> int | None:
+def _forward_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """Skip the LM head's full-sequence logits where the model allows it."""
+    return logits_to_keep_kwargs(model, 1)
+
+
+def max_positions(model: torch.nn.Module) -> int | None:
+    """The model's maximum number of positions from its config, or None when it names none."""
     config = model.config
     if hasattr(config, "get_text_config"):
         config = config.get_text_config()
@@ -237,7 +248,7 @@ def extract_means(
     if pad_id is None:
         pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     encoded = encode_examples(tokenizer, examples, thinking=thinking)
-    limit = _max_positions(model)
+    limit = max_positions(model)
     if limit is not None:
         for i, (ids, _) in enumerate(encoded):
             if len(ids) > limit:
@@ -279,7 +290,7 @@ def extract_means(
     handles = [block.register_forward_hook(make_hook(layer)) for layer, block in enumerate(blocks)]
     try:
         for batch in batches:
-            ids, attn, pos, mask = _pad_batch([encoded[i] for i in batch], pad_id, side, device)
+            ids, attn, pos, mask = pad_batch([encoded[i] for i in batch], pad_id, side, device)
             current["mask"] = mask
             model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **kwargs)
             if bar is not None:
