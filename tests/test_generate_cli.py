@@ -90,7 +90,8 @@ def test_vector_of_the_wrong_width_is_refused(tmp_path, questions_file, capsys):
     out = tmp_path / "run"
     code = cli_main(_base_args(folder, questions_file, out) + ["--transforms", "default", "--layers", "1"])
     assert code == 2
-    assert "hidden size 16, the model has 32" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "3 layers x 16" in err and "tiny-qwen3 has 3 layers x 32" in err and "--overwrite" in err
     assert not out.exists()
 
 

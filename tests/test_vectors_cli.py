@@ -272,7 +272,7 @@ def test_unwritable_output_dir_fails_fast(tmp_path, capsys, monkeypatch, no_mode
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Read-only file system")
 
-        monkeypatch.setattr("interp_playground.build_vectors.tempfile.mkstemp", refuse)
+        monkeypatch.setattr("interp_playground.io.tempfile.mkstemp", refuse)
     try:
         start = time.monotonic()
         rc, _, err = _run([*TINY, "--transforms", "default", "--output-dir", str(locked / "vectors")], capsys)

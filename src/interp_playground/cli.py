@@ -42,8 +42,10 @@ def run_command(name: str, argv: Sequence[str]) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished work is saved, rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        resume = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
+        hint = f"resume with: {resume}" if resume else "rerun the same command to resume"
+        print(f"interrupted; finished work is saved; {hint}", file=sys.stderr)
         return 130
 
 

@@ -265,6 +265,43 @@ def load_tokenizer(name: str = DEFAULT_MODEL, *, revision: str | None = None,
     return prepare_tokenizer(tok)
 
 
+def model_shape(name: str = DEFAULT_MODEL, *, revision: str | None = None,
+                trust_remote_code: bool = False) -> tuple[int, int]:
+    """``(num_layers, hidden_size)`` of a model from its config alone: no weights are loaded, so a
+    mismatch with the steering vectors is found before any expensive work."""
+    import inspect
+
+    from transformers import AutoConfig
+
+    if name.startswith("tiny-"):
+        from .tiny import TINY_ARCHS, tiny_model
+
+        if name[len("tiny-"):] not in TINY_ARCHS:
+            raise UserError(f"unknown tiny model {name!r}; known: {', '.join('tiny-' + a for a in TINY_ARCHS)}")
+        params = inspect.signature(tiny_model).parameters
+        return int(params["num_layers"].default), int(params["hidden"].default)
+    if name == EMBEDDED_MODEL:
+        config = AutoConfig.from_pretrained(embedded_model_path())
+    elif _is_hub_id(name):
+        config = _from_hub_or_cache(AutoConfig, name, revision=revision, trust_remote_code=trust_remote_code)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(str(Path(name).expanduser()), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read a model config from {name}: {str(exc).splitlines()[0]}") from exc
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+
+    def pick(keys: tuple[str, ...]) -> int:
+        for key in keys:
+            value = getattr(config, key, None)
+            if isinstance(value, int):
+                return value
+        raise UserError(f"the config of {name} names no {keys[0]}")
+
+    return pick(("num_hidden_layers", "n_layer", "num_layers")), pick(("hidden_size", "n_embd", "d_model"))
+
+
 def load_model_and_tokenizer(
     name: str = DEFAULT_MODEL,
     *,

@@ -215,6 +215,18 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _check_vectors_fit(config: EvalConfig, prepared: _Prepared) -> None:
+    """Vectors made for another model: refused (shape) or warned about (name) before the model loads."""
+    from .models import model_shape
+    from .vector_file import SteeringVectors, check_vectors_match_model
+
+    n_layers, hidden = model_shape(config.model.model, revision=config.model.revision)
+    loaded = {name: SteeringVectors.load(path) for name, path in prepared.vector_files.items()}
+    for warning in check_vectors_match_model(loaded, config.model.model, n_layers, hidden,
+                                             vectors_dir=config.grid.vectors_dir):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _make_judge(config: EvalConfig) -> Any:
     from .judge import make_backend
 
@@ -244,8 +256,7 @@ def run_eval(
     cheap is validated before the model loads; nothing is written before every check has passed.
     """
     from .conditions import plan_grid
-    from .models import load_model_and_tokenizer, load_tokenizer, model_info, num_layers
-    from .sweep_store import SweepPlan
+    from .models import load_model_and_tokenizer, load_tokenizer, num_layers
 
     prepared = _prepare(config, need_vectors=not skip_generation)
     old_run = RunDir.existing(run_dir) if run_dir is not None and not isinstance(run_dir, RunDir) else run_dir
@@ -272,6 +283,7 @@ def run_eval(
     try:
         if model_and_tokenizer is None and not skip_generation:
             load_tokenizer(config.model.model)  # a clear error now for an unreachable hub id
+            _check_vectors_fit(config, prepared)
 
         groups: list[tuple[int, ...]] | None = prepared.layer_groups
         model = tokenizer = None
@@ -291,35 +303,53 @@ def run_eval(
         conditions = plan_grid(prepared.transforms, groups, prepared.alphas, ablate=config.grid.ablate)
         run = old_run if old_run is not None else RunDir.create(output_dir)
         say(f"run directory: {run}")
-        with run.lock("eval"):
-            plan = None
-            if model is not None:
-                from .vector_file import load_vectors
-
-                vectors = {name: sv.vectors
-                           for name, sv in load_vectors(config.grid.vectors_dir, prepared.transforms).items()}
-                plan = SweepPlan.prepare(
-                    model, tokenizer, conditions, prepared.questions, vectors, run,
-                    n_generations=config.grid.n_generations, settings=config.generation, overwrite=overwrite,
-                    reuse_baseline=config.grid.reuse_baseline,
-                    extra_fingerprint={"vector_hashes": vector_hashes(prepared.vector_files)},
-                )
-            manifest = _manifest(config, prepared, groups, conditions, old, backend, command,
-                                 model_info(model) if model is not None else None, keep_generation=skip_generation)
-            run.write_manifest(manifest)  # every check has passed
-            if plan is not None:
-                plan.run(model, tokenizer, progress)
-                del model, tokenizer, plan, vectors  # the judge may need the memory
-                if model_and_tokenizer is None:
-                    _release_memory()
-            stems = [c.stem for c in conditions]
-            if not _judge_stage(run, backend, judge_backend, config, aligned, coherent, judge_cache, stems,
-                                progress, say):
-                return run.path
-            _report_stages(run, make_report, say)
+        loaded = {"model": model, "tokenizer": tokenizer}
+        model = tokenizer = None  # the stages drop the model before judging: hold it in one place only
+        try:
+            return _run_stages(run, config, prepared, groups, conditions, old, backend, judge_backend, aligned,
+                               coherent, judge_cache, loaded, model_and_tokenizer is None, overwrite,
+                               skip_generation, make_report, progress, command, say)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"interp-playground eval --resume {run.path}") from None
     finally:
         if backend is not None and judge_backend is None:
             backend.close()
+
+
+def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, ...]],
+                conditions: list[Any], old: RunManifest | None, backend: Any, judge_backend: Any, aligned: Any,
+                coherent: Any, judge_cache: Any, loaded: dict[str, Any], owns_model: bool, overwrite: bool,
+                skip_generation: bool, make_report: bool, progress: bool, command: list[str] | None,
+                say: Any) -> Path:
+    """The stages of :func:`run_eval` under the run directory's lock, once every cheap check has passed."""
+    from .models import model_info
+    from .sweep_store import SweepPlan
+
+    model, tokenizer = loaded.pop("model"), loaded.pop("tokenizer")
+    with run.lock("eval"):
+        plan = None
+        if model is not None:
+            from .vector_file import load_vectors
+
+            vectors = {name: sv.vectors
+                       for name, sv in load_vectors(config.grid.vectors_dir, prepared.transforms).items()}
+            plan = SweepPlan.prepare(
+                model, tokenizer, conditions, prepared.questions, vectors, run,
+                n_generations=config.grid.n_generations, settings=config.generation, overwrite=overwrite,
+                reuse_baseline=config.grid.reuse_baseline,
+                extra_fingerprint={"vector_hashes": vector_hashes(prepared.vector_files)},
+            )
+        manifest = _manifest(config, prepared, groups, conditions, old, backend, command,
+                             model_info(model) if model is not None else None, keep_generation=skip_generation)
+        run.write_manifest(manifest)  # every check has passed
+        if plan is not None:
+            plan.run(model, tokenizer, progress)
+            del model, tokenizer, plan, vectors  # the judge may need the memory
+            if owns_model:
+                _release_memory()
+        stems = [c.stem for c in conditions]
+        if _judge_stage(run, backend, judge_backend, config, aligned, coherent, judge_cache, stems, progress, say):
+            _report_stages(run, make_report, say)
     return run.path
 
 

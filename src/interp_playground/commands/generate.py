@@ -11,9 +11,9 @@ possible, and always before the first token is generated.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-from ..errors import UserError
 from ..settings import GenerationSettings, GridSettings, ModelSettings
 from .common import OneLineParser
 
@@ -43,8 +43,8 @@ def build_parser(prog: str = "interp-playground generate") -> argparse.ArgumentP
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (``UserError`` is handled by the CLI dispatcher)."""
     from ..conditions import check_questions, parse_layer_groups, plan_grid, validate_alphas
-    from ..questions import QUESTIONS, load_questions, select_questions
     from ..io import check_writable_dir
+    from ..questions import QUESTIONS, load_questions, select_questions
 
     args = build_parser().parse_args(argv)
     model_s = ModelSettings.from_args(args)
@@ -62,26 +62,22 @@ def main(argv: list[str]) -> int:
     transforms = resolve_transforms(grid.transforms, vectors_dir=grid.vectors_dir)
     loaded = load_vectors(grid.vectors_dir, transforms)
     vectors = {name: sv.vectors for name, sv in loaded.items()}
-    depths = {int(v.shape[0]) for v in vectors.values()}
-    if len(depths) > 1:
-        raise UserError(f"the vector files have different numbers of layers ({sorted(depths)}); "
-                        "were they made with different models?")
-    depth = depths.pop()
-    groups = parse_layer_groups(grid.layers or ["all"], n_layers=depth)  # also against the vectors' depth
+    from ..models import load_model_and_tokenizer, load_tokenizer, model_shape
+    from ..vector_file import check_vectors_match_model
+
+    load_tokenizer(model_s.model, revision=model_s.revision)  # a clear error now for an unreachable hub id
+    depth, hidden = model_shape(model_s.model, revision=model_s.revision)
+    for warning in check_vectors_match_model(loaded, model_s.model, depth, hidden, vectors_dir=grid.vectors_dir):
+        print(f"warning: {warning}", file=sys.stderr)
+    groups = parse_layer_groups(grid.layers or ["all"], n_layers=depth)
 
     # ---- the model ----
-    from ..models import load_model_and_tokenizer, num_layers
-
     model, tokenizer = load_model_and_tokenizer(model_s.model, dtype=model_s.dtype, device=model_s.device,
                                                 revision=model_s.revision)
-    n = num_layers(model)
-    if n != depth:
-        raise UserError(f"the steering vectors have {depth} layers but {model_s.model} has {n}; "
-                        "make vectors for this model with `interp-playground vectors`")
 
-    from ..transforms import base_transforms
     from ..sweep import vector_hashes
     from ..sweep_store import generate_sweep
+    from ..transforms import base_transforms
     from ..vector_file import vector_path
 
     conditions = plan_grid(transforms, groups, alphas, ablate=grid.ablate, baseline=not args.no_baseline)
