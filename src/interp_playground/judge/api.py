@@ -272,7 +272,7 @@ def judged_is_current(judged: Any, rows: Sequence[Mapping[str, Any]], info: Mapp
     """Whether ``judged`` rows cover exactly ``rows``, by the judge ``info``, with no failed call."""
     if not isinstance(judged, list) or len(judged) != len(rows):
         return False
-    for row, done in zip(rows, judged):
+    for row, done in zip(rows, judged, strict=True):
         if not isinstance(done, dict) or done.get("judge") != info:
             return False
         if any(done.get(k) != v for k, v in row.items()):

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..commands.common import OneLineParser
 from ..errors import UserError
 from ..io import read_json
 from .api import (
@@ -27,7 +28,6 @@ from .api import (
     judged_paths,
 )
 from .backends import DEFAULT_HF_MODEL, DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, MODES, JudgeBackend, make_backend
-from ..commands.common import OneLineParser
 from .prompts import load_prompt
 from .runner import JudgeStats
 from .scoring import MIN_NUMERIC_MASS
