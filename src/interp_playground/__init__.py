@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "generate_sweep": "generate",
     "generate_with_steering": "generate",
     # judge
+    "JudgeSettings": "judge",
     "make_backend": "judge",
     "judge_responses": "judge",
     "judge_rows": "judge",

@@ -2,8 +2,8 @@
 
 Prompts (:mod:`.prompts`), scoring rules (:mod:`.scoring`), backends (:mod:`.backends`: the OpenAI
 API or a compatible server, and a local Hugging Face model), the verdict cache (:mod:`.cache`), the
-concurrent runner (:mod:`.runner`), file-level APIs (:mod:`.api`) and the command line
-(:mod:`.command`).
+concurrent runner (:mod:`.runner`), file-level APIs (:mod:`.api`), the judge options
+(:mod:`.settings`) and the command line (:mod:`.command`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .command import (
 from .prompts import JudgePrompt, aligned_prompt, builtin_prompt, coherent_prompt, load_prompt
 from .runner import JudgeStats, RetryPolicy, judge_groups, judge_rows
 from .scoring import MIN_NUMERIC_MASS, Score, score_from_distribution, score_from_text, score_from_top_logprobs
+from .settings import JudgeSettings
 
 __all__ = [
     "DEFAULT_HF_MODEL",
@@ -53,6 +54,7 @@ __all__ = [
     "JudgeBackend",
     "JudgeCache",
     "JudgePrompt",
+    "JudgeSettings",
     "JudgeStats",
     "MalformedResponse",
     "OpenAIBackend",

