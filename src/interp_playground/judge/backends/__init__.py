@@ -29,6 +29,7 @@ from .base import (
     check_mode,
     one_line,
     sanitize_url,
+    unreachable_reason,
 )
 from .hf import HFBackend
 from .openai import OpenAIBackend
@@ -48,6 +49,7 @@ __all__ = [
     "make_backend",
     "one_line",
     "sanitize_url",
+    "unreachable_reason",
 ]
 
 

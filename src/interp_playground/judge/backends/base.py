@@ -10,7 +10,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import email.utils
+import errno
 import re
+import socket
+import ssl
 import time
 from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -157,3 +160,45 @@ def check_base_url(url: str, option: str = "--judge-base-url") -> str:
     if not ok:
         raise UserError(f"{option} must be an http(s)://host[:port][/path] URL, got {one_line(sanitize_url(url), 100)!r}")
     return url
+
+
+_UNREACHABLE_ERRNOS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (``__cause__`` / ``__context__``), in order."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(chain) < 20:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why no request can reach the server, when ``exc`` (or what caused it) says so, else ``None``.
+
+    Connection refused, a host name that does not resolve, an unreachable network or host, a URL
+    the HTTP client refuses, and a TLS certificate that fails verification: retrying does not help.
+    Timeouts and dropped connections return ``None`` (they are worth a retry).
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host name ({one_line(cause.strerror or cause, 80)})"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate verification failed ({one_line(cause.verify_message or cause, 80)})"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS:
+            return _UNREACHABLE_ERRNOS[cause.errno]
+        if type(cause).__name__ in ("UnsupportedProtocol", "InvalidURL", "LocalProtocolError") and \
+                "url" in str(cause).lower():
+            return f"bad URL ({one_line(cause, 80)})"
+    return None

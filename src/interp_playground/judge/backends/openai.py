@@ -19,8 +19,10 @@ from .base import (
     check_mode,
     one_line,
     sanitize_url,
+    unreachable_reason,
 )
 
+OFFICIAL_BASE_URL = "https://api.openai.com/v1"
 MISSING_KEY_MESSAGE = (
     "OPENAI_API_KEY is not set; the openai judge needs it "
     "(or use --judge-base-url for an OpenAI-compatible server, or --judge-backend hf)"
@@ -77,8 +79,8 @@ class OpenAIBackend(JudgeBackend):
 
     @property
     def where(self) -> str:
-        """The server, for messages: ``api.openai.com`` or the sanitised base URL."""
-        return "api.openai.com" if self.base_url is None else sanitize_url(self.base_url)
+        """The server, for messages: the base URL without credentials (the OpenAI API's by default)."""
+        return OFFICIAL_BASE_URL if self.base_url is None else sanitize_url(self.base_url)
 
     @property
     def cache_id(self) -> str:
@@ -189,6 +191,10 @@ class OpenAIBackend(JudgeBackend):
     def fatal_error(self, exc: BaseException) -> str | None:
         import openai
 
+        if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+            reason = unreachable_reason(exc)
+            if reason is not None:
+                return f"judge server {self.where} is unreachable: {reason}"
         if not isinstance(exc, openai.APIStatusError):
             return super().fatal_error(exc)
         code = str(getattr(exc, "code", None) or "")
