@@ -8,7 +8,21 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from ...errors import UserError
-from ..scoring import DEFAULT_LABELS, MIN_NUMERIC_MASS, Score, score_from_text, score_from_top_logprobs
+from ..digits import (
+    DEFAULT_MIN_BRANCH,
+    distribution_with_labels,
+    has_whole_number_tokens,
+    needs_expansion,
+    number_probabilities,
+)
+from ..scoring import (
+    DEFAULT_LABELS,
+    MIN_NUMERIC_MASS,
+    Score,
+    score_from_distribution,
+    score_from_text,
+    score_from_top_logprobs,
+)
 from .base import (
     DEFAULT_OPENAI_MODEL,
     DEFAULT_TIMEOUT,
@@ -31,12 +45,35 @@ _QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not
                 "account_deactivated", "access_terminated"}
 
 
+class ContinuationUnsupported(UserError):
+    """The judge writes numbers digit by digit and its server cannot continue a partial answer."""
+
+    def __init__(self, backend: OpenAIBackend, detail: str) -> None:
+        super().__init__(
+            f"judge {backend.model!r} at {backend.where} writes numbers digit by digit, and the server "
+            f"cannot continue a partial answer (continue_final_message): {one_line(detail, 240)}; "
+            "exact scores need another way: use --judge-mode text, or --judge-backend hf"
+        )
+
+
+def _prompt_tokens(response: Any) -> int | None:
+    value = getattr(getattr(response, "usage", None), "prompt_tokens", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class OpenAIBackend(JudgeBackend):
     """Judge through the OpenAI chat-completions API or an OpenAI-compatible server.
 
-    ``logprob`` mode asks for one output token with ``top_logprobs=20`` and scores it with
-    :func:`score_from_top_logprobs`; ``text`` mode asks for a short answer (``max_tokens``) and
-    parses it with :func:`score_from_text`. The API key comes from ``api_key`` or
+    ``logprob`` mode asks for one output token with ``top_logprobs=20``. A judge that answers a
+    number in one token ("85") is scored from that list (:func:`score_from_top_logprobs`), one
+    request per score. A judge whose tokenizer writes numbers digit by digit ("8", "5") is expanded
+    into the exact probability of every number 0..100 (:mod:`..digits`), by continuing its answer
+    after each partial number: the partial number is sent as a final assistant message with
+    ``continue_final_message: true`` and ``add_generation_prompt: false`` (vLLM's chat extension).
+    Which of the two a model is, is read from what it returns (a two-digit token in a top list
+    settles it for the model). A server that cannot continue stops the run
+    (:class:`ContinuationUnsupported`) rather than yield digit-level scores. ``text`` mode asks
+    for a short answer (``max_tokens``) and parses it with :func:`score_from_text`. The API key comes from ``api_key`` or
     ``$OPENAI_API_KEY``; it is kept in memory only and never appears in ``describe()``.
     """
 
@@ -53,6 +90,7 @@ class OpenAIBackend(JudgeBackend):
         top_logprobs: int = 20,
         max_tokens: int = 16,
         min_numeric_mass: float = MIN_NUMERIC_MASS,
+        min_branch: float = DEFAULT_MIN_BRANCH,
     ) -> None:
         self.model = model
         self.mode = check_mode(mode)
@@ -70,6 +108,10 @@ class OpenAIBackend(JudgeBackend):
         self.top_logprobs = int(top_logprobs)
         self.max_tokens = int(max_tokens)
         self.min_numeric_mass = float(min_numeric_mass)
+        self.min_branch = float(min_branch)
+        #: Set once the judge answers a number of two or more digits in one token (then no
+        #: answer of this model is ever expanded digit by digit).
+        self.whole_number_tokens = False
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
@@ -89,6 +131,10 @@ class OpenAIBackend(JudgeBackend):
     @property
     def cache_mode(self) -> str:
         mode = super().cache_mode
+        if self.mode == "logprob":
+            mode += "@numbers"  # whole numbers, digit trees expanded (older verdicts were not)
+            if self.min_branch != DEFAULT_MIN_BRANCH:
+                mode += f"@branch{self.min_branch:g}"
         if self.mode == "logprob" and self.top_logprobs != 20:
             mode += f"@top{self.top_logprobs}"
         if self.mode == "text" and self.max_tokens != 16:
@@ -97,6 +143,8 @@ class OpenAIBackend(JudgeBackend):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
+        if self.mode == "logprob":
+            info["numbers"] = "exact"  # digit-by-digit answers are expanded into whole numbers
         if self.base_url is not None:
             info["base_url"] = sanitize_url(self.base_url)
         return info
@@ -123,21 +171,13 @@ class OpenAIBackend(JudgeBackend):
             except Exception:  # noqa: BLE001 - closing a client of a dead loop
                 pass
 
-    async def score(self, prompt: str, labels: Sequence[str] = DEFAULT_LABELS) -> Score:
+    async def _create(self, **kwargs: Any) -> Any:
+        """One chat-completions request; returns its first choice and the response."""
         import openai
 
         client = self._client_for_loop()
-        kwargs: dict[str, Any] = dict(
-            model=self.model,
-            messages=[{"role": "user", "content": prompt}],
-            temperature=0,
-        )
-        if self.mode == "logprob":
-            kwargs.update(max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
-        else:
-            kwargs.update(max_tokens=self.max_tokens)
         try:
-            response = await client.chat.completions.create(**kwargs)
+            response = await client.chat.completions.create(model=self.model, temperature=0, **kwargs)
         except openai.OpenAIError:
             raise
         except (ValueError, TypeError, KeyError) as exc:  # undecodable JSON, schema mismatch
@@ -145,13 +185,13 @@ class OpenAIBackend(JudgeBackend):
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise MalformedResponse("response has no choices")
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        if self.mode == "text":
-            content = getattr(message, "content", None)
-            if content is not None and not isinstance(content, str):
-                raise MalformedResponse("response content is not text")
-            return score_from_text(content, labels)
+        return choices[0], response
+
+    async def _first_token(self, messages: list[dict[str, str]], **extra: Any) -> tuple[list[tuple[str, float]], Any]:
+        """Top ``(token, logprob)`` pairs of the next token after ``messages``, and the response."""
+        choice, response = await self._create(
+            messages=messages, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs, **extra
+        )
         logprobs = getattr(choice, "logprobs", None)
         content_lp = getattr(logprobs, "content", None) if logprobs is not None else None
         if not content_lp:
@@ -159,15 +199,73 @@ class OpenAIBackend(JudgeBackend):
                 "the judge returned no logprobs (does the server support them? try --judge-mode text)"
             )
         first = content_lp[0]
-        top = list(getattr(first, "top_logprobs", None) or [])
-        if not top:
-            top = [first]
+        top = list(getattr(first, "top_logprobs", None) or []) or [first]
         try:
-            pairs = [[str(t.token), float(t.logprob)] for t in top]
+            pairs = [(str(t.token), float(t.logprob)) for t in top]
         except (AttributeError, TypeError, ValueError) as exc:
             raise MalformedResponse("malformed logprobs in the response") from exc
-        raw = {"token": getattr(first, "token", None), "top_logprobs": pairs}
-        return score_from_top_logprobs(pairs, labels, min_numeric_mass=self.min_numeric_mass, raw=raw)
+        return pairs, response
+
+    async def score(self, prompt: str, labels: Sequence[str] = DEFAULT_LABELS) -> Score:
+        messages = [{"role": "user", "content": prompt}]
+        if self.mode == "text":
+            choice, _ = await self._create(messages=messages, max_tokens=self.max_tokens)
+            content = getattr(getattr(choice, "message", None), "content", None)
+            if content is not None and not isinstance(content, str):
+                raise MalformedResponse("response content is not text")
+            return score_from_text(content, labels)
+        first, response = await self._first_token(messages)
+        raw: dict[str, Any] = {"top_logprobs": [[t, lp] for t, lp in first]}
+        if has_whole_number_tokens(first):
+            self.whole_number_tokens = True
+        if self.whole_number_tokens or not needs_expansion(
+            first, labels, self.min_numeric_mass, self.min_branch
+        ):
+            return score_from_top_logprobs(first, labels, min_numeric_mass=self.min_numeric_mass, raw=raw)
+        # The tokenizer writes numbers digit by digit: continue the answer after each partial number.
+        base_tokens = _prompt_tokens(response)
+
+        async def continue_at(prefix: str) -> list[tuple[str, float]]:
+            return await self._continue(messages, prefix, base_tokens)
+
+        numbers, asked = await number_probabilities(first, continue_at, min_branch=self.min_branch)
+        raw.update(numbers=numbers, continued=asked)
+        return score_from_distribution(
+            distribution_with_labels(numbers, first, labels), labels,
+            min_numeric_mass=self.min_numeric_mass, raw=raw,
+        )
+
+    async def _continue(self, messages: list[dict[str, str]], prefix: str, base_tokens: int | None
+                        ) -> list[tuple[str, float]]:
+        """Top pairs of the token after the partial answer ``prefix`` (vLLM's chat continuation).
+
+        Raises :class:`ContinuationUnsupported` when the server refuses the request, or answers a
+        new turn instead of continuing (seen in ``usage.prompt_tokens``: a continued prompt is the
+        first one plus the prefix's digits).
+        """
+        import openai
+
+        try:
+            pairs, response = await self._first_token(
+                [*messages, {"role": "assistant", "content": prefix}],
+                extra_body={"continue_final_message": True, "add_generation_prompt": False},
+            )
+        except openai.APIStatusError as exc:
+            if exc.status_code in (400, 422, 501):
+                raise ContinuationUnsupported(
+                    self, f"it refused the request (HTTP {exc.status_code}: {self._server_message(exc)})"
+                ) from None
+            raise
+        tokens = _prompt_tokens(response)
+        if base_tokens is None or tokens is None:
+            raise ContinuationUnsupported(self, "it reports no usage.prompt_tokens, so a continued answer "
+                                                "cannot be told from a new turn")
+        if tokens - base_tokens != len(prefix):
+            raise ContinuationUnsupported(
+                self, f"it answered a new turn instead (the prompt grew by {tokens - base_tokens} tokens "
+                      f"for the {len(prefix)} digit(s) of {prefix!r})"
+            )
+        return pairs
 
     def should_retry(self, exc: BaseException) -> bool:
         import openai
