@@ -52,6 +52,8 @@ _EXPORTS: dict[str, str] = {
     "make_backend": "judge",
     "judge_responses": "judge",
     "judge_rows": "judge",
+    "judges_in": "judge",
+    "require_one_judge": "judge",
     "print_average_scores": "judge",
     # evaluation
     "QUESTIONS": "questions",

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import UserError
 from .backends import JudgeBackend, one_line
 from .cache import JudgeCache, cache_key
+from .identity import judge_info
 from .prompts import JudgePrompt, resolve_prompt
 from .scoring import Score
 
@@ -76,14 +77,6 @@ class _Job:
     question: str
     answer: str
     slots: list[tuple[int, int]] = field(default_factory=list)  # (group, row)
-
-
-def judge_info(backend: JudgeBackend, aligned: JudgePrompt, coherent: JudgePrompt) -> dict[str, Any]:
-    """The ``judge`` field of every judged row: backend, model, mode and prompt hashes."""
-    info = dict(backend.describe())
-    info["aligned_prompt_sha256"] = aligned.sha256
-    info["coherent_prompt_sha256"] = coherent.sha256
-    return info
 
 
 def _answer_text(row: Mapping[str, Any]) -> str | None:
