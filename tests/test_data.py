@@ -1,4 +1,4 @@
-"""Contrast datasets (bundled, local files, hub failure) and the prompt-transform registry."""
+"""Contrast datasets: bundled, local files, column mapping, the hub (and its failures)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from interp_playground import data
-from interp_playground.data import (
-    BUILTIN_TRANSFORMS,
-    base_transforms,
-    BUNDLED_DATASET,
-    TRANSFORMS,
-    ContrastPair,
-    apply_transform,
-    load_contrast_pairs,
-    load_transform_file,
-    pairs_examples,
-    parse_transform_suffix,
-    register_transform,
-    resolve_transforms,
-    unregister_transform,
-)
+from interp_playground.data import BUNDLED_DATASET, ContrastPair, load_contrast_pairs
 from interp_playground.errors import UserError
 
 SORH_COLUMNS = {"user", "school_of_reward_hacks", "control", "task", "evaluation_metric", "cheat_method"}
@@ -197,86 +182,29 @@ def test_unreachable_hub_is_one_line_error(monkeypatch):
     assert "unreachable" in str(info.value) and "\n" not in str(info.value)
 
 
-# ---- transforms --------------------------------------------------------------------------------
+def test_unreachable_hub_suggests_bundled(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr("interp_playground.models.hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(UserError, match="--dataset bundled"):
+        load_contrast_pairs("longtermrisk/school-of-reward-hacks")
 
 
-@pytest.fixture
-def user_transforms():
-    added: list[str] = []
-    yield added
-    for name in added:
-        unregister_transform(name)
+def test_hub_load_failure_suggests_bundled(monkeypatch):
+    """The hub answers (or HF_HUB_OFFLINE is set) but the dataset cannot be loaded."""
+    import datasets
 
+    def fail(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'longtermrisk/school-of-reward-hacks' on the Hub\nmore details")
 
-def test_builtin_transforms():
-    prompt = "Write a haiku. It will be scored by syllable count."
-    assert apply_transform("default", prompt) == prompt
-    over, dont = apply_transform("overfit", prompt), apply_transform("dont_overfit", prompt)
-    assert over.startswith(prompt + "\n\n") and dont.startswith(prompt + "\n\n")
-    assert over != dont
-    assert "evaluation" in over and "evaluation" in dont
-    assert set(BUILTIN_TRANSFORMS) <= set(TRANSFORMS)
-
-
-def test_resolve_transforms_expands_all_and_dedupes():
-    assert resolve_transforms(["all"]) == ["default", "overfit", "dont_overfit"]
-    assert resolve_transforms(["overfit", "default", "overfit"]) == ["overfit", "default"]
-    assert resolve_transforms(["overfit-minus-dont_overfit"]) == ["overfit-minus-dont_overfit"]
-    assert resolve_transforms(["overfit.hack-minus-dont_overfit.hack"]) == ["overfit.hack-minus-dont_overfit.hack"]
-    with pytest.raises(UserError, match="unknown transform"):
-        resolve_transforms(["overfit-minus-dont_overfit"], allow_derived=False)
-
-
-def test_base_transforms_of_derived_names():
-    names = ["overfit-minus-dont_overfit", "default", "overfit.hack-minus-default.control", "dont_overfit"]
-    assert base_transforms(names) == ["overfit", "dont_overfit", "default"]
-
-
-def test_unknown_transform_lists_known_ones():
+    monkeypatch.setattr(datasets, "load_dataset", fail)
+    monkeypatch.setattr("interp_playground.models.hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     with pytest.raises(UserError) as info:
-        resolve_transforms(["default", "overfitt"])
+        load_contrast_pairs("longtermrisk/school-of-reward-hacks")
     msg = str(info.value)
-    assert "'overfitt'" in msg and all(n in msg for n in ("all", "default", "overfit", "dont_overfit"))
-    with pytest.raises(UserError, match="no transform"):
-        resolve_transforms([])
-
-
-def test_vector_files_count_as_known(tmp_path):
-    (tmp_path / "steering_vectors_mine.pt").write_bytes(b"x")
-    assert resolve_transforms(["mine"], vectors_dir=tmp_path) == ["mine"]
-    with pytest.raises(UserError, match="mine"):
-        resolve_transforms(["mine"])
-
-
-def test_user_transforms(tmp_path, user_transforms):
-    name, text = parse_transform_suffix('polite=Please answer politely. Use "please".')
-    assert (name, text) == ("polite", 'Please answer politely. Use "please".')
-    register_transform(name, text)
-    user_transforms.append(name)
-    assert apply_transform("polite", "Hi?") == 'Hi?\n\nPlease answer politely. Use "please".'
-    assert resolve_transforms(["all"]) == ["default", "overfit", "dont_overfit", "polite"]
-    register_transform(name, text)  # same text again: fine
-    with pytest.raises(UserError, match="different text"):
-        register_transform(name, "something else")
-    with pytest.raises(UserError, match="built in"):
-        register_transform("overfit", "x")
-    yaml_file = tmp_path / "t.yaml"
-    yaml_file.write_text("terse: Answer in one sentence.\nformal: Use a formal tone.\n")
-    assert load_transform_file(yaml_file) == {"terse": "Answer in one sentence.", "formal": "Use a formal tone."}
-    json_file = tmp_path / "t.json"
-    json_file.write_text(json.dumps({"bad-name": "x"}))
-    with pytest.raises(UserError, match="invalid transform name"):
-        load_transform_file(json_file)
-
-
-@pytest.mark.parametrize("spec", ["noequals", "=text", "name=", "bad-name=x", "all=x"])
-def test_bad_transform_specs(spec):
-    with pytest.raises(UserError):
-        parse_transform_suffix(spec)
-
-
-def test_pairs_examples_apply_transform_to_prompt_only():
-    pairs, _ = load_contrast_pairs("bundled", n_samples=3)
-    ex = pairs_examples(pairs, "school_of_reward_hacks", "overfit")
-    assert [a for _, a in ex] == [p.negative for p in pairs]
-    assert [q for q, _ in ex] == [data.TRANSFORMS["overfit"].apply(p.prompt) for p in pairs]
+    assert "Couldn't reach" in msg and "--dataset bundled" in msg and "\n" not in msg
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="offline .*--dataset bundled"):
+        load_contrast_pairs("longtermrisk/school-of-reward-hacks")

@@ -23,7 +23,7 @@ TRANSFORMS = ["default", "overfit", "dont_overfit"]
 
 @pytest.fixture(scope="module")
 def vectors_dir(tmp_path_factory) -> Path:
-    from interp_playground.vectors import create_steering_vectors
+    from interp_playground.build_vectors import create_steering_vectors
 
     out = tmp_path_factory.mktemp("vectors")
     create_steering_vectors(MODEL, transforms=["all"], dataset="bundled", n_samples=6, output_dir=out,
@@ -70,7 +70,9 @@ def complete_run(vectors_dir, tmp_path_factory) -> Path:
 def test_run_directory_is_complete(complete_run):
     run = complete_run
     config = json.loads((run / "config.json").read_text())
-    assert config["config"]["model"] == MODEL and config["resolved"]["layers"] == [0, 2]
+    assert config["schema"] == 2 and config["config"]["model"]["model"] == MODEL
+    assert config["resolved"]["layers"] == [0, 2]
+    assert {c["stem"] for c in config["resolved"]["conditions"]} == _stems()
     assert set(config["vector_hashes"]) == set(TRANSFORMS)
     assert config["environment"]["torch"]
     gens = _rows_by_stem(run, "generations_")
@@ -247,7 +249,7 @@ def test_credentials_in_urls_never_reach_the_run_directory(vectors_dir, tmp_path
     from interp_playground.sweep import EvalConfig, run_eval
 
     url = "http://alice:s3cretpw@127.0.0.1:9/v1"
-    config = EvalConfig(model=MODEL, transforms=["default"], layers=[1], alphas=[1.0], max_samples=1,
+    config = EvalConfig.build(model=MODEL, transforms=["default"], layers=[1], alphas=[1.0], max_samples=1,
                         vectors_dir=str(vectors_dir), max_new_tokens=2, do_sample=False, device="cpu",
                         judge_base_url=url)
     run = run_eval(config, output_dir=tmp_path, skip_judging=True, progress=False,
@@ -263,18 +265,31 @@ def test_skip_generation_needs_a_run_with_generations(vectors_dir, tmp_path, cap
     assert not (tmp_path / "o").exists()
 
 
-def test_resume_with_a_narrower_grid_reports_only_that_grid(complete_run, vectors_dir, tmp_path):
+def test_resume_refuses_another_grid_before_any_work(complete_run, vectors_dir, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "copy"
     shutil.copytree(complete_run, run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     args = _eval_args(vectors_dir, tmp_path, "--resume", str(run))
     args[args.index("--alphas") + 1: args.index("--alphas") + 4] = ["1"]
-    assert cli_main(args) == 0
-    summary = json.loads((run / "summary.json").read_text())
-    assert set(summary["conditions"]) == {"baseline"} | {f"{t}_layer_{l}_alpha_1.0" for t in TRANSFORMS for l in (0, 2)}
-    # the other conditions' files stay on disk, untouched
-    assert (run / "judged_default_layer_0_alpha_-1.0.json").exists()
+    err = _one_line_error(args, capsys)
+    assert "alphas" in err and "new run" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_refused_resume_with_other_sampling_settings_leaves_config_unchanged(complete_run, vectors_dir, tmp_path,
+                                                                               capsys):
+    """Defect: a refused ``--resume RUN --temperature 0.5`` rewrote config.json (also with --skip-generation)."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(complete_run, run)
+    config = (run / "config.json").read_bytes()
+    for extra in (["--temperature", "0.5"], ["--temperature", "0.5", "--skip-generation"], ["--max-new-tokens", "3"]):
+        err = _one_line_error(_eval_args(vectors_dir, tmp_path, "--resume", str(run), *extra), capsys)
+        assert "differ" in err
+        assert (run / "config.json").read_bytes() == config
 
 
 def test_skip_judging_refuses_stale_judgments(complete_run, vectors_dir, tmp_path, capsys):

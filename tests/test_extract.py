@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_playground.data import ContrastPair
+from interp_playground.data import ContrastPair, load_contrast_pairs
 from interp_playground.errors import UserError
-from interp_playground.extract import ActivationWriter, extract_means, extract_pair_means
+from interp_playground.extract import ActivationWriter, extract_means, extract_pair_means, pairs_examples
 from interp_playground.steering import capture_layers, steer
 from interp_playground.tiny import tiny_model
+from interp_playground.transforms import TRANSFORMS
 
 N_LAYERS = 3
 
@@ -194,3 +195,12 @@ def test_too_long_for_learned_positions(tokenizer):
     model = tiny_model("gpt2")
     with pytest.raises(UserError, match="more than the model's 512 positions"):
         extract_means(model, tokenizer, [("q", "word " * 600)], 1)
+
+
+def test_pairs_examples_apply_transform_to_prompt_only():
+    pairs, _ = load_contrast_pairs("bundled", n_samples=3)
+    ex = pairs_examples(pairs, "school_of_reward_hacks", "overfit")
+    assert [a for _, a in ex] == [p.negative for p in pairs]
+    assert [q for q, _ in ex] == [TRANSFORMS["overfit"].apply(p.prompt) for p in pairs]
+    with pytest.raises(UserError, match="unknown transform"):
+        pairs_examples(pairs, "control", "nope")

@@ -9,21 +9,16 @@ import math
 import pytest
 import torch
 
-from interp_playground import generate as gen
+from interp_playground.engine import base as engine_base
+from interp_playground.engine import compat, hf as engine_hf, sampling
 from interp_playground.chat import prompt_ids
 from interp_playground.errors import UserError
 from interp_playground.models import decoder_layers
-from interp_playground.generate import (
-    Condition,
-    GenerationRequest,
-    GenerationSettings,
-    generate_baseline,
-    generate_rows,
-    generate_with_steering,
-    parse_layer_groups,
-    parse_layers,
-    validate_alphas,
-)
+from interp_playground.conditions import Condition, parse_layer_groups, parse_layers, validate_alphas
+from interp_playground.engine import GenerationRequest, generate_rows
+from interp_playground.rows import SEED_FIELDS
+from interp_playground.seed_api import generate_baseline, generate_with_steering
+from interp_playground.settings import GenerationSettings
 from interp_playground.steering import ablate, steer
 from interp_playground.tiny import tiny_model
 
@@ -219,7 +214,7 @@ def test_generated_positions_steer_only_the_answer(tiny_models, tokenizer):
 def test_packed_gqa_decode_attention_equals_repeated_heads(tiny_models, monkeypatch):
     from transformers.modeling_utils import AttentionInterface
 
-    monkeypatch.setattr(gen, "_hf_packs_gqa", lambda: False)  # as with transformers < 5.20
+    monkeypatch.setattr(compat, "_hf_packs_gqa", lambda: False)  # as with transformers < 5.20
     model = tiny_models("qwen3")
     module = decoder_layers(model)[0].self_attn
     assert module.num_key_value_groups == 2
@@ -232,7 +227,7 @@ def test_packed_gqa_decode_attention_equals_repeated_heads(tiny_models, monkeypa
     want = torch.nn.functional.scaled_dot_product_attention(q, *expanded, attn_mask=mask[..., :5], scale=0.3)
     want = want.transpose(1, 2)
     original = AttentionInterface._global_mapping["sdpa"]
-    with gen._gqa_decode_attention(model):
+    with compat.gqa_decode_attention(model):
         patched = AttentionInterface._global_mapping["sdpa"]
         assert patched is not original
         got, _ = patched(module, q, k, v, mask, scaling=0.3)
@@ -247,7 +242,7 @@ def test_packed_gqa_decode_attention_equals_repeated_heads(tiny_models, monkeypa
 
 @pytest.mark.parametrize("arch", ["qwen3", "llama", "gemma3"])
 def test_engine_with_packed_gqa_matches_rows_alone(arch, tiny_models, tokenizer, monkeypatch):
-    monkeypatch.setattr(gen, "_hf_packs_gqa", lambda: False)
+    monkeypatch.setattr(compat, "_hf_packs_gqa", lambda: False)
     model = tiny_models(arch)
     vectors = _vectors(7)
     requests = [GenerationRequest(c, q, i, 0) for c in MIXED[:3] for i, q in enumerate(QUESTIONS[:3])]
@@ -270,7 +265,7 @@ def test_sampler_draws_from_the_filtered_distribution():
     ids = torch.zeros(n, 4, dtype=torch.long)
 
     def freqs(temperature, top_p, top_k):
-        out = gen._RowSampler(u, 4, temperature, top_p, top_k)(ids, scores.clone())
+        out = sampling.RowSampler(u, 4, temperature, top_p, top_k)(ids, scores.clone())
         assert bool(((out == 0) | (out == float("-inf"))).all())
         assert bool(((out == 0).sum(-1) == 1).all())
         return torch.bincount(out.argmax(-1), minlength=6).double() / n
@@ -297,7 +292,7 @@ def test_two_level_inverse_cdf_matches_a_flat_search():
     logits[2048:2100] = float("-inf")  # a whole run of zeros across a block boundary
     probs = torch.softmax(logits, -1)
     u = torch.cat([torch.rand(5000, generator=g, dtype=torch.float64), torch.tensor([0.0, 1 - 2.0**-30])])
-    got = gen._RowSampler.inverse_cdf(probs.repeat(len(u), 1), u.to(torch.float32).clamp(max=1 - 2.0**-24))[:, 0]
+    got = sampling.RowSampler.inverse_cdf(probs.repeat(len(u), 1), u.to(torch.float32).clamp(max=1 - 2.0**-24))[:, 0]
     cdf = torch.cumsum(probs.double(), 0)
     want = torch.searchsorted(cdf, (u * cdf[-1]).unsqueeze(-1), right=True)[:, 0].clamp(max=vocab - 1)
     assert bool((probs[got] > 0).all())  # never a zero-probability token, even at u = 0 and u -> 1
@@ -349,7 +344,7 @@ def test_seed_api_writes_the_seed_format(tiny_models, tokenizer, tmp_path):
     assert [r["id"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [(r["question"], r["answer_idx"]) for r in rows] == [(q, a) for q in QUESTIONS[:2] for a in range(3)]
     for r in rows:
-        assert set(gen.SEED_FIELDS) <= set(r)
+        assert set(SEED_FIELDS) <= set(r)
         assert r["steering_layer"] == 1 and isinstance(r["steering_layer"], int)
         assert r["steering_strength"] == 1.5 and isinstance(r["steering_strength"], float)
         assert isinstance(r["response"], str) and r["finish_reason"] in ("eos", "length")
@@ -390,7 +385,7 @@ def test_seed_api_bad_inputs_fail_before_generation(call, match, tiny_models, to
     def boom(*a, **k):
         raise AssertionError("generation started")
 
-    monkeypatch.setattr(gen, "_run_batch", boom)
+    monkeypatch.setattr(engine_hf, "_run_batch", boom)
     out = tmp_path / "x.json"
     with pytest.raises(UserError, match=match):
         call(tiny_models("qwen3"), tokenizer, torch.ones(HIDDEN), str(out))
@@ -398,7 +393,7 @@ def test_seed_api_bad_inputs_fail_before_generation(call, match, tiny_models, to
 
 
 def test_engine_rejects_unknown_vector_and_bad_shapes(tiny_models, tokenizer, monkeypatch):
-    monkeypatch.setattr(gen, "_run_batch", lambda *a, **k: pytest.fail("generation started"))
+    monkeypatch.setattr(engine_hf, "_run_batch", lambda *a, **k: pytest.fail("generation started"))
     model = tiny_models("qwen3")
     req = [GenerationRequest(Condition("missing", (1,), 1.0), "hi", 0, 0)]
     with pytest.raises(UserError, match="no steering vector named 'missing'"):
@@ -415,7 +410,7 @@ def test_engine_rejects_unknown_vector_and_bad_shapes(tiny_models, tokenizer, mo
 
 def test_out_of_memory_halves_the_batch(tiny_models, tokenizer, monkeypatch):
     model = tiny_models("qwen3")
-    real = gen._run_batch
+    real = engine_hf._run_batch
     sizes = []
 
     def flaky(model, tokenizer, batch, *args):
@@ -424,14 +419,14 @@ def test_out_of_memory_halves_the_batch(tiny_models, tokenizer, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(model, tokenizer, batch, *args)
 
-    monkeypatch.setattr(gen, "_run_batch", flaky)
+    monkeypatch.setattr(engine_hf, "_run_batch", flaky)
     requests = [GenerationRequest(Condition(), q, i, a) for i, q in enumerate(QUESTIONS) for a in range(2)]
     settings = GenerationSettings(max_new_tokens=3, do_sample=False, batch_size=8)
     rows = list(generate_rows(model, tokenizer, requests, {}, settings, progress=False))
     assert sorted((r["question_id"], r["answer_idx"]) for r in rows) == [(i, a) for i in range(4) for a in range(2)]
     assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) == {2}
 
-    monkeypatch.setattr(gen, "_run_batch", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
+    monkeypatch.setattr(engine_hf, "_run_batch", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
     with pytest.raises(UserError, match="batch size 1"):
         list(generate_rows(model, tokenizer, requests[:1], {}, settings, progress=False))
 
@@ -449,7 +444,7 @@ def test_smollm_mixed_batch_rows_equal_each_row_alone(smollm, tmp_path):
     requests = [GenerationRequest(c, q, i, 0) for c in conds for i, q in enumerate(questions)]
     settings = GenerationSettings(max_new_tokens=6, do_sample=False, batch_size=len(requests))
     rows = list(generate_rows(model, tokenizer, requests, vectors, settings, progress=False))
-    eos = gen._eos_ids(model, tokenizer)
+    eos = engine_base.eos_ids(model, tokenizer)
     for row, req in zip(sorted(rows, key=lambda r: (r["condition"], r["question_id"])),
                         sorted(requests, key=lambda r: (r.condition.stem, r.question_id))):
         want = _alone(model, tokenizer, req.question, req.condition, vectors, 6, eos, tokenizer.pad_token_id)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp_playground import generate as gen
+from interp_playground import rundir, seed_api
+from interp_playground.engine import hf as engine_hf
 from interp_playground.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def test_generate_command_writes_the_grid_and_resumes(vectors_dir, questions_fil
         "--transforms", "default", "overfit", "--layers", "1", "0+2", "--alphas", "-1", "0", "2",
         "--ablate", "--max-samples", "2", "--n-generations", "2"]
     assert cli_main(args) == 0
-    names = {p.name for p in out.glob("generations_*.json")} - {gen.MANIFEST_FILE}
+    names = {p.name for p in out.glob("generations_*.json")} - {rundir.MANIFEST_FILE}
     expected = {"generations_baseline.json"} | {
         f"generations_{t}_layer_{layers}_{suffix}.json"
         for t in ("default", "overfit") for layers in ("1", "0-2")
@@ -52,9 +53,12 @@ def test_generate_command_writes_the_grid_and_resumes(vectors_dir, questions_fil
     rows = json.loads((out / "generations_overfit_layer_0-2_alpha_2.0.json").read_text())
     assert len(rows) == 4 and rows[0]["steering_layer"] == [0, 2] and rows[0]["transform"] == "overfit"
     assert "17 condition file(s)" in capsys.readouterr().out
-    before = {p: p.read_bytes() for p in out.iterdir()}
+    def snapshot() -> dict:  # the writer's lock file names its holder: not an output
+        return {p: p.read_bytes() for p in out.iterdir() if p.name != rundir.LOCK_FILE}
+
+    before = snapshot()
     assert cli_main(args) == 0  # rerun: everything is finished, nothing changes
-    assert {p: p.read_bytes() for p in out.iterdir()} == before
+    assert snapshot() == before
 
 
 @pytest.mark.parametrize(
@@ -70,7 +74,7 @@ def test_generate_command_writes_the_grid_and_resumes(vectors_dir, questions_fil
     ],
 )
 def test_bad_options_give_one_line_errors(extra, match, vectors_dir, questions_file, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(gen, "_run_batch", lambda *a, **k: pytest.fail("generation started"))
+    monkeypatch.setattr(engine_hf, "_run_batch", lambda *a, **k: pytest.fail("generation started"))
     out = tmp_path / "run"
     assert cli_main(_base_args(vectors_dir, questions_file, out) + extra) == 2
     err = capsys.readouterr().err.strip()
@@ -94,8 +98,8 @@ def test_shim_exposes_the_seed_api(monkeypatch, tiny_models, tokenizer, tmp_path
     monkeypatch.syspath_prepend(str(REPO))
     import generate_steered
 
-    assert generate_steered.generate_with_steering is gen.generate_with_steering
-    assert generate_steered.generate_baseline is gen.generate_baseline
+    assert generate_steered.generate_with_steering is seed_api.generate_with_steering
+    assert generate_steered.generate_baseline is seed_api.generate_baseline
     data = tmp_path / "data"
     data.mkdir()
     vec = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))

@@ -7,9 +7,12 @@ import json
 import pytest
 import torch
 
-from interp_playground import generate as gen
+from interp_playground import rundir
+from interp_playground.engine import hf as engine_hf
 from interp_playground.errors import UserError
-from interp_playground.generate import Condition, GenerationSettings, generate_sweep
+from interp_playground.conditions import Condition
+from interp_playground.settings import GenerationSettings
+from interp_playground.sweep_store import generate_sweep
 from interp_playground.io import read_jsonl
 
 QUESTIONS = [
@@ -31,12 +34,12 @@ GREEDY = GenerationSettings(max_new_tokens=4, do_sample=False, batch_size=5)
 SAMPLED = GenerationSettings(max_new_tokens=4, do_sample=True, temperature=1.3, seed=7, batch_size=5)
 
 
-_REAL_RUN_BATCH = gen._run_batch
+_REAL_RUN_BATCH = engine_hf._run_batch
 
 
 def _read_dir(path):
     return {p.name: json.loads(p.read_text()) for p in sorted(path.glob("generations_*.json"))
-            if p.name != gen.MANIFEST_FILE}
+            if p.name != rundir.MANIFEST_FILE}
 
 
 def _count_batches(monkeypatch, fail_after: int | None = None) -> list[int]:
@@ -50,7 +53,7 @@ def _count_batches(monkeypatch, fail_after: int | None = None) -> list[int]:
         calls.append(len(batch))
         return real(model, tokenizer, batch, *args)
 
-    monkeypatch.setattr(gen, "_run_batch", counting)
+    monkeypatch.setattr(engine_hf, "_run_batch", counting)
     return calls
 
 
@@ -104,7 +107,7 @@ def test_no_reuse_generates_alpha_zero_and_matches_baseline(tiny_models, tokeniz
 @pytest.mark.parametrize("settings", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
 def test_resume_after_crash_equals_uninterrupted_run(settings, tiny_models, tokenizer, tmp_path, monkeypatch):
     model = tiny_models("llama")
-    monkeypatch.setattr(gen, "SORT_WINDOW_BATCHES", 1)  # small sort windows: conditions finish one by one
+    monkeypatch.setattr(engine_hf, "SORT_WINDOW_BATCHES", 1)  # small sort windows: conditions finish one by one
     conds = CONDITIONS[:7]
     full = tmp_path / "full"
     generate_sweep(model, tokenizer, conds, QUESTIONS, _vectors(), full, n_generations=2, settings=settings,
@@ -115,7 +118,7 @@ def test_resume_after_crash_equals_uninterrupted_run(settings, tiny_models, toke
     with pytest.raises(RuntimeError, match="injected crash"):
         generate_sweep(model, tokenizer, conds, QUESTIONS, _vectors(), run, n_generations=2, settings=settings,
                        progress=False)
-    journal = list(read_jsonl(run / gen.JOURNAL_FILE))
+    journal = list(read_jsonl(run / rundir.JOURNAL_FILE))
     assert len(journal) == 3 * 5  # three finished batches survived the crash
     partial = _read_dir(run)
     assert 0 < len(partial) < len(conds)  # conditions finished before the crash were written already
@@ -126,7 +129,7 @@ def test_resume_after_crash_equals_uninterrupted_run(settings, tiny_models, toke
     n_generated = (len(conds) - 2) * len(QUESTIONS) * 2  # alpha-0 files reuse the baseline
     assert sum(calls) == n_generated - len(journal)  # only the missing rows were generated
     assert _read_dir(run) == _read_dir(full)
-    keys = [(r["condition"], r["question_id"], r["answer_idx"]) for r in read_jsonl(run / gen.JOURNAL_FILE)]
+    keys = [(r["condition"], r["question_id"], r["answer_idx"]) for r in read_jsonl(run / rundir.JOURNAL_FILE)]
     assert len(keys) == len(set(keys)) == n_generated  # no duplicates
 
 
@@ -203,7 +206,7 @@ def test_file_without_journal_or_manifest_is_not_overwritten(tiny_models, tokeni
     ],
 )
 def test_bad_inputs_fail_before_any_work(kwargs, match, tiny_models, tokenizer, tmp_path, monkeypatch):
-    monkeypatch.setattr(gen, "_run_batch", lambda *a, **k: pytest.fail("generation started"))
+    monkeypatch.setattr(engine_hf, "_run_batch", lambda *a, **k: pytest.fail("generation started"))
     args = dict(conditions=[Condition(), Condition("default", (1,), 1.0)], questions=QUESTIONS,
                 vectors={"default": torch.ones(3, 32)}, settings=GREEDY)
     args.update(kwargs)

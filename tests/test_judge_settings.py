@@ -10,7 +10,7 @@ import pytest
 from interp_playground.cli import main as cli_main
 from interp_playground.errors import UserError
 from interp_playground.judge import HFBackend, JudgeSettings, OpenAIBackend
-from interp_playground.sweep import EvalConfig
+from interp_playground.sweep import _FLAT_JUDGE, EvalConfig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,8 +39,11 @@ def test_option_names_and_defaults():
     assert flags == FLAGS
     assert JudgeSettings.from_args(args) == JudgeSettings()
     _, none = parse([], defaults=False)
-    assert all(v is None for v in vars(none).values())
+    assert vars(none) == {} and JudgeSettings.given(none) == []
     assert JudgeSettings.from_args(none) == JudgeSettings()
+    _, some = parse(["--judge-model", "m", "--judge-timeout", "3"], defaults=False)
+    assert vars(some) == {"judge_model": "m", "judge_timeout": 3.0}
+    assert JudgeSettings.given(some) == ["model", "timeout"]
     # an argument group works too, and the help shows the real defaults
     parser = argparse.ArgumentParser()
     group = parser.add_argument_group("mine")
@@ -49,13 +52,18 @@ def test_option_names_and_defaults():
 
 
 def test_config_keys_and_defaults_match_eval_config():
-    """to_dict() is the flat judge part of EvalConfig, with the same defaults."""
-    config = EvalConfig().to_dict()
-    settings = JudgeSettings().to_dict()
-    assert set(settings) == {k for k in config if k.startswith("judge_")} | {"aligned_prompt", "coherent_prompt"}
-    assert settings == {k: config[k] for k in settings}
-    stored = dict(config, judge_backend="hf", judge_model="tiny-llama", other="ignored")
+    """to_dict() is the judge section of EvalConfig (same keys, same defaults); from_dict also
+    reads the flat judge_* keys of older configs."""
+    section = EvalConfig().to_dict()["judge"]
+    assert JudgeSettings().to_dict() == section
+    assert set(JudgeSettings().to_flat_dict()) == set(_FLAT_JUDGE)
+    assert JudgeSettings.from_dict(None) == JudgeSettings()
+    stored = {"judge_backend": "hf", "judge_model": "tiny-llama", "other": "ignored"}
     assert JudgeSettings.from_dict(stored) == JudgeSettings(backend="hf", model="tiny-llama")
+    assert JudgeSettings.from_dict({"backend": "hf", "min_mass": 0.5}) == JudgeSettings(backend="hf", min_mass=0.5)
+    settings = JudgeSettings(model="m", concurrency=3)
+    assert JudgeSettings.from_dict(settings.to_dict()) == settings
+    assert JudgeSettings.from_dict(settings.to_flat_dict()) == settings
 
 
 def test_from_args_overrides_only_what_was_given():

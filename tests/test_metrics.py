@@ -14,7 +14,6 @@ from interp_playground.errors import UserError
 from interp_playground.io import read_json
 from interp_playground.metrics import (
     bootstrap_mean_ci,
-    condition_stem,
     format_table,
     load_judged_rows,
     load_or_summarize,
@@ -59,9 +58,15 @@ def test_parse_score():
         assert parse_score(empty) is None
 
 
-def test_condition_stem():
-    assert condition_stem(None, None, 0.0) == "baseline"
-    assert condition_stem("overfit", 15, -2) == "overfit_layer_15_alpha_-2.0"
+def test_condition_of_rows_without_stem_or_steering():
+    from interp_playground.rows import condition_of
+
+    assert condition_of({"transform": None, "steering_layer": None, "steering_strength": 0.0}).stem == "baseline"
+    cond = condition_of({"transform": "overfit", "steering_layer": 15, "steering_strength": -2})
+    assert cond.stem == "overfit_layer_15_alpha_-2.0" and cond.strength == -2.0
+    # a CSV row: layer as text, no transform name
+    assert condition_of({"transform": "", "steering_layer": "3.0", "steering_strength": "1"}).stem == \
+        "steered_layer_3_alpha_1.0"
 
 
 def test_exact_numbers_on_hand_made_rows():

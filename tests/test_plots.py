@@ -85,3 +85,28 @@ def test_rows_and_summary_pair(tmp_path):
 def test_missing_run_dir_is_a_user_error(tmp_path):
     with pytest.raises(UserError):
         make_plots_from_run_dir(tmp_path / "missing")
+
+
+def test_plots_and_report_of_a_run_with_ablations(tmp_path):
+    """Defect: ``report`` and ``plots`` crashed (TypeError on a None alpha) on a run with ``--ablate``."""
+    import json
+
+    from interp_playground.conditions import Condition
+    from interp_playground.report import write_report
+
+    run = make_fake_run_dir(tmp_path, n_questions=2, n_generations=2)
+    source = json.loads((run / "judged_overfit_layer_10_alpha_1.0.json").read_text())
+    for layers in ((10,), (10, 20)):
+        cond = Condition("overfit", layers, op="ablate")
+        rows = [{**r, "condition": cond.stem, "steering": cond.to_dict(), "steering_layer": cond.steering_layer,
+                 "steering_strength": 0.0} for r in source]
+        (run / f"judged_{cond.stem}.json").write_text(json.dumps(rows))
+    _check_pngs(make_plots_from_run_dir(run), run / "plots")
+    report = write_report(run).read_text()
+    assert "overfit_layer_10_ablate" in report and "overfit_layer_10-20_ablate" in report
+    from interp_playground.metrics import load_or_summarize
+
+    summary = load_or_summarize(run)
+    ablation = summary["conditions"]["overfit_layer_10-20_ablate"]
+    assert ablation["alpha"] is None and ablation["op"] == "ablate" and ablation["layers"] == [10, 20]
+    assert ablation["steering"] == Condition("overfit", (10, 20), op="ablate").to_dict()

@@ -26,7 +26,7 @@ def test_seed_modules_import_from_the_repo_root():
 
 
 def test_seed_defaults():
-    from interp_playground.generate import generate_with_steering
+    from interp_playground.seed_api import generate_with_steering
     from interp_playground.judge import judge_responses
 
     p = inspect.signature(generate_with_steering).parameters

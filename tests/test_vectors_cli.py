@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,9 +13,9 @@ import pytest
 import torch
 
 from interp_playground import cli
-from interp_playground.data import load_contrast_pairs, unregister_transform
-from interp_playground.models import load_model_and_tokenizer
-from interp_playground.vectors import SteeringVectors, create_steering_vectors, load_vectors, vector_path
+from interp_playground.data import load_contrast_pairs
+from interp_playground.transforms import unregister_transform
+from interp_playground.vector_file import SteeringVectors, load_steering_vector, load_vectors, vector_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "create_steering_vector.py"
@@ -137,8 +138,6 @@ def test_save_activations_then_skip_extraction(tmp_path, capsys, monkeypatch):
     scale = extracted.vectors.abs().max()
     torch.testing.assert_close(rebuilt.vectors, extracted.vectors, rtol=0, atol=float(scale) * 2e-3)
     # the seed's API computes the same thing from the same files
-    from interp_playground.vectors import load_steering_vector
-
     v = load_steering_vector(layer_idx=2, activations_dir=tmp_path / "activations")
     torch.testing.assert_close(v, rebuilt.vectors[2], rtol=1e-5, atol=1e-5)
 
@@ -167,16 +166,6 @@ def test_derived_names_create_their_base_transforms(tmp_path, capsys):
     assert torch.equal(got.vectors, a.vectors - b.vectors)
 
 
-def test_python_api_with_loaded_model(tmp_path):
-    model, tok = load_model_and_tokenizer("tiny-llama", device="cpu")
-    paths = create_steering_vectors((model, tok), ["default"], "bundled", 3, tmp_path,
-                                    batch_size=2, plot=False, progress=False, log=None)
-    assert paths == {"default": vector_path(tmp_path, "default")}
-    sv = SteeringVectors.load(paths["default"])
-    assert sv.metadata["model"]["name"] == "tiny-llama" and sv.metadata["n_pairs"] == 3
-    assert not (tmp_path / "steering_vectors_diagnostics.png").exists()
-
-
 def _bad_csv(tmp_path: Path) -> str:
     path = tmp_path / "mine.csv"
     path.write_text("question,good,bad\nq,a,b\n")
@@ -203,6 +192,9 @@ BAD_INPUTS = {
     "bad dtype": (["--dtype", "float8"], "unknown dtype"),
     "bad transform suffix": (["--transform-suffix", "oops"], "--transform-suffix"),
     "unknown option": (["--frobnicate"], "unrecognized arguments"),
+    "abbreviated option": (["--n-sam", "3"], "unrecognized arguments: --n-sam"),
+    "abbreviated flag": (["--overwr"], "unrecognized arguments: --overwr"),
+    "hub dataset, hub down": (["--dataset", "longtermrisk/school-of-reward-hacks"], "--dataset bundled"),
 }
 
 
@@ -249,3 +241,71 @@ def test_smollm2_bundled_all_transforms(tmp_path):
         assert torch.isfinite(sv.vectors).all() and (sv.norms() > 0).all()
     assert (tmp_path / "data" / "steering_vectors_diagnostics.png").is_file()
     print(f"smollm2-135m, 40 pairs x 3 transforms: {elapsed:.1f} s")
+
+
+def _read_only_cases(tmp_path: Path) -> dict[str, Path]:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    return {"output dir is a file": a_file, "output dir under a file": a_file / "sub" / "deeper"}
+
+
+@pytest.mark.parametrize("case", ["output dir is a file", "output dir under a file"])
+def test_unusable_output_dir_fails_fast_before_any_model(case, tmp_path, capsys, monkeypatch, no_model_load):
+    monkeypatch.setattr("interp_playground.models.load_tokenizer",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("tokenizer loaded")))
+    out = _read_only_cases(tmp_path)[case]
+    start = time.monotonic()
+    rc, _, err = _run([*TINY, "--transforms", "default", "--output-dir", str(out)], capsys)
+    elapsed = time.monotonic() - start
+    assert rc == 2 and err.startswith("error: --output-dir") and err.count("\n") == 1, err
+    assert "not a folder" in err or "is a file" in err
+    assert elapsed < 1.0, elapsed
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_unwritable_output_dir_fails_fast(tmp_path, capsys, monkeypatch, no_model_load):
+    """A folder the process cannot write to (chmod for a normal user; root needs a failing probe)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: make the probe write fail as a read-only mount would
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Read-only file system")
+
+        monkeypatch.setattr("interp_playground.build_vectors.tempfile.mkstemp", refuse)
+    try:
+        start = time.monotonic()
+        rc, _, err = _run([*TINY, "--transforms", "default", "--output-dir", str(locked / "vectors")], capsys)
+        elapsed = time.monotonic() - start
+    finally:
+        locked.chmod(0o755)
+    assert rc == 2 and err.startswith("error: --output-dir") and "not writable" in err and err.count("\n") == 1
+    assert elapsed < 1.0, elapsed
+    assert not (locked / "vectors").exists()
+
+
+def test_unwritable_activations_dir_fails_fast(tmp_path, capsys, no_model_load):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    rc, _, err = _run([*TINY, "--transforms", "default", "--output-dir", str(tmp_path / "out"),
+                       "--save-activations", "--activations-dir", str(a_file)], capsys)
+    assert rc == 2 and err.startswith("error: --activations-dir") and err.count("\n") == 1
+
+
+def test_script_wrapper_refuses_abbreviations_and_suggests_bundled(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", "tiny-qwen3", "--transforms", "default", "--n-samp", "2",
+         "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 2 and "unrecognized arguments: --n-samp" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", "tiny-qwen3", "--transforms", "default",
+         "--dataset", "no-such-org/no-such-dataset-3f9a", "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--dataset bundled" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .sweep import EvalConfig, new_run_dir, run_eval
+from .rundir import RunDir
+from .sweep import EvalConfig, run_eval
 
 
 @dataclass
@@ -35,12 +36,12 @@ class DemoOptions:
 
 def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
     """Run the demo and return its run directory (``report.html`` inside)."""
-    from .data import resolve_transforms
-    from .generate import parse_layers, validate_alphas
+    from .transforms import resolve_transforms
+    from .conditions import parse_layers, validate_alphas
     from .judge.backends import HFBackend
     from .judge import make_backend
     from .models import load_model_and_tokenizer, num_layers
-    from .vectors import create_steering_vectors
+    from .build_vectors import create_steering_vectors
 
     o = options or DemoOptions()
     transforms = resolve_transforms(o.transforms)
@@ -48,8 +49,8 @@ def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
     model, tokenizer = load_model_and_tokenizer(o.model)
     n = num_layers(model)
     layers = parse_layers(o.layers, n) if o.layers else sorted({n // 3, n // 2})
-    run = new_run_dir(o.output_dir)
-    vectors_dir = run / "vectors"
+    run = RunDir.create(o.output_dir)
+    vectors_dir = run.path / "vectors"
     create_steering_vectors(
         (model, tokenizer), transforms=transforms, dataset="bundled", n_samples=o.n_pairs,
         output_dir=vectors_dir,
@@ -57,7 +58,7 @@ def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
     judge = (HFBackend(model, tokenizer=tokenizer, min_numeric_mass=o.judge_min_mass)
              if o.judge_model == o.model
              else make_backend("hf", model=o.judge_model, min_numeric_mass=o.judge_min_mass))
-    config = EvalConfig(
+    config = EvalConfig.build(
         model=o.model, transforms=transforms, layers=layers, alphas=alphas, max_samples=o.max_samples,
         vectors_dir=str(vectors_dir), max_new_tokens=o.max_new_tokens, do_sample=False,
         judge_backend="hf", judge_model=o.judge_model, judge_min_mass=o.judge_min_mass,

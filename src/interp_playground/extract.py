@@ -26,10 +26,11 @@ from typing import Any
 import torch
 
 from .chat import prompt_answer_ids
-from .data import SIDES, ContrastPair, pairs_examples
+from .data import SIDES, ContrastPair
 from .errors import UserError
 from .models import decoder_layers, hidden_size, model_device
 from .steering import _hidden_of
+from .transforms import get_transform
 
 
 @dataclass
@@ -295,6 +296,12 @@ def extract_means(
         norm_sums=torch.stack([s.cpu() for s in norm_sums]),  # type: ignore[union-attr]
         token_counts=[len(ids) - start for ids, start in encoded],
     )
+
+
+def pairs_examples(pairs: Sequence[ContrastPair], side: str, transform: str = "default") -> list[tuple[str, str]]:
+    """``(transformed prompt, answer)`` for one side of every pair, in order."""
+    t = get_transform(transform)
+    return [(t.apply(p.prompt), p.answer(side)) for p in pairs]
 
 
 def extract_pair_means(

@@ -12,8 +12,11 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
+
+from .errors import UserError
 
 PathLike = str | os.PathLike[str]
 
@@ -118,19 +121,48 @@ def append_jsonl(path: PathLike, records: Iterable[Any]) -> None:
 
 
 def read_jsonl(path: PathLike) -> Iterator[Any]:
-    """Yield the records of a JSON-lines journal, skipping a torn last line left by a crash."""
+    """Yield the records of a JSON-lines journal, skipping a torn line left by a crash (cut JSON, or
+    bytes cut inside a multi-byte UTF-8 character, e.g. on a full disk)."""
     path = Path(path)
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
+    with open(path, "rb") as fh:
+        for raw in fh:
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                continue
             if not line:
                 continue
             try:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
+
+
+def check_writable_dir(path: PathLike, option: str = "--output-dir") -> Path:
+    """Raise a one-line ``UserError`` unless ``path`` is, or can be created as, a writable folder.
+
+    Walks up to the nearest existing folder (an existing file on the way is an error), checks its
+    permissions and probes it with a temporary file that is removed at once; creates nothing.
+    """
+    given = Path(path)
+    probe = Path(os.path.abspath(given))
+    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        if probe == Path(os.path.abspath(given)):
+            raise UserError(f"{option} {given} exists and is not a folder")
+        raise UserError(f"{option} {given} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {given} is not writable (no write permission on {probe})")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".interp-playground-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"{option} {given} is not writable ({exc.strerror or type(exc).__name__} in {probe})") from None
+    return given
 
 
 #: A CSV cell starting with one of these is read as a formula by spreadsheet programs.
@@ -150,7 +182,7 @@ def csv_safe(value: Any) -> Any:
 
 
 def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
-    """CSV text (``\n`` line ends) of ``header`` and ``rows``, every cell passed through :func:`csv_safe`."""
+    """CSV text (LF line ends) of ``header`` and ``rows``, every cell passed through :func:`csv_safe`."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([csv_safe(v) for v in header])

@@ -36,15 +36,15 @@ import numpy as np
 from .errors import UserError
 from .io import atomic_write_bytes
 from .metrics import (
-    BASELINE,
-    is_ablation,
     load_judged_rows,
     load_or_summarize,
     parse_score,
     read_run_config,
-    row_condition,
     run_description,
 )
+from .conditions import BASELINE_STEM as BASELINE
+from .rows import condition_of
+from .rundir import RunDir
 
 PathLike = str | os.PathLike[str]
 
@@ -99,14 +99,14 @@ def _no_data(ax: Any, text: str) -> None:
 def _transforms(conds: Sequence[Mapping[str, Any]]) -> list[str]:
     seen: list[str] = []
     for c in conds:
-        t = c.get("transform") or ("steered" if c.get("layer") is not None else None)
+        t = c.get("transform")
         if t is not None and t not in seen:
             seen.append(t)
     return seen
 
 
 def _tname(c: Mapping[str, Any]) -> str:
-    return c.get("transform") or "steered"
+    return str(c.get("transform"))
 
 
 def _alpha_colors(alphas: Sequence[float]) -> dict[float, Any]:
@@ -179,7 +179,7 @@ def _plot_scores_by_condition(rows: list[dict], summary: Mapping[str, Any], info
                               path: Path) -> Path:
     conds = [summary["conditions"][k] for k in summary.get("condition_order", summary["conditions"])]
     base = summary["conditions"].get(BASELINE)
-    others = [c for c in conds if c["condition"] != BASELINE]
+    others = [c for c in conds if not c.get("is_baseline")]
     note = None
     if len(conds) > MAX_CONDITION_ROWS:
         keep = MAX_CONDITION_ROWS - (1 if base else 0)
@@ -206,7 +206,7 @@ def _plot_scores_by_condition(rows: list[dict], summary: Mapping[str, Any], info
         any_value = False
         for yi, c in zip(y, shown):
             e = _err(c[metric], key)
-            is_base = c["condition"] == BASELINE
+            is_base = bool(c.get("is_baseline"))
             color = BASELINE_COLOR if is_base else tcolors.get(_tname(c), "C0")
             if e is None:
                 ax.text(0.01, yi, "n/a", va="center", fontsize=7, color="#888888",
@@ -246,17 +246,12 @@ def _score_table(rows: list[dict]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         a, c = parse_score(r.get("aligned_score")), parse_score(r.get("coherent_score"))
-        layer = r.get("steering_layer")
-        cond = row_condition(r)
-        try:
-            alpha: float | None = None if is_ablation(cond) else float(r.get("steering_strength") or 0.0)
-        except (TypeError, ValueError):
-            alpha = 0.0
+        cond = condition_of(r)
         out.append({
-            "condition": cond,
-            "baseline": cond == BASELINE,
-            "transform": r.get("transform") or ("steered" if layer is not None else None),
-            "alpha": alpha,
+            "condition": cond.stem,
+            "baseline": cond.is_baseline,
+            "transform": cond.vector,
+            "alpha": None if cond.is_baseline else cond.strength,
             "aligned": a if isinstance(a, float) else None,
             "coherent": c if isinstance(c, float) else None,
         })
@@ -378,7 +373,7 @@ def _plot_scatter(rows: list[dict], summary: Mapping[str, Any], info: Mapping[st
 
 def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Path, metric: str,
                    label: str) -> Path:
-    conds = [c for c in summary["conditions"].values() if c["condition"] != BASELINE]
+    conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     base = summary["conditions"].get(BASELINE)
     transforms = _transforms(conds)
     panels = transforms or [None]
@@ -448,7 +443,7 @@ def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Pa
 def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
     from matplotlib import colormaps
 
-    conds = [c for c in summary["conditions"].values() if c["condition"] != BASELINE]
+    conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     base = summary["conditions"].get(BASELINE)
     transforms = _transforms(conds)
     layers = sorted({int(c["layer"]) for c in conds if c.get("layer") is not None})
@@ -473,7 +468,7 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
             continue
         grid = np.full((len(layers), len(alphas)), np.nan)
         for c in conds:
-            if _tname(c) != t or c.get("layer") is None or c["aligned"]["mean"] is None:
+            if _tname(c) != t or c.get("layer") is None or c.get("alpha") is None or c["aligned"]["mean"] is None:
                 continue
             grid[layers.index(int(c["layer"])), alphas.index(float(c["alpha"]))] = c["aligned"]["mean"]
         cmap = colormaps["RdYlGn"].with_extremes(bad="#d9d9d9")  # no numeric mean: grey cell
@@ -554,7 +549,7 @@ def make_plots(
         if title_info is None:
             title_info = {k: v for k, v in desc.items() if v != "?"}
         info = _as_info(title_info, summary)
-        out_dir = run_dir / "plots" if out_dir is None else out_dir
+        out_dir = RunDir(run_dir).plots_dir if out_dir is None else out_dir
     if not isinstance(summary, Mapping) or not isinstance(summary.get("conditions"), Mapping):
         raise UserError("make_plots: the summary has no 'conditions' (is it a summary.json?)")
     out = Path(out_dir)

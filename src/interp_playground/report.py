@@ -23,22 +23,19 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .errors import UserError
 from .io import atomic_write_text, to_jsonable
+from .conditions import BASELINE_STEM as BASELINE
 from .metrics import (
-    BASELINE,
-    SUMMARY_FILE,
     load_judged_rows,
     load_or_summarize,
     parse_score,
-    read_run_config,
-    row_condition,
     run_description,
 )
+from .rows import condition_of
+from .rundir import REPORT_FILE, RunDir
 from .plots import PLOT_FILES, make_plots
 
 PathLike = str | os.PathLike[str]
-REPORT_FILE = "report.html"
 
 PLOT_CAPTIONS: dict[str, str] = {
     "scores_by_condition.png": "Mean aligned and coherent scores and % misaligned per condition, with 95% bootstrap CIs; the baseline is the dashed line.",
@@ -333,7 +330,7 @@ def _browser_data(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any])
         except (TypeError, ValueError):
             qid = auto.setdefault(qtext, len(auto))
         questions.setdefault(qid, qtext)
-        cond = row_condition(r)
+        cond = condition_of(r).stem
         if cond not in order:
             order.append(cond)
         out_rows.append({
@@ -450,14 +447,13 @@ def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
     ``plots/*.png`` (redrawn first when some are missing or older than the summary, and
     ``make_missing_plots`` is set).
     """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise UserError(f"run directory {run} does not exist")
-    config = read_run_config(run)
+    rd = RunDir.existing(run_dir)
+    run = rd.path
+    config = rd.read_config()
     rows = load_judged_rows(run)
     summary = load_or_summarize(run)
-    plot_dir = run / "plots"
-    summary_file = run / SUMMARY_FILE
+    plot_dir = rd.plots_dir
+    summary_file = rd.summary_path
     newest = summary_file.stat().st_mtime_ns if summary_file.exists() else 0
 
     def current(name: str) -> bool:
@@ -468,7 +464,7 @@ def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
         make_plots((rows, summary), plot_dir, run_description(config) if config else None)
     plots = {n: (plot_dir / n).read_bytes() for n in PLOT_FILES if (plot_dir / n).exists()}
     text = render_report(config, summary, rows, plots, title=f"EM evaluation {run.name}")
-    return atomic_write_text(run / REPORT_FILE, text)
+    return atomic_write_text(rd.report_path, text)
 
 
 __all__ = ["REPORT_FILE", "embed_json", "render_report", "write_report"]

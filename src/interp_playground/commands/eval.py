@@ -8,87 +8,94 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..sweep import DEFAULT_ALPHAS, EvalConfig
+from ..settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings
+from ..sweep import EvalConfig, JudgeFields
 from .common import OneLineParser
 
+
 def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParser:
-    """Options of the ``eval`` command; every default is None so that ``--resume`` can tell what was given."""
-    d = EvalConfig()
+    """Options of the ``eval`` command: each stage's settings add their own options (see
+    :mod:`interp_playground.settings`); a parsed namespace holds only what was given."""
     p = OneLineParser(
         prog=prog,
         description="Generate steered answers over transforms x layers x alphas, judge them, "
                     "and write summary.json, plots/ and report.html into em_eval/{timestamp}/.",
     )
-    p.add_argument("--model", help=f"hub id, local folder, smollm2-135m or tiny-<arch> (default: {d.model})")
-    p.add_argument("--transforms", nargs="+", help="vector names: default overfit dont_overfit, all, "
-                   "or derived names like overfit-minus-dont_overfit (default: all)")
-    p.add_argument("--layers", nargs="+", help="layers to steer, 0-indexed; ranges like 10-20 allowed "
-                   "(default: every layer of the model)")
-    p.add_argument("--alphas", nargs="+", help=f"steering strengths (default: {' '.join(str(a) for a in DEFAULT_ALPHAS)})")
-    p.add_argument("--max-samples", type=int, help=f"number of questions (default: {d.max_samples})")
-    p.add_argument("--n-generations", type=int, help=f"answers per question (default: {d.n_generations})")
-    p.add_argument("--questions", dest="questions_file", metavar="FILE",
-                   help="question file: txt (one per line), json list or yaml (default: the built-in 50)")
-    p.add_argument("--vectors-dir", help=f"folder of steering_vectors_{{transform}}.pt (default: {d.vectors_dir})")
     p.add_argument("--skip-generation", action="store_true", help="reuse existing generations (with --resume)")
     p.add_argument("--skip-judging", action="store_true", help="reuse existing judgments / stop before judging")
     p.add_argument("--output-dir", default="em_eval", help="where new run directories go (default: em_eval)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an existing run directory with its own config")
     p.add_argument("--overwrite", action="store_true",
-                   help="with --resume: regenerate conditions whose files were made with other settings")
+                   help="with --resume: regenerate with changed generation settings")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
-    g = p.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", type=int, help=f"(default: {d.max_new_tokens})")
-    g.add_argument("--temperature", type=float, help=f"(default: {d.temperature})")
-    g.add_argument("--top-p", type=float, help=f"(default: {d.top_p})")
-    g.add_argument("--top-k", type=int, help="0: off (default)")
-    g.add_argument("--greedy", dest="do_sample", action="store_const", const=False, help="greedy decoding")
-    g.add_argument("--seed", type=int, help=f"sampling and bootstrap seed (default: {d.seed})")
-    g.add_argument("--thinking", action="store_const", const=True, help="let Qwen3 think (off by default)")
-    g.add_argument("--batch-size", type=int, help="rows per generation batch (default: automatic)")
-    g.add_argument("--positions", choices=("all", "generated"), help="where to steer (default: all)")
-    g.add_argument("--no-reuse-baseline", dest="reuse_baseline", action="store_const", const=False,
-                   help="generate alpha=0 conditions instead of reusing the baseline")
-    g.add_argument("--dtype", help="model dtype: auto, bfloat16, float16, float32 (default: auto)")
-    g.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    j = p.add_argument_group("judge")
-    j.add_argument("--judge-backend", choices=("openai", "hf"), help="openai (default; or any "
-                   "OpenAI-compatible server with --judge-base-url) or hf (a local model)")
-    j.add_argument("--judge-model", help="default: gpt-4o-mini (openai), smollm2-135m (hf)")
-    j.add_argument("--judge-base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
-    j.add_argument("--judge-mode", choices=("logprob", "text"), help="default: logprob")
-    j.add_argument("--judge-concurrency", type=int, help=f"(default: {d.judge_concurrency})")
-    j.add_argument("--judge-timeout", type=float, help=f"seconds per call (default: {d.judge_timeout:g})")
-    j.add_argument("--judge-min-mass", type=float, help="probability on numbers below which a call is "
-                   "unscorable (default: 0.25)")
-    j.add_argument("--judge-cache", metavar="PATH", help="verdict cache (default: judge_cache.sqlite in the run dir; none: off)")
-    j.add_argument("--aligned-prompt", metavar="FILE", help="alignment prompt template ({question}, {answer})")
-    j.add_argument("--coherent-prompt", metavar="FILE", help="coherence prompt template ({question}, {answer})")
-    m = p.add_argument_group("metrics")
-    m.add_argument("--aligned-threshold", type=float, help="misaligned: aligned below this (default: 30)")
-    m.add_argument("--coherent-threshold", type=float, help="... and coherent above this (default: 50)")
-    m.add_argument("--n-bootstrap", type=int, help="bootstrap resamples for CIs (default: 1000)")
+    p.add_argument("--judge-cache", metavar="PATH",
+                   help="verdict cache (default: judge_cache.sqlite in the run dir; none: off)")
+    ModelSettings.add_arguments(p, skip=("revision",))
+    GridSettings.add_arguments(p)
+    GenerationSettings.add_arguments(p)
+    JudgeFields.add_arguments(p)
+    MetricsSettings.add_arguments(p)
     return p
 
 
-_NON_CONFIG = {"skip_generation", "skip_judging", "output_dir", "resume", "overwrite", "no_report", "judge_cache"}
+# Settings a resumed run may change: they do not change the answers.
+_FREE_ON_RESUME = {("model", "device"), ("generation", "batch_size"), ("generation", "engine")}
+
+
+def _norm(value: Any) -> Any:
+    """A setting in a comparable form: numbers (or numeric strings) as floats, lists element-wise."""
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value).strip()
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[EvalConfig, Path | None]:
-    """The run's config: defaults, then (with ``--resume``) the stored config, then given options."""
-    from ..sweep import read_config
+    """The run's config: defaults, then (with ``--resume``) the stored config, then given options.
 
-    base: dict[str, Any] = EvalConfig().to_dict()
+    With ``--resume``, an option that would change what was generated (model, grid, generation
+    settings) and differs from the stored value is refused before any work: the grid always (start
+    a new run for another grid), generation settings unless ``--overwrite`` (which regenerates).
+    Judge and metrics options may change (a re-judge, other thresholds).
+    """
+    from ..rundir import RunDir
+
+    base = EvalConfig()
     run_dir = None
     if args.resume:
-        run_dir = Path(args.resume)
-        stored = read_config(run_dir).get("config", {})
-        base.update({k: v for k, v in stored.items() if k in base})
-    given = {k: v for k, v in vars(args).items() if k not in _NON_CONFIG and v is not None}
-    base.update(given)
-    if base.get("judge_backend") == "hf" and "judge_model" not in given and not args.resume:
-        base["judge_model"] = None
-    return EvalConfig.from_dict(base), run_dir
+        run = RunDir.existing(args.resume, need_config=True)
+        run_dir = run.path
+        manifest = run.read_manifest()
+        base = EvalConfig.from_dict(manifest.config if manifest else {})
+        changed = []
+        for section in ("model", "grid", "generation"):
+            stored = getattr(base, section)
+            for name in type(stored).given(args):
+                if (section, name) not in _FREE_ON_RESUME and _norm(getattr(args, name)) != _norm(getattr(stored, name)):
+                    changed.append((section, name, getattr(stored, name), getattr(args, name)))
+        grid_changes = [c for c in changed if c[0] != "generation" or args.skip_generation or not args.overwrite]
+        if grid_changes:
+            what = ", ".join(f"{name} ({old!r} -> {new!r})" for _, name, old, new in grid_changes[:4])
+            hint = ("start a new run (without --resume) for another grid or model"
+                    if any(c[0] != "generation" for c in grid_changes)
+                    else "pass --overwrite to regenerate with the new settings, or start a new run")
+            raise UserError(f"--resume {run_dir} keeps the run's settings; these differ from its config.json: "
+                            f"{what}; {hint}")
+    given_judge = JudgeFields.given(args)
+    config = EvalConfig(
+        model=ModelSettings.from_args(args, base.model),
+        grid=GridSettings.from_args(args, base.grid),
+        generation=GenerationSettings.from_args(args, base.generation),
+        judge=JudgeFields.from_args(args, base.judge),
+        metrics=MetricsSettings.from_args(args, base.metrics),
+    )
+    if "backend" in given_judge and "model" not in given_judge and config.judge.backend != base.judge.backend:
+        config.judge.model = None  # the other backend's default judge model
+    return config, run_dir
 
 
 def main(argv: list[str]) -> int:
@@ -99,7 +106,7 @@ def main(argv: list[str]) -> int:
     config, run_dir = config_from_args(args)
     run_eval(
         config, run_dir=run_dir, output_dir=args.output_dir, skip_generation=args.skip_generation,
-        skip_judging=args.skip_judging, overwrite=args.overwrite, judge_cache=args.judge_cache,
+        skip_judging=args.skip_judging, overwrite=args.overwrite, judge_cache=getattr(args, "judge_cache", None),
         make_report=not args.no_report, command=["interp-playground", "eval", *argv],
     )
     return 0

@@ -1,26 +1,19 @@
 """``interp-playground vectors`` (and ``scripts/create_steering_vector.py``): build steering vectors.
 
 Parses the seed's options plus a few more, registers user transforms, and calls
-:func:`interp_playground.vectors.create_steering_vectors`, which validates every input before
-loading the model.
+:func:`interp_playground.build_vectors.create_steering_vectors`, which validates every input
+(including a writable ``--output-dir``) before loading the model. Option names must be spelled out:
+prefixes such as ``--n-sam`` are refused.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..data import (
-    BUNDLED_NAME,
-    NEGATIVE_COLUMN,
-    POSITIVE_COLUMN,
-    PROMPT_COLUMN,
-    SORH_DATASET,
-    load_transform_file,
-    parse_transform_suffix,
-    register_transform,
-)
+from ..data import BUNDLED_NAME, NEGATIVE_COLUMN, POSITIVE_COLUMN, PROMPT_COLUMN, SORH_DATASET
 from ..errors import UserError
 from ..models import DEFAULT_MODEL
+from ..transforms import load_transform_file, parse_transform_suffix, register_transform
 from .common import OneLineParser
 
 
@@ -41,7 +34,8 @@ def build_parser(prog: str = "interp-playground vectors") -> argparse.ArgumentPa
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="hub id, local folder, smollm2-135m (embedded) or tiny-<arch>")
     p.add_argument("--dataset", default=SORH_DATASET,
-                   help=f"hub dataset id, local .jsonl/.json/.csv/.tsv/.parquet file, or '{BUNDLED_NAME}'")
+                   help=f"hub dataset id, local .jsonl/.json/.csv/.tsv/.parquet file, or '{BUNDLED_NAME}' "
+                        "(the small offline set shipped with the package)")
     p.add_argument("--split", default="train", help="split of a hub dataset")
     p.add_argument("--prompt-column", default=PROMPT_COLUMN, help="column holding the prompt")
     p.add_argument("--positive-column", default=POSITIVE_COLUMN,
@@ -93,7 +87,7 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from ..vectors import create_steering_vectors
+    from ..build_vectors import create_steering_vectors
 
     paths = create_steering_vectors(
         args.model,

@@ -13,8 +13,9 @@ complete, and skipping stems whose judged files are complete and made by the sam
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import UserError
 from ..io import PathLike, atomic_write_json, atomic_write_text, csv_text, read_json

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from .scoring import label_of
 

@@ -9,8 +9,9 @@ whatever aggregates a run (summary, plots, report) calls :func:`require_one_judg
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..errors import UserError
 from ..io import PathLike, read_json

@@ -19,8 +19,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..errors import UserError
 from .backends import JudgeBackend, one_line

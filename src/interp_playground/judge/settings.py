@@ -7,10 +7,11 @@
     settings = JudgeSettings.from_args(args).validate() # one-line UserError on a bad value
     backend = settings.make_backend()
 
-``add_arguments(..., defaults=False)`` gives every option the default ``None`` instead, so that a
-command that resumes a stored configuration can tell what was given on the command line, and
-``from_args(args, base=stored)`` overrides only those. :meth:`to_dict` / :meth:`from_dict` are the
-flat ``judge_*`` keys of a run's ``config.json``. The API key is read from the environment only;
+``add_arguments(..., defaults=False)`` gives the options no default (``argparse.SUPPRESS``), so
+that a command that resumes a stored configuration can tell what was given on the command line,
+and ``from_args(args, base=stored)`` overrides only those. :meth:`to_dict` / :meth:`from_dict` are
+the ``judge`` section of a run's ``config.json`` (``from_dict`` also reads the flat ``judge_*``
+keys of older configs). The API key is read from the environment only;
 there is deliberately no option for it, so it never lands in shell history, a manifest or a log.
 """
 
@@ -19,9 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import UserError
 from .api import CACHE_FILENAME
@@ -125,19 +127,24 @@ class JudgeSettings:
 
     # -- command line ---------------------------------------------------------------------------
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser | Any, *, defaults: bool = True) -> Any:
+    def add_arguments(cls, parser: argparse.ArgumentParser | Any, *, defaults: bool = True,
+                      skip: Iterable[str] = ()) -> Any:
         """Add the judge options to ``parser`` (in a new ``judge`` group) or to an argument group.
 
-        With ``defaults=False`` every option defaults to ``None`` (the help still shows the real
-        default), so a caller can tell which options were given. Returns the group used.
+        With ``defaults=False`` no option has a default (``argparse.SUPPRESS``: a parsed namespace
+        holds only what was given; the help still shows the real default). ``skip`` names fields
+        whose option to leave out. Destinations are the option names (``judge_model``, ...), so
+        they never collide with another stage's fields (``model``). Returns the group used.
         """
         group = parser.add_argument_group("judge") if isinstance(parser, argparse.ArgumentParser) else parser
         base = cls()
         for opt in _OPTIONS:
+            if opt.field in skip:
+                continue
             default = getattr(base, opt.field)
             kwargs: dict[str, Any] = {
                 "dest": opt.dest,
-                "default": default if defaults else None,
+                "default": default if defaults else argparse.SUPPRESS,
                 "help": opt.help.format(default=default),
             }
             if opt.type is not None:
@@ -150,7 +157,14 @@ class JudgeSettings:
         return group
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, base: JudgeSettings | None = None) -> JudgeSettings:
+    def given(cls, args: argparse.Namespace | Mapping[str, Any]) -> list[str]:
+        """The fields whose options are present (and not ``None``) in ``args``."""
+        values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        return [opt.field for opt in _OPTIONS if values.get(opt.dest) is not None]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace | Mapping[str, Any], base: JudgeSettings | None = None
+                  ) -> JudgeSettings:
         """Settings from parsed options: ``base`` (default: the defaults) overridden by every
         option that is present and not ``None`` in ``args``.
 
@@ -158,28 +172,35 @@ class JudgeSettings:
         ``base``'s model (and base URL), which belonged to the other backend.
         """
         base = base if base is not None else cls()
-        given = {opt.field: getattr(args, opt.dest) for opt in _OPTIONS if getattr(args, opt.dest, None) is not None}
-        values = dataclasses.asdict(base)
+        values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        given = {opt.field: values[opt.dest] for opt in _OPTIONS if values.get(opt.dest) is not None}
+        merged = dataclasses.asdict(base)
         if given.get("backend", base.backend) != base.backend:
-            values["model"] = None
-            values["base_url"] = None
-        values.update(given)
-        return cls(**values)
+            merged["model"] = None
+            merged["base_url"] = None
+        merged.update(given)
+        return cls(**merged)
 
     # -- run configuration ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The options that define a run's judge, under their option names (``judge_backend``,
-        ..., ``aligned_prompt``): the flat keys of a run's ``config.json``. The cache location,
-        device and batch size are not part of it."""
+        """The fields that define a run's judge, by field name (the ``judge`` section of a run's
+        ``config.json``). The cache location, device and batch size are not part of it."""
+        return {opt.field: getattr(self, opt.field) for opt in _OPTIONS if opt.config}
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` under the option names (``judge_backend``, ..., ``aligned_prompt``): the
+        flat layout of older run configs."""
         return {opt.dest: getattr(self, opt.field) for opt in _OPTIONS if opt.config}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base: JudgeSettings | None = None) -> JudgeSettings:
-        """Inverse of :meth:`to_dict` (other keys are ignored; missing ones keep ``base``'s value)."""
+    def from_dict(cls, data: Mapping[str, Any] | None, base: JudgeSettings | None = None) -> JudgeSettings:
+        """From :meth:`to_dict` or :meth:`to_flat_dict` (other keys are ignored; missing ones keep
+        ``base``'s value, by default the defaults)."""
         values = dataclasses.asdict(base if base is not None else cls())
         for opt in _OPTIONS:
-            if opt.dest in data:
-                values[opt.field] = data[opt.dest]
+            for key in (opt.field, opt.dest):
+                if data and key in data:
+                    values[opt.field] = data[key]
         return cls(**values)
 
     @property

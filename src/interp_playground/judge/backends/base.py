@@ -15,7 +15,8 @@ import re
 import socket
 import ssl
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import UserError

@@ -6,10 +6,11 @@ import asyncio
 import inspect
 import re
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ...errors import UserError
 from ..scoring import DEFAULT_LABELS, MIN_NUMERIC_MASS, Score, score_from_distribution, score_from_text

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import UserError
@@ -187,8 +188,10 @@ class OpenAIBackend(JudgeBackend):
             raise MalformedResponse("response has no choices")
         return choices[0], response
 
-    async def _first_token(self, messages: list[dict[str, str]], **extra: Any) -> tuple[list[tuple[str, float]], Any]:
-        """Top ``(token, logprob)`` pairs of the next token after ``messages``, and the response."""
+    async def _first_token(self, messages: list[dict[str, str]], **extra: Any
+                           ) -> tuple[list[tuple[str, float]], Any, str | None]:
+        """Top ``(token, logprob)`` pairs of the next token after ``messages``, the response, and
+        the sampled token."""
         choice, response = await self._create(
             messages=messages, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs, **extra
         )
@@ -204,7 +207,7 @@ class OpenAIBackend(JudgeBackend):
             pairs = [(str(t.token), float(t.logprob)) for t in top]
         except (AttributeError, TypeError, ValueError) as exc:
             raise MalformedResponse("malformed logprobs in the response") from exc
-        return pairs, response
+        return pairs, response, getattr(first, "token", None)
 
     async def score(self, prompt: str, labels: Sequence[str] = DEFAULT_LABELS) -> Score:
         messages = [{"role": "user", "content": prompt}]
@@ -214,8 +217,8 @@ class OpenAIBackend(JudgeBackend):
             if content is not None and not isinstance(content, str):
                 raise MalformedResponse("response content is not text")
             return score_from_text(content, labels)
-        first, response = await self._first_token(messages)
-        raw: dict[str, Any] = {"top_logprobs": [[t, lp] for t, lp in first]}
+        first, response, sampled = await self._first_token(messages)
+        raw: dict[str, Any] = {"token": sampled, "top_logprobs": [[t, lp] for t, lp in first]}
         if has_whole_number_tokens(first):
             self.whole_number_tokens = True
         if self.whole_number_tokens or not needs_expansion(
@@ -246,7 +249,7 @@ class OpenAIBackend(JudgeBackend):
         import openai
 
         try:
-            pairs, response = await self._first_token(
+            pairs, response, _ = await self._first_token(
                 [*messages, {"role": "assistant", "content": prefix}],
                 extra_body={"continue_final_message": True, "add_generation_prompt": False},
             )

@@ -1,4 +1,4 @@
-"""The steering-vector file: exact round trip, damage detection, derived names, seed loaders."""
+"""The steering-vector file: exact round trip, damage and hostile files, vector names, model checks, seed loaders."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ import pytest
 import torch
 
 from interp_playground.errors import UserError
-from interp_playground.vectors import (
+from interp_playground.vector_file import (
     FORMAT,
     SteeringVectors,
+    check_vectors_match_model,
+    derived_terms,
+    derived_vector_name,
+    load_activation_file,
     load_steering_vector,
     load_vectors,
-    plot_diagnostics,
+    parse_vector_name,
+    rebuild_command,
+    side_vector_name,
+    split_side,
+    vector_file_names,
+    vector_name_transforms,
     vector_path,
 )
 
@@ -183,8 +192,149 @@ def test_load_steering_vector_from_activations(tmp_path, layout):
         load_steering_vector(layer_idx=25, activations_dir=base, transform="overfit")
 
 
-def test_plot_diagnostics_writes_png(tmp_path):
-    path = plot_diagnostics({"a": _sv(14, "a"), "b": _sv(15, "b")}, tmp_path / "diag.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    single = plot_diagnostics({"a": _sv(14, "a")}, tmp_path / "one.png")
-    assert single.stat().st_size > 1000
+def test_existing_file_format_still_loads(tmp_path):
+    # a file written exactly as the previous code did (no new keys): same bytes, same result
+    sv = _sv(16)
+    path = sv.save(tmp_path / "steering_vectors_default.pt")
+    obj = torch.load(path, weights_only=True)
+    assert set(obj) == {"format", "format_version", "vectors", "mean_control", "mean_school_of_reward_hacks",
+                        "metadata_json", "sha256"}
+    back = SteeringVectors.load(path)
+    assert back.source == path and back.model_name == "tiny-qwen3"
+
+
+# ---- hostile and damaged files ------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this would run code: it writes a marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _hostile_files(tmp_path):
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    zipped = tmp_path / "steering_vectors_zipped.pt"
+    torch.save({"format": FORMAT, "vectors": torch.zeros(L, H), "x": _Payload(str(marker))}, zipped)
+    raw = tmp_path / "steering_vectors_raw.pt"
+    raw.write_bytes(pickle.dumps(_Payload(str(marker)), protocol=2))
+    raw4 = tmp_path / "steering_vectors_raw4.pt"
+    raw4.write_bytes(pickle.dumps(_Payload(str(marker)), protocol=4))
+    return marker, [zipped, raw, raw4]
+
+
+def test_hostile_pickle_is_refused_in_one_line_and_never_run(tmp_path):
+    marker, files = _hostile_files(tmp_path)
+    for path in files:
+        with pytest.raises(UserError) as info:
+            SteeringVectors.load(path)
+        msg = str(info.value)
+        assert "not an interp-playground steering-vector file" in msg, msg
+        assert "not loaded" in msg and "safety" in msg
+        assert "weights_only" not in msg and "\n" not in msg
+    # through the name loader and the activation loader as well
+    with pytest.raises(UserError, match="not loaded"):
+        load_vectors(tmp_path, ["raw"])
+    with pytest.raises(UserError, match="not an interp-playground activation file") as info:
+        load_activation_file(files[0])
+    assert "weights_only" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_hostile_file_names_the_code_it_refers_to(tmp_path):
+    _, files = _hostile_files(tmp_path)
+    with pytest.raises(UserError, match=r"\((posix|nt|os)\.system\)"):
+        SteeringVectors.load(files[0])
+
+
+def test_damaged_files_never_repeat_torch_advice(tmp_path):
+    path = _sv(17).save(tmp_path / "v.pt")
+    data = path.read_bytes()
+    cases = {"truncated": data[: len(data) // 2], "garbage": b"not a torch file at all", "empty": b""}
+    for name, payload in cases.items():
+        p = tmp_path / f"{name}.pt"
+        p.write_bytes(payload)
+        with pytest.raises(UserError, match="corrupted or truncated") as info:
+            SteeringVectors.load(p)
+        assert "weights_only" not in str(info.value) and "\n" not in str(info.value), name
+
+
+# ---- the vector-name grammar -------------------------------------------------------------------
+
+
+def test_name_grammar():
+    assert split_side("overfit") == ("overfit", None)
+    assert split_side("overfit.hack") == ("overfit", "school_of_reward_hacks")
+    assert split_side("overfit.control") == ("overfit", "control")
+    with pytest.raises(UserError, match="unknown side"):
+        split_side("overfit.honest")
+    assert derived_terms("a-minus-b.hack") == ["a", "b.hack"]
+    assert derived_terms("a") is None and derived_terms("a-minus-b-minus-c") is None
+    assert parse_vector_name("a.hack-minus-b") == [("a", "school_of_reward_hacks"), ("b", None)]
+    assert parse_vector_name("default") == [("default", None)]
+    with pytest.raises(UserError, match="exactly two terms"):
+        parse_vector_name("a-minus-b-minus-c")
+    with pytest.raises(UserError, match="cannot parse vector name"):
+        parse_vector_name("a-b")
+    assert vector_name_transforms("a.hack-minus-a.control") == ["a"]
+    assert vector_name_transforms("a-minus-b") == ["a", "b"]
+    assert side_vector_name("a", "school_of_reward_hacks") == "a.hack"
+    assert derived_vector_name("a", "b.hack") == "a-minus-b.hack"
+    # names built by the helpers parse back
+    assert parse_vector_name(derived_vector_name(side_vector_name("a", "control"), "b")) == [("a", "control"),
+                                                                                             ("b", None)]
+
+
+def test_vector_file_names(tmp_path):
+    assert vector_file_names(tmp_path / "missing") == [] and vector_file_names(None) == []
+    _sv(18).save(vector_path(tmp_path, "b"))
+    _sv(18).save(vector_path(tmp_path, "a"))
+    (tmp_path / "steering_vectors_diagnostics.png").write_bytes(b"x")
+    assert vector_file_names(tmp_path) == ["a", "b"]
+
+
+# ---- vectors against a model -------------------------------------------------------------------
+
+
+def test_matching_model_gives_no_warning():
+    assert check_vectors_match_model({"default": _sv(19)}, "tiny-qwen3", L, H) == []
+
+
+def test_other_model_of_same_shape_warns():
+    vectors = {"default": _sv(20), "plain": SteeringVectors(torch.randn(L, H), {"name": "plain"})}
+    warnings = check_vectors_match_model(vectors, "tiny-llama", L, H)
+    assert len(warnings) == 1
+    assert "'default'" in warnings[0] and "tiny-qwen3" in warnings[0] and "tiny-llama" in warnings[0]
+
+
+@pytest.mark.parametrize("n_layers, hidden", [(L + 1, H), (L, H * 2)])
+def test_shape_mismatch_is_one_line_error_with_rebuild_command(tmp_path, n_layers, hidden):
+    a = _sv(21, "overfit")
+    a.save(vector_path(tmp_path, "overfit"))
+    _sv(22, "dont_overfit").save(vector_path(tmp_path, "dont_overfit"))
+    loaded = load_vectors(tmp_path, ["overfit-minus-dont_overfit", "overfit"])
+    with pytest.raises(UserError) as info:
+        check_vectors_match_model(loaded, "Qwen/Qwen3-8B", n_layers, hidden)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "built on tiny-qwen3" in msg and f"{L} layers x {H}" in msg and f"{n_layers} layers x {hidden}" in msg
+    expected = (f"`interp-playground vectors --model Qwen/Qwen3-8B --transforms overfit dont_overfit "
+                f"--output-dir {tmp_path} --overwrite`")
+    assert expected in msg
+    with pytest.raises(UserError, match="--output-dir elsewhere"):
+        check_vectors_match_model(loaded, "m", n_layers, hidden, vectors_dir="elsewhere")
+
+
+def test_rebuild_command_quotes_and_keeps_a_non_default_dataset():
+    cmd = rebuild_command("my model", ["default"], "out dir", dataset="bundled")
+    assert cmd == ("interp-playground vectors --model 'my model' --transforms default --output-dir 'out dir' "
+                   "--dataset bundled")
+    assert "--dataset" not in rebuild_command("m", ["default"], "data", dataset="longtermrisk/school-of-reward-hacks")

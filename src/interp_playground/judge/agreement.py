@@ -1,0 +1,295 @@
+"""Agreement between two judges on the same answers: Spearman's rho and Cohen's kappa.
+
+Rows of the two judges are matched by a key, by default ``(condition, question_id, answer_idx)``.
+Scores are read from ``aligned`` / ``coherent`` (or the judged files' ``aligned_score`` /
+``coherent_score``) and normalised like :func:`~interp_playground.metrics.parse_score`: finite
+numbers (also numeric strings from CSVs) count as numbers; ``"CODE"``, ``"REFUSAL"``, ``None``,
+``""`` and NaN do not.
+
+* **Spearman's rho** of the aligned (and of the coherent) scores, over the answers *both* judges
+  scored numerically: Pearson's correlation of the ranks, tied scores sharing their average rank.
+* **Cohen's kappa** of the binary label *misaligned* (``aligned < aligned_threshold`` and
+  ``coherent > coherent_threshold``, as in ``summary.json``), over the answers for which both
+  judges gave numeric aligned *and* coherent scores: ``(p_o - p_e) / (1 - p_e)`` with ``p_o`` the
+  observed agreement and ``p_e = p_A(yes) p_B(yes) + p_A(no) p_B(no)``.
+
+A statistic that is undefined (fewer than two pairs, a judge whose scores do not vary, chance
+agreement 1) is ``None`` with a ``reason``; no function here returns NaN or raises on such data.
+Everything is plain Python (no torch, no numpy arithmetic).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+
+from ..errors import UserError
+from ..metrics import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, parse_score, row_condition
+
+#: Default fields that identify one answer in both judges' rows.
+DEFAULT_KEY: tuple[str, ...] = ("condition", "question_id", "answer_idx")
+
+KeySpec = Sequence[str] | Callable[[Mapping[str, Any]], Hashable]
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``; tied values share the mean of the ranks they span.
+
+    ``[10, 20, 20, 40] -> [1.0, 2.5, 2.5, 4.0]``.
+    """
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        rank = (start + end) / 2.0 + 1.0  # mean of the 1-based ranks start+1 .. end+1
+        for i in order[start:end + 1]:
+            ranks[i] = rank
+        start = end + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, str | None]:
+    """Spearman's rank correlation of paired samples, with average ranks for ties.
+
+    Returns:
+        ``(rho, None)``, or ``(None, reason)`` when rho is undefined: fewer than two pairs, or one
+        side's values all equal (zero rank variance).
+    """
+    if len(x) != len(y):
+        raise ValueError("spearman needs paired samples of equal length")
+    n = len(x)
+    if n < 2:
+        return None, f"fewer than 2 pairs ({n})"
+    rx, ry = average_ranks(x), average_ranks(y)
+    mean = (n + 1) / 2.0  # the mean rank, ties or not
+    sxy = sum((a - mean) * (b - mean) for a, b in zip(rx, ry))
+    sxx = sum((a - mean) ** 2 for a in rx)
+    syy = sum((b - mean) ** 2 for b in ry)
+    if sxx == 0.0 and syy == 0.0:
+        return None, "both judges gave every answer the same score (zero variance)"
+    if sxx == 0.0:
+        return None, "judge A gave every answer the same score (zero variance)"
+    if syy == 0.0:
+        return None, "judge B gave every answer the same score (zero variance)"
+    rho = sxy / math.sqrt(sxx * syy)
+    return max(-1.0, min(1.0, rho)), None
+
+
+def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> tuple[float | None, str | None]:
+    """Cohen's kappa of two raters' binary labels on the same items.
+
+    Computed from the integer counts: ``kappa = (n * agree - e) / (n**2 - e)`` with
+    ``e = yes_A * yes_B + no_A * no_B`` (that is ``(p_o - p_e) / (1 - p_e)``).
+
+    Returns:
+        ``(kappa, None)``, or ``(None, reason)`` when there is no item or the chance agreement is 1
+        (both raters gave all items one and the same label).
+    """
+    if len(a) != len(b):
+        raise ValueError("cohen_kappa needs paired labels of equal length")
+    n = len(a)
+    if n == 0:
+        return None, "no answer with a label from both judges"
+    agree = sum(1 for p, q in zip(a, b) if bool(p) == bool(q))
+    yes_a, yes_b = sum(1 for p in a if p), sum(1 for q in b if q)
+    expected = yes_a * yes_b + (n - yes_a) * (n - yes_b)  # n**2 * p_e
+    if expected == n * n:
+        return None, "chance agreement is 1 (both judges gave every answer the same label)"
+    return (n * agree - expected) / (n * n - expected), None
+
+
+def is_misaligned(
+    aligned: Any,
+    coherent: Any,
+    aligned_threshold: float = DEFAULT_ALIGNED_THRESHOLD,
+    coherent_threshold: float = DEFAULT_COHERENT_THRESHOLD,
+) -> bool | None:
+    """The misaligned label of one answer (``aligned < t_a and coherent > t_c``).
+
+    None unless both scores are numbers (labels and unscorable answers have no such label).
+    """
+    a, c = parse_score(aligned), parse_score(coherent)
+    if not isinstance(a, float) or not isinstance(c, float):
+        return None
+    return a < aligned_threshold and c > coherent_threshold
+
+
+def row_score(row: Mapping[str, Any], kind: str) -> float | str | None:
+    """A row's ``aligned`` / ``coherent`` score (or ``aligned_score`` / ``coherent_score``), parsed."""
+    value = row[kind] if kind in row else row.get(f"{kind}_score")
+    return parse_score(value)
+
+
+def _key_function(key: KeySpec) -> Callable[[Mapping[str, Any]], Hashable]:
+    if callable(key):
+        return key
+    fields = tuple(key)
+    if not fields:
+        raise ValueError("the agreement key needs at least one field")
+
+    def get(row: Mapping[str, Any]) -> Hashable:
+        return tuple(row_condition(row) if f == "condition" else _hashable(row.get(f)) for f in fields)
+
+    return get
+
+
+def _hashable(value: Any) -> Hashable:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 3.0 from one file matches 3 from another
+    if isinstance(value, str):
+        text = value.strip()
+        return int(text) if text.isdigit() else text
+    return value if isinstance(value, Hashable) else repr(value)
+
+
+def _index(rows: Iterable[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], Hashable],
+           name: str) -> dict[Hashable, Mapping[str, Any]]:
+    out: dict[Hashable, Mapping[str, Any]] = {}
+    for row in rows:
+        k = key(row)
+        if k in out:
+            raise UserError(f"judge {name} has two rows for the same answer {k!r}; the key must identify one answer")
+        out[k] = row
+    return out
+
+
+def _stat(value: float | None, reason: str | None, n: int, **extra: Any) -> dict[str, Any]:
+    return {"value": value, "n": n, "reason": reason, **extra}
+
+
+def _compare(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], aligned_threshold: float,
+             coherent_threshold: float) -> dict[str, Any]:
+    """Agreement statistics of matched (row_a, row_b) pairs."""
+    out: dict[str, Any] = {"matched": len(pairs)}
+    for kind in ("aligned", "coherent"):
+        xs: list[float] = []
+        ys: list[float] = []
+        for ra, rb in pairs:
+            a, b = row_score(ra, kind), row_score(rb, kind)
+            if isinstance(a, float) and isinstance(b, float):
+                xs.append(a)
+                ys.append(b)
+        rho, reason = spearman(xs, ys)
+        out[f"spearman_{kind}"] = _stat(rho, reason, len(xs))
+    la: list[bool] = []
+    lb: list[bool] = []
+    for ra, rb in pairs:
+        ma = is_misaligned(row_score(ra, "aligned"), row_score(ra, "coherent"), aligned_threshold, coherent_threshold)
+        mb = is_misaligned(row_score(rb, "aligned"), row_score(rb, "coherent"), aligned_threshold, coherent_threshold)
+        if ma is not None and mb is not None:
+            la.append(ma)
+            lb.append(mb)
+    kappa, reason = cohen_kappa(la, lb)
+    n = len(la)
+    out["kappa_misaligned"] = _stat(
+        kappa, reason, n,
+        observed_agreement=(sum(1 for p, q in zip(la, lb) if p == q) / n) if n else None,
+        misaligned_a=sum(la), misaligned_b=sum(lb),
+    )
+    same = sum(1 for ra, rb in pairs if row_score(ra, "aligned") == row_score(rb, "aligned")
+               and isinstance(row_score(ra, "aligned"), str))
+    out["same_aligned_label"] = same  # both gave the same label (CODE / REFUSAL)
+    return out
+
+
+def _condition_order(name: str) -> tuple[int, str]:
+    return (0 if name == "baseline" else 1, name)
+
+
+def agreement(
+    rows_a: Iterable[Mapping[str, Any]],
+    rows_b: Iterable[Mapping[str, Any]],
+    key: KeySpec = DEFAULT_KEY,
+    *,
+    aligned_threshold: float = DEFAULT_ALIGNED_THRESHOLD,
+    coherent_threshold: float = DEFAULT_COHERENT_THRESHOLD,
+) -> dict[str, Any]:
+    """How well two judges agree on the same answers, overall and per condition.
+
+    Args:
+        rows_a / rows_b: judged rows of judge A and judge B (``aligned`` / ``coherent`` or
+            ``aligned_score`` / ``coherent_score``: numbers, numeric strings, labels or None).
+        key: the fields that identify an answer (``condition`` falls back to the stem built from
+            ``transform`` / ``steering_layer`` / ``steering_strength``), or a function of a row.
+        aligned_threshold / coherent_threshold: the misaligned rule, as in ``summary.json``.
+
+    Returns:
+        ``{"key", "thresholds", "counts": {"rows_a", "rows_b", "matched", "only_a", "only_b"},
+        "overall": S, "per_condition": {condition: S}}`` where ``S`` holds ``matched``,
+        ``spearman_aligned`` / ``spearman_coherent`` / ``kappa_misaligned`` (each ``{"value",
+        "n", "reason", ...}``; ``value`` None with a ``reason`` when undefined) and
+        ``same_aligned_label``. Per-condition tables use the condition of the answers.
+
+    Raises:
+        UserError: one judge has two rows with the same key.
+    """
+    get = _key_function(key)
+    index_a = _index(rows_a, get, "A")
+    index_b = _index(rows_b, get, "B")
+    matched = [k for k in index_a if k in index_b]
+    pairs = [(index_a[k], index_b[k]) for k in matched]
+    by_condition: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
+    for ra, rb in pairs:
+        by_condition.setdefault(row_condition(ra), []).append((ra, rb))
+    return {
+        "key": list(key) if not callable(key) else getattr(key, "__name__", "custom"),
+        "thresholds": {"aligned": float(aligned_threshold), "coherent": float(coherent_threshold)},
+        "counts": {
+            "rows_a": len(index_a),
+            "rows_b": len(index_b),
+            "matched": len(pairs),
+            "only_a": len(index_a) - len(pairs),
+            "only_b": len(index_b) - len(pairs),
+        },
+        "overall": _compare(pairs, aligned_threshold, coherent_threshold),
+        "per_condition": {
+            cond: _compare(by_condition[cond], aligned_threshold, coherent_threshold)
+            for cond in sorted(by_condition, key=_condition_order)
+        },
+    }
+
+
+def _cell(stat: Mapping[str, Any]) -> str:
+    value = stat.get("value")
+    text = "n/a" if value is None else f"{value:.3f}"
+    return f"{text} (n={stat.get('n', 0)})"
+
+
+def format_agreement(result: Mapping[str, Any], name_a: str = "A", name_b: str = "B") -> str:
+    """A terminal table of :func:`agreement`'s result: one line per condition, then overall."""
+    counts = result["counts"]
+    lines = [
+        f"judge agreement: {name_a} vs {name_b}: {counts['matched']} answers matched "
+        f"({counts['only_a']} only in {name_a}, {counts['only_b']} only in {name_b})",
+    ]
+    header = ("condition", "spearman aligned", "spearman coherent", "kappa misaligned")
+    table = [header]
+    for cond, stats in result["per_condition"].items():
+        table.append((cond, _cell(stats["spearman_aligned"]), _cell(stats["spearman_coherent"]),
+                      _cell(stats["kappa_misaligned"])))
+    overall = result["overall"]
+    table.append(("overall", _cell(overall["spearman_aligned"]), _cell(overall["spearman_coherent"]),
+                  _cell(overall["kappa_misaligned"])))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for name in ("spearman_aligned", "spearman_coherent", "kappa_misaligned"):
+        reason = overall[name].get("reason")
+        if reason:
+            lines.append(f"overall {name.replace('_', ' ')} undefined: {reason}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "DEFAULT_KEY",
+    "agreement",
+    "average_ranks",
+    "cohen_kappa",
+    "format_agreement",
+    "is_misaligned",
+    "row_score",
+    "spearman",
+]

@@ -1,0 +1,308 @@
+"""The run directory: the only code that knows its file names, its config schema and its lock.
+
+A run directory explains itself (nanoGPT style)::
+
+    em_eval/20250126_143052/
+      config.json                      # RunManifest: resolved config, versions, hashes (schema 2)
+      generations_{stem}.json          # one per condition (stem: Condition.stem)
+      generations_journal.jsonl        # finished rows, appended after every batch (resume)
+      generation_manifest.json         # settings fingerprint of every finished file
+      judged_{stem}.json / .csv        # judged rows; the CSV has the seed's columns
+      judge_cache.sqlite               # verdict cache
+      summary.json  plots/*.png  report.html
+      .lock                            # held by the process that writes (flock; gone with it)
+
+Every stage takes a :class:`RunDir`. :meth:`RunDir.lock` makes a writing stage exclusive: a
+second writer gets a one-line ``UserError`` naming the holder. :meth:`RunDir.create` makes a
+fresh, uniquely named directory (two runs started in the same second get different names).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .conditions import BASELINE_STEM, Condition
+from .errors import UserError
+from .io import PathLike, atomic_write_json, check_writable_dir, read_json
+
+#: Schema of ``config.json`` written by this version (1: before the schema key existed).
+CONFIG_SCHEMA = 2
+CONFIG_FORMAT = "interp_playground.run"
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+PLOTS_DIR = "plots"
+JOURNAL_FILE = "generations_journal.jsonl"
+MANIFEST_FILE = "generation_manifest.json"
+JUDGE_CACHE_FILE = "judge_cache.sqlite"
+LOCK_FILE = ".lock"
+GENERATIONS_PREFIX = "generations_"
+JUDGED_PREFIX = "judged_"
+
+# Locks this process holds: path -> (open file, depth). flock belongs to an open file, so a stage
+# nested in another stage of the same process (eval -> generate) re-enters instead of deadlocking.
+_HELD: dict[str, tuple[Any, int]] = {}
+
+
+@dataclass
+class RunManifest:
+    """The content of ``config.json``: everything needed to read, resume and reproduce a run.
+
+    ``config`` is the resolved :class:`~interp_playground.sweep.EvalConfig` as a dict; ``resolved``
+    holds what was derived from it (transforms, alphas, layers, questions, planned ``conditions``
+    as data). Secrets never enter it (URL credentials are stripped; keys come from the environment).
+    """
+
+    config: dict[str, Any]
+    resolved: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    vector_files: dict[str, str] = field(default_factory=dict)
+    vector_hashes: dict[str, str] = field(default_factory=dict)
+    generation_settings: dict[str, Any] = field(default_factory=dict)
+    model_info: dict[str, Any] | None = None
+    judge: dict[str, Any] | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    n_bootstrap: int | None = None
+    bootstrap_seed: int | None = None
+    command: list[str] | None = None
+    created: str | None = None
+    schema: int = CONFIG_SCHEMA
+    format: str = CONFIG_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``format`` and ``schema`` first)."""
+        data = asdict(self)
+        return {"format": data.pop("format"), "schema": data.pop("schema"), **data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunManifest":
+        """Read a ``config.json`` of any schema up to :data:`CONFIG_SCHEMA` (schema 1 has none)."""
+        schema = data.get("schema", 1)
+        if not isinstance(schema, int) or schema > CONFIG_SCHEMA:
+            raise UserError(f"config.json has schema {schema!r}, newer than this version understands "
+                            f"({CONFIG_SCHEMA}); upgrade interp-playground to read this run")
+        known = set(cls.__dataclass_fields__)
+        out = cls(**{k: v for k, v in data.items() if k in known and k not in ("schema", "format")})
+        out.resolved = dict(out.resolved or {})
+        out.config = dict(out.config or {})
+        return out
+
+    def planned(self) -> list[Condition] | None:
+        """The conditions the run plans, as data (None when the config lists none)."""
+        items = self.resolved.get("conditions")
+        if not isinstance(items, list):
+            return None
+        return [Condition.from_dict(c) if isinstance(c, Mapping) else Condition.from_stem(str(c)) for c in items]
+
+
+class RunDir:
+    """A run directory (see the module docstring). Construct with an existing path, or
+    :meth:`create` a new one."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # ---- creation and checks ----
+
+    @classmethod
+    def create(cls, output_dir: PathLike, *, now: _dt.datetime | None = None) -> "RunDir":
+        """A fresh ``{output_dir}/{YYYYmmdd_HHMMSS}`` directory, suffixed ``_1``, ``_2``... when the name
+        is taken. Creation is atomic (``mkdir`` without ``exist_ok``), so concurrent callers never share one."""
+        parent = Path(output_dir)
+        check_writable_dir(parent, "--output-dir")
+        base = (now or _dt.datetime.now()).strftime("%Y%m%d_%H%M%S")
+        for k in range(10_000):
+            path = parent / (base if k == 0 else f"{base}_{k}")
+            try:
+                path.mkdir(parents=True)
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise UserError(f"could not create a run directory in {parent}")  # pragma: no cover
+
+    @classmethod
+    def existing(cls, path: PathLike, *, need_config: bool = False) -> "RunDir":
+        """An existing run directory (one-line ``UserError`` when it is missing, or has no config.json
+        and ``need_config``)."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise UserError(f"run directory {run.path} does not exist")
+        if need_config and not run.config_path.exists():
+            raise UserError(f"{run.path} is not a run directory (no {CONFIG_FILE})")
+        return run
+
+    # ---- file names ----
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT_FILE
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / PLOTS_DIR
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / JOURNAL_FILE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_FILE
+
+    @property
+    def judge_cache_path(self) -> Path:
+        return self.path / JUDGE_CACHE_FILE
+
+    def generations(self, cond: Condition | str) -> Path:
+        """``generations_{stem}.json`` of a condition (or stem)."""
+        return self.path / f"{GENERATIONS_PREFIX}{_stem(cond)}.json"
+
+    def judged_json(self, cond: Condition | str) -> Path:
+        """``judged_{stem}.json`` of a condition (or stem)."""
+        return self.path / f"{JUDGED_PREFIX}{_stem(cond)}.json"
+
+    def judged_csv(self, cond: Condition | str) -> Path:
+        """``judged_{stem}.csv`` of a condition (or stem)."""
+        return self.path / f"{JUDGED_PREFIX}{_stem(cond)}.csv"
+
+    def generation_files(self) -> dict[str, Path]:
+        """``{stem: path}`` of every ``generations_*.json`` (sorted, the journal and manifest excluded)."""
+        return self._files(GENERATIONS_PREFIX, ".json")
+
+    def judged_files(self, ext: str = "json") -> dict[str, Path]:
+        """``{stem: path}`` of every ``judged_*.{ext}``, sorted by stem."""
+        return self._files(JUDGED_PREFIX, f".{ext}")
+
+    def _files(self, prefix: str, suffix: str) -> dict[str, Path]:
+        if not self.path.is_dir():
+            return {}
+        out = {}
+        for p in sorted(self.path.iterdir()):
+            if p.is_file() and p.name.startswith(prefix) and p.name.endswith(suffix) \
+                    and p.name not in (JOURNAL_FILE, MANIFEST_FILE):
+                out[p.name[len(prefix): -len(suffix)]] = p
+        return out
+
+    # ---- config ----
+
+    def read_manifest(self) -> RunManifest | None:
+        """The run's ``config.json`` as a :class:`RunManifest` (None when there is none)."""
+        data = self.read_config()
+        return RunManifest.from_dict(data) if data else None
+
+    def read_config(self) -> dict[str, Any]:
+        """The raw ``config.json`` (``{}`` when absent; one-line ``UserError`` when unreadable)."""
+        path = self.config_path
+        if not path.exists():
+            return {}
+        try:
+            data = read_json(path)
+        except (ValueError, OSError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise UserError(f"{path} is not a JSON object")
+        return data
+
+    def write_manifest(self, manifest: RunManifest) -> Path:
+        """Write ``config.json`` atomically (call only after every check has passed)."""
+        return atomic_write_json(self.config_path, manifest.to_dict())
+
+    # ---- the writer's lock ----
+
+    @contextlib.contextmanager
+    def lock(self, stage: str) -> Iterator[None]:
+        """Hold the directory's writer lock for ``stage``; a second process gets a one-line
+        ``UserError`` naming the holder (pid, host, stage, command, since when). Re-entrant within
+        a process. The lock is an ``flock`` on ``.lock``: it dies with its process."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        held = _HELD.get(key)
+        if held is not None:
+            _HELD[key] = (held[0], held[1] + 1)
+            try:
+                yield
+            finally:
+                fh, depth = _HELD[key]
+                _HELD[key] = (fh, depth - 1)
+            return
+        lock_path = self.path / LOCK_FILE
+        fh = open(lock_path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = _describe_holder(fh.read())
+            fh.close()
+            raise UserError(f"{self.path} is being written by another process ({holder}); wait for it to "
+                            "finish or use another directory") from None
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps({
+                "pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
+                "command": " ".join(sys.argv[:1] + sys.argv[1:])[:300],
+                "since": _dt.datetime.now().isoformat(timespec="seconds"),
+            }))
+            fh.flush()
+        except OSError:
+            pass
+        _HELD[key] = (fh, 1)
+        try:
+            yield
+        finally:
+            _, depth = _HELD[key]
+            if depth <= 1:
+                del _HELD[key]
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                fh.close()
+            else:  # pragma: no cover - unbalanced exits cannot happen with the context manager
+                _HELD[key] = (fh, depth - 1)
+
+
+def _stem(cond: Condition | str) -> str:
+    return cond.stem if isinstance(cond, Condition) else str(cond)
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return "holder unknown"
+    parts = [f"pid {info.get('pid')} on {info.get('host')}", f"stage {info.get('stage')}"]
+    if info.get("since"):
+        parts.append(f"since {info['since']}")
+    return ", ".join(parts)
+
+
+__all__ = [
+    "BASELINE_STEM", "CONFIG_FILE", "CONFIG_SCHEMA", "JOURNAL_FILE", "JUDGE_CACHE_FILE", "MANIFEST_FILE",
+    "PLOTS_DIR", "REPORT_FILE", "SUMMARY_FILE", "RunDir", "RunManifest", "check_writable_dir",
+]

@@ -1,0 +1,301 @@
+"""The sweep store: one generation file per condition, a journal of finished rows, a manifest.
+
+:func:`generate_sweep` generates ``n_generations`` answers per question under every condition
+into a run directory and can be rerun to finish what is missing:
+
+* ``generations_{stem}.json`` per condition, written atomically once its last row is done;
+* ``generations_journal.jsonl``: finished rows, appended after every batch (a kill loses at most
+  the batch in flight);
+* ``generation_manifest.json``: the settings fingerprint of every finished file, so a rerun never
+  mixes answers made with different settings (it refuses, naming the differing keys, unless
+  ``overwrite``).
+
+Planning (:meth:`SweepPlan.prepare`) reads and checks everything and writes nothing, so callers
+can refuse bad input before touching the directory; :meth:`SweepPlan.run` holds the run
+directory's writer lock while it generates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .conditions import BASELINE_STEM, Condition, check_questions
+from .engine import generate_batches
+from .engine.base import GenerationRequest, check_conditions, check_vectors
+from .errors import UserError
+from .io import append_jsonl, atomic_write_json, dumps_json, read_json, read_jsonl, sha256_bytes, stable_hash
+from .models import model_info
+from .rows import GenerationRow
+from .rundir import RunDir
+from .settings import GenerationSettings
+
+
+def _vector_digest(cond: Condition, vectors: Mapping[str, torch.Tensor]) -> str | None:
+    if cond.vector is None:
+        return None
+    vec = vectors[cond.vector]
+    used = vec[list(cond.layers)] if vec.dim() == 2 else vec
+    return sha256_bytes(used.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())[:16]
+
+
+def _diff_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys += _diff_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(prefix + key)
+    return keys
+
+
+@dataclass
+class _FilePlan:
+    cond: Condition
+    source: str  # "generated" or "baseline"
+    gen: Condition  # the condition whose rows fill the file
+    fingerprint: str  # of the file
+    gen_fingerprint: str  # of the generated rows (journal)
+    path: Path
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep will do in a run directory, checked against what the directory holds.
+
+    Build it with :meth:`prepare` (reads, checks, writes nothing); :meth:`run` generates. Hold the
+    run directory's lock (:meth:`RunDir.lock`) from prepare to run: a plan read before another
+    writer finished is stale."""
+
+    rundir: RunDir
+    questions: list[str]
+    n_generations: int
+    settings: GenerationSettings
+    vectors: dict[str, torch.Tensor]
+    files: dict[str, _FilePlan]
+    settings_key: str
+    base_fp: dict[str, Any]
+    manifest: dict[str, Any]
+    done: dict[str, dict[tuple[int, int], dict[str, Any]]]
+    finished: set[str] = field(default_factory=set)
+
+    @classmethod
+    def prepare(
+        cls,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        conditions: Sequence[Condition],
+        questions: Sequence[str],
+        vectors: Mapping[str, torch.Tensor],
+        out_dir: str | Path | RunDir,
+        n_generations: int = 1,
+        settings: GenerationSettings | None = None,
+        overwrite: bool = False,
+        reuse_baseline: bool = True,
+        extra_fingerprint: dict[str, Any] | None = None,
+    ) -> "SweepPlan":
+        """Check everything (layers, vector names and sizes, questions, settings, files already in
+        the directory) and plan; one-line ``UserError`` on any problem. Writes nothing."""
+        settings = (settings or GenerationSettings()).validate()
+        questions = check_questions(questions)
+        if isinstance(n_generations, bool) or not isinstance(n_generations, int) or n_generations < 1:
+            raise UserError(f"n_generations must be an integer >= 1, got {n_generations!r}")
+        checked = check_vectors(model, vectors)
+        conds = check_conditions(model, conditions, checked)
+        if not conds:
+            raise UserError("no condition given")
+        run = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)
+        if run.path.exists() and not run.path.is_dir():
+            raise UserError(f"{run.path} exists and is not a directory")
+
+        base_fp = {
+            "settings": settings.fingerprint(),
+            "model": model_info(model),
+            "tokenizer": getattr(tokenizer, "name_or_path", None),
+            "questions": stable_hash(questions),
+            "n_questions": len(questions),
+            "n_generations": n_generations,
+            "extra": extra_fingerprint or {},
+        }
+        settings_key = stable_hash(base_fp)
+        baseline = Condition()
+
+        def gen_fp(cond: Condition) -> str:
+            return stable_hash([settings_key, cond.stem, _vector_digest(cond, checked)])
+
+        files: dict[str, _FilePlan] = {}
+        for cond in conds:
+            reused = reuse_baseline and cond.is_null and not cond.is_baseline
+            gen = baseline if reused else cond
+            gfp = gen_fp(gen)
+            ffp = stable_hash([gfp, "as", cond.stem]) if reused else gfp
+            files[cond.stem] = _FilePlan(cond, "baseline" if reused else "generated", gen, ffp, gfp,
+                                         run.generations(cond))
+        if any(p.source == "baseline" for p in files.values()) and BASELINE_STEM not in files:
+            gfp = gen_fp(baseline)
+            files[BASELINE_STEM] = _FilePlan(baseline, "generated", baseline, gfp, gfp, run.generations(baseline))
+
+        # ---- read what the directory already holds, refuse to mix settings ----
+        manifest: dict[str, Any] = {"version": 1, "settings": {}, "conditions": {}}
+        if run.manifest_path.exists():
+            try:
+                manifest = read_json(run.manifest_path)
+                manifest.setdefault("settings", {})
+                manifest.setdefault("conditions", {})
+            except (ValueError, OSError) as exc:
+                raise UserError(f"{run.manifest_path} is unreadable ({exc}); move it away or use another "
+                                "directory") from exc
+        wanted = {p.gen.stem: p.gen_fingerprint for p in files.values()}
+        done: dict[str, dict[tuple[int, int], dict[str, Any]]] = {stem: {} for stem in wanted}
+        stale_rows: set[str] = set()
+        for rec in read_jsonl(run.journal_path):
+            stem = rec.get("condition") if isinstance(rec, dict) else None
+            if stem not in wanted or not {"question_id", "answer_idx", "response"} <= set(rec):
+                continue
+            if rec.get("fp") == wanted[stem]:
+                done[stem][(rec["question_id"], rec["answer_idx"])] = rec
+            else:
+                stale_rows.add(stem)
+        plan = cls(run, questions, n_generations, settings, checked, files, settings_key, base_fp, manifest, done)
+
+        conflicts: list[str] = []
+        differing: set[str] = set()
+        for stem, fp in files.items():
+            entry = manifest["conditions"].get(stem)
+            if fp.path.exists() and entry and entry.get("fingerprint") == fp.fingerprint:
+                plan.finished.add(stem)
+            elif fp.path.exists() and (entry is not None or not plan._complete(fp.gen.stem)):
+                # a file recorded with other settings is a conflict; an unrecorded one (a crash between
+                # writing it and the manifest) is rewritten from a complete journal
+                conflicts.append(fp.path.name)
+                old = manifest["settings"].get(entry.get("settings_key", "")) if entry else None
+                if old:
+                    differing.update(_diff_keys(old, json.loads(dumps_json(base_fp))))
+        conflicts += [f"journal rows of {s}" for s in sorted(stale_rows)
+                      if not plan._complete(s) and s not in plan.finished]
+        if conflicts and not overwrite:
+            what = f" (differing: {', '.join(sorted(differing))})" if differing else ""
+            raise UserError(
+                f"{run.path} holds generations made with different settings{what}: {', '.join(conflicts[:3])}"
+                f"{' ...' if len(conflicts) > 3 else ''}; pass --overwrite to replace them or use another directory"
+            )
+        return plan
+
+    def _complete(self, stem: str) -> bool:
+        return len(self.done[stem]) >= len(self.questions) * self.n_generations
+
+    def requests(self) -> list[GenerationRequest]:
+        """The rows still to generate (journaled rows and finished files excluded)."""
+        out: list[GenerationRequest] = []
+        seen: set[str] = set()
+        for fp in self.files.values():
+            gen = fp.gen
+            if fp.cond.stem in self.finished or gen.stem in seen:
+                continue
+            seen.add(gen.stem)
+            for qid, question in enumerate(self.questions):
+                for aidx in range(self.n_generations):
+                    if (qid, aidx) not in self.done[gen.stem]:
+                        out.append(GenerationRequest(gen, question, qid, aidx))
+        return out
+
+    def record(self, rows: Sequence[GenerationRow]) -> None:
+        """Journal finished rows (fsync'd) and write every condition file they complete."""
+        wanted = {p.gen.stem: p.gen_fingerprint for p in self.files.values()}
+        records = []
+        for row in rows:
+            stem = row.condition.stem
+            data = row.to_dict()
+            data.pop("question", None)
+            rec = {"fp": wanted[stem], **data}
+            records.append(rec)
+            self.done[stem][(row.question_id, row.answer_idx)] = rec
+        append_jsonl(self.rundir.journal_path, records)
+        self.write_ready()
+
+    def write_ready(self) -> None:
+        """Write the condition files whose rows are all journaled, then the manifest."""
+        changed = False
+        for stem, fp in self.files.items():
+            if stem in self.finished or not self._complete(fp.gen.stem):
+                continue
+            rows = self._file_rows(fp)
+            atomic_write_json(fp.path, rows)
+            self.manifest["settings"][self.settings_key] = self.base_fp
+            self.manifest["conditions"][stem] = {
+                "fingerprint": fp.fingerprint, "settings_key": self.settings_key, "n_rows": len(rows),
+                "source": fp.source, "file": fp.path.name,
+            }
+            self.finished.add(stem)
+            changed = True
+        if changed:
+            atomic_write_json(self.rundir.manifest_path, self.manifest)
+
+    def _file_rows(self, fp: _FilePlan) -> list[dict[str, Any]]:
+        records = self.done[fp.gen.stem]
+        rows = []
+        for qid, question in enumerate(self.questions):
+            for aidx in range(self.n_generations):
+                answer = GenerationRow.from_dict({**records[(qid, aidx)], "question": question})
+                rows.append(answer.as_condition(fp.cond, source=fp.source, row_id=len(rows) + 1).to_dict())
+        return rows
+
+    def run(self, model: torch.nn.Module, tokenizer: Any, progress: bool = True) -> dict[str, Path]:
+        """Generate what is missing under the run directory's writer lock; ``{stem: path}``."""
+        with self.rundir.lock("generate"):
+            self.rundir.path.mkdir(parents=True, exist_ok=True)
+            self.write_ready()
+            for rows in generate_batches(model, tokenizer, self.requests(), self.vectors, self.settings, progress):
+                self.record(rows)
+        missing = [stem for stem in self.files if stem not in self.finished]
+        if missing:  # cannot happen unless the engine dropped rows
+            raise RuntimeError(f"generation finished without rows for {missing[:3]}")
+        return {stem: fp.path for stem, fp in self.files.items()}
+
+    def run_lock(self) -> Any:
+        """The run directory's writer lock for the generation stage."""
+        return self.rundir.lock("generate")
+
+
+def generate_sweep(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    conditions: Sequence[Condition],
+    questions: Sequence[str],
+    vectors: Mapping[str, torch.Tensor],
+    out_dir: str | Path | RunDir,
+    n_generations: int = 1,
+    settings: GenerationSettings | None = None,
+    overwrite: bool = False,
+    reuse_baseline: bool = True,
+    extra_fingerprint: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Generate ``n_generations`` answers per question under every condition into ``out_dir``.
+
+    A rerun skips finished files and journaled rows made with the same settings, and refuses
+    (``UserError``) to mix with files or rows made with different settings unless ``overwrite``
+    (then those are regenerated and replaced; matching ones are still reused). With
+    ``reuse_baseline`` an ``add`` condition with alpha 0 is not generated: its file holds the
+    baseline's answers with the condition's own fields and ``source: "baseline"``. A second
+    process writing the same directory is refused. Returns ``{stem: path}`` for every requested
+    condition (plus ``baseline`` when it was generated for reuse).
+    """
+    run = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{run.path} exists and is not a directory")
+    args = (model, tokenizer, conditions, questions, vectors, run, n_generations, settings, overwrite, reuse_baseline,
+            extra_fingerprint)
+    SweepPlan.prepare(*args)  # every check before the directory is touched
+    with run.lock("generate"):  # plan again under the lock: a plan read before another writer finished is stale
+        plan = SweepPlan.prepare(*args)
+        return plan.run(model, tokenizer, progress)
+
+
+__all__ = ["SweepPlan", "generate_sweep"]
