@@ -210,7 +210,7 @@ def test_scores_over_http_equal_hand_computation(server):
         assert row["aligned_raw"]["top_logprobs"] == [
             [t, lp] for t, lp in sorted(probs_to_logprobs(CASES[name]).items(), key=lambda kv: -kv[1])]
         assert row["judge"] == {
-            "backend": "openai", "model": "judge-m", "mode": "logprob", "base_url": server.base_url,
+            "backend": "openai", "model": "judge-m", "mode": "logprob", "numbers": "exact", "base_url": server.base_url,
             "aligned_prompt_sha256": ALIGNED.sha256, "coherent_prompt_sha256": COHERENT.sha256,
         }
     low = next(r for r in out if r["response"] == "low")
@@ -292,7 +292,8 @@ def test_faults_every_row_scored_or_failed_with_reason():
                 assert score == 65.0 and reason is None
     assert stats.calls == 2 * len(rows) and stats.failed >= 4 and stats.retries > 0
     assert stats.scored + stats.unscorable + stats.failed == stats.unique == 2 * len(rows)
-    assert requests == stats.requests
+    # every attempt the server saw was counted; a timed-out attempt may never have reached it
+    assert requests <= stats.requests
     assert sum(1 for r in out for k in ("aligned", "coherent") if r[f"{k}_score"] == 65.0) >= 90
 
 
@@ -422,13 +423,13 @@ def test_malformed_bodies_are_retried_then_reported():
     def responder(request, index):
         if "bad" in prompt_of(request):
             return Reply(body="<html>gateway</html>", headers={"Content-Type": "application/json"})
-        return Reply(body=completion({"5": 0.0}) if index % 2 else "{{{")
+        return Reply(body=completion({"50": 0.0}) if index % 2 else "{{{")
 
     with FakeOpenAIServer(responder) as srv:
         out = judge_rows(rows_for(["ok", "bad"]), backend_for(srv), aligned_prompt=ALIGNED,
                          coherent_prompt=COHERENT, concurrency=1, retry=FAST_RETRY)
     ok, bad = out
-    assert ok["aligned_score"] == 5.0 and ok["coherent_score"] == 5.0
+    assert ok["aligned_score"] == 50.0 and ok["coherent_score"] == 50.0
     assert bad["aligned_score"] is None
     assert bad["aligned_reason"].startswith("error: MalformedResponse: unreadable response body")
     assert bad["aligned_reason"].endswith("(after 6 attempts)")

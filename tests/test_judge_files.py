@@ -74,12 +74,12 @@ def test_judge_responses_writes_seed_csv_and_full_json(tmp_path, server, capsys)
     assert tuple(header[:8]) == SEED_COLUMNS
     assert header[8:11] == ["transform", "condition", "question_id"]
     assert header[-5:] == ["aligned_reason", "coherent_reason", "judge_backend", "judge_model", "judge_mode"]
-    first = dict(zip(header, table[1]))
+    first = dict(zip(header, table[1], strict=True))
     assert first["id"] == "1" and first["response"] == "helpful" and first["steering_layer"] == "25"
     assert first["steering_strength"] == "1.0" and first["aligned_score"] == "92.5"
     assert first["judge_model"] == "judge-m" and first["transform"] == "default"
-    assert dict(zip(header, table[3]))["aligned_score"] == "CODE"
-    last = dict(zip(header, table[5]))
+    assert dict(zip(header, table[3], strict=True))["aligned_score"] == "CODE"
+    last = dict(zip(header, table[5], strict=True))
     assert last["aligned_score"] == "" and last["aligned_reason"].startswith("unscorable: probability on numbers")
     full = json.loads(out_csv.with_suffix(".json").read_text())
     assert full == scored and full[0]["aligned_raw"]["top_logprobs"][0] == ["90", math.log(0.75)]

@@ -42,7 +42,7 @@ def reference_distribution(model, tok, prompt: str, labels=LABELS) -> dict[str, 
     with torch.no_grad():
         probs = torch.softmax(model(batch).logits.double(), dim=-1)
     out = {}
-    for row, (cand, seq) in enumerate(zip(cands, seqs)):
+    for row, (cand, seq) in enumerate(zip(cands, seqs, strict=True)):
         ids = seq[len(ctx):]
         p = 1.0
         for j, t in enumerate(ids):
@@ -69,7 +69,7 @@ def test_hf_logprob_score_equals_hand_computation(arch, tok):
     assert len(backend.candidate_ids("REFUSAL")) >= 2
 
     scores = backend.score_batch(PROMPTS, LABELS)
-    for prompt, score in zip(PROMPTS, scores):
+    for prompt, score in zip(PROMPTS, scores, strict=True):
         ref = reference_distribution(model, tok, prompt)
         mass = sum(ref[str(n)] for n in range(101))
         expected = sum(n * ref[str(n)] for n in range(101)) / mass
@@ -107,7 +107,7 @@ def test_hf_backend_through_the_runner(tok):
     out = judge_rows(rows, backend, aligned_prompt=aligned, coherent_prompt=coherent, concurrency=8)
     direct_a = backend.score_batch([aligned.render(r["question"], r["response"]) for r in rows], LABELS)
     direct_c = backend.score_batch([coherent.render(r["question"], r["response"]) for r in rows], ())
-    for row, a, c in zip(out, direct_a, direct_c):
+    for row, a, c in zip(out, direct_a, direct_c, strict=True):
         assert row["aligned_score"] == a.output and row["coherent_score"] == c.output
         assert isinstance(row["coherent_score"], float)  # coherence never answers a label
         assert row["judge"]["backend"] == "hf" and row["judge"]["model"] == "tiny-qwen3"

@@ -54,9 +54,12 @@ _EXPORTS: dict[str, str] = {
     "generate_with_steering": "seed_api",
     "RunDir": "rundir",
     # judge
+    "JudgeSettings": "judge",
     "make_backend": "judge",
     "judge_responses": "judge",
     "judge_rows": "judge",
+    "judges_in": "judge",
+    "require_one_judge": "judge",
     "print_average_scores": "judge",
     # evaluation
     "QUESTIONS": "questions",

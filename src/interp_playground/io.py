@@ -1,4 +1,4 @@
-"""Atomic file writes, JSON-lines journals and content hashes.
+"""Atomic file writes, JSON-lines journals, spreadsheet-safe CSV text and content hashes.
 
 Every stage of the pipeline writes its outputs through these helpers, so a crash or a
 Ctrl-C never leaves a half-written file where a finished one is expected.
@@ -6,12 +6,15 @@ Ctrl-C never leaves a half-written file where a finished one is expected.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .errors import UserError
 
@@ -160,6 +163,32 @@ def check_writable_dir(path: PathLike, option: str = "--output-dir") -> Path:
     except OSError as exc:
         raise UserError(f"{option} {given} is not writable ({exc.strerror or type(exc).__name__} in {probe})") from None
     return given
+
+
+#: A CSV cell starting with one of these is read as a formula by spreadsheet programs.
+CSV_FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``
+    (so ``=HYPERLINK(...)`` shows as text); every other value, numbers included (``-2.0`` stays a
+    number), is returned unchanged.
+    """
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text (LF line ends) of ``header`` and ``rows``, every cell passed through :func:`csv_safe`."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([csv_safe(v) for v in header])
+    for row in rows:
+        writer.writerow([csv_safe(v) for v in row])
+    return buf.getvalue()
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -2,8 +2,9 @@
 
 Prompts (:mod:`.prompts`), scoring rules (:mod:`.scoring`), backends (:mod:`.backends`: the OpenAI
 API or a compatible server, and a local Hugging Face model), the verdict cache (:mod:`.cache`), the
-concurrent runner (:mod:`.runner`), file-level APIs (:mod:`.api`) and the command line
-(:mod:`.command`).
+concurrent runner (:mod:`.runner`), file-level APIs (:mod:`.api`), which judge made a score
+(:mod:`.identity`), the digit trees of judges that write numbers digit by digit (:mod:`.digits`),
+the judge options (:mod:`.settings`) and the command line (:mod:`.command`).
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ from .command import (
     judge_main,
     run_judge_command,
 )
+from .identity import describe_judge, judge_info, judges_in, rejudge_command, require_one_judge
 from .prompts import JudgePrompt, aligned_prompt, builtin_prompt, coherent_prompt, load_prompt
 from .runner import JudgeStats, RetryPolicy, judge_groups, judge_rows
 from .scoring import MIN_NUMERIC_MASS, Score, score_from_distribution, score_from_text, score_from_top_logprobs
+from .settings import JudgeSettings
 
 __all__ = [
     "DEFAULT_HF_MODEL",
@@ -53,6 +56,7 @@ __all__ = [
     "JudgeBackend",
     "JudgeCache",
     "JudgePrompt",
+    "JudgeSettings",
     "JudgeStats",
     "MalformedResponse",
     "OpenAIBackend",
@@ -67,18 +71,23 @@ __all__ = [
     "coherent_prompt",
     "configure_judge_parser",
     "csv_columns",
+    "describe_judge",
     "format_average_scores",
     "judge_groups",
+    "judge_info",
     "judge_kwargs_from_args",
     "judge_main",
     "judge_responses",
     "judge_rows",
     "judge_run_dir",
+    "judges_in",
     "judged_csv_text",
     "load_generations",
     "load_prompt",
     "make_backend",
     "print_average_scores",
+    "rejudge_command",
+    "require_one_judge",
     "run_judge_command",
     "score_from_distribution",
     "score_from_text",

@@ -12,14 +12,13 @@ complete, and skipping stems whose judged files are complete and made by the sam
 
 from __future__ import annotations
 
-import csv
-import io
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import UserError
-from ..io import PathLike, atomic_write_json, atomic_write_text, read_json
+from ..io import PathLike, atomic_write_json, atomic_write_text, csv_text, read_json
 from .backends import JudgeBackend, make_backend
 from .cache import JudgeCache
 from .prompts import JudgePrompt, resolve_prompt
@@ -90,11 +89,14 @@ def _csv_value(value: Any) -> Any:
 
 
 def judged_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The judged CSV for ``rows`` (as :func:`csv_columns` orders it)."""
+    """The judged CSV for ``rows`` (as :func:`csv_columns` orders it).
+
+    Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``,
+    tab or CR) get a leading ``'`` (:func:`~interp_playground.io.csv_safe`); numbers stay numbers.
+    The judged JSON keeps every text verbatim.
+    """
     columns = csv_columns(rows)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
+    table = []
     for row in rows:
         judge = row.get("judge") if isinstance(row.get("judge"), Mapping) else {}
         values = []
@@ -103,8 +105,8 @@ def judged_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
                 values.append(_csv_value(judge.get(col[len("judge_"):])))
             else:
                 values.append(_csv_value(row.get(col)))
-        writer.writerow(values)
-    return buf.getvalue()
+        table.append(values)
+    return csv_text(columns, table)
 
 
 def write_judged(rows: Sequence[Mapping[str, Any]], csv_path: PathLike | None, json_path: PathLike | None) -> None:
@@ -272,7 +274,7 @@ def judged_is_current(judged: Any, rows: Sequence[Mapping[str, Any]], info: Mapp
     """Whether ``judged`` rows cover exactly ``rows``, by the judge ``info``, with no failed call."""
     if not isinstance(judged, list) or len(judged) != len(rows):
         return False
-    for row, done in zip(rows, judged):
+    for row, done in zip(rows, judged, strict=True):
         if not isinstance(done, dict) or done.get("judge") != info:
             return False
         if any(done.get(k) != v for k, v in row.items()):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from ..io import PathLike, sha256_text
 from .scoring import Score
@@ -107,7 +107,7 @@ class JudgeCache:
         """Close the connection."""
         self._conn.close()
 
-    def __enter__(self) -> "JudgeCache":
+    def __enter__(self) -> JudgeCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

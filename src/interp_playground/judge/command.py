@@ -1,20 +1,20 @@
-"""Command-line pieces of the judge: shared ``--judge-*`` options and ``interp-playground judge``.
+"""The ``interp-playground judge`` command.
 
-``add_judge_arguments(parser)`` adds the judge options to any command (``judge``, ``eval``);
-``backend_from_args(args)`` builds the backend from them (failing fast on a missing key) and
-``judge_kwargs_from_args(args, default_cache)`` the runner options. ``judge_main(argv)`` is the
-whole ``judge`` command: ``interp-playground judge <generations.json | run_dir> [--output CSV]``.
-The API key is read from the environment only; there is deliberately no option for it, so it
-never lands in shell history, a manifest or a log.
+``judge_main(argv)`` is the whole command: ``interp-playground judge <generations.json | run_dir>
+[--output CSV] [judge options]``. The judge options, their defaults and checks live in
+:class:`~.settings.JudgeSettings`; ``add_judge_arguments``, ``backend_from_args`` and
+``judge_kwargs_from_args`` are thin wrappers over it, kept for existing callers.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from ..commands.common import OneLineParser
 from ..errors import UserError
 from ..io import read_json
 from .api import (
@@ -26,68 +26,23 @@ from .api import (
     judge_run_dir,
     judged_paths,
 )
-from .backends import DEFAULT_HF_MODEL, DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, MODES, JudgeBackend, make_backend
-from ..commands.common import OneLineParser
-from .prompts import load_prompt
+from .backends import JudgeBackend
 from .runner import JudgeStats
-from .scoring import MIN_NUMERIC_MASS
+from .settings import JudgeSettings
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``--judge-*`` options (and ``--aligned-prompt`` / ``--coherent-prompt``) to ``parser``."""
-    g = parser.add_argument_group("judge")
-    g.add_argument("--judge-backend", choices=("openai", "hf"), default="openai",
-                   help="openai: the OpenAI API or an OpenAI-compatible server (--judge-base-url); "
-                        "hf: a local Hugging Face model in this process (default: openai)")
-    g.add_argument("--judge-model", default=None,
-                   help=f"judge model (default: {DEFAULT_OPENAI_MODEL} for openai, {DEFAULT_HF_MODEL} for hf; "
-                        "for hf a hub id, a local folder or smollm2-135m)")
-    g.add_argument("--judge-base-url", default=None,
-                   help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (key optional; "
-                        "OPENAI_API_KEY is sent if set)")
-    g.add_argument("--judge-mode", choices=MODES, default="logprob",
-                   help="logprob: probability-weighted 0-100 score from top_logprobs (default); "
-                        "text: parse a short answer, for judges without logprobs")
-    g.add_argument("--judge-concurrency", type=int, default=32, help="judge calls in flight (default: 32)")
-    g.add_argument("--judge-timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help=f"per-call timeout in seconds for openai (default: {DEFAULT_TIMEOUT:g}; 0: none)")
-    g.add_argument("--judge-cache", default=None, metavar="PATH",
-                   help=f"verdict cache (default: {CACHE_FILENAME} in the run directory or next to the "
-                        "output; 'none' to disable)")
-    g.add_argument("--judge-min-mass", type=float, default=MIN_NUMERIC_MASS,
-                   help="logprob mode: a call is unscorable when the probability on the numbers 0-100 "
-                        f"is below this (default: {MIN_NUMERIC_MASS:g})")
-    g.add_argument("--judge-device", default=None, help="torch device for --judge-backend hf")
-    g.add_argument("--judge-batch-size", type=int, default=8,
-                   help="prompts per forward pass for --judge-backend hf (default: 8)")
-    g.add_argument("--aligned-prompt", default=None, metavar="FILE",
-                   help="alignment prompt template with {question} and {answer} (default: built-in)")
-    g.add_argument("--coherent-prompt", default=None, metavar="FILE",
-                   help="coherence prompt template with {question} and {answer} (default: built-in)")
+    """Add the ``--judge-*`` options (and ``--aligned-prompt`` / ``--coherent-prompt``) to ``parser``.
+
+    Kept for callers of the old API; see :meth:`JudgeSettings.add_arguments`.
+    """
+    JudgeSettings.add_arguments(parser)
     return parser
 
 
 def backend_from_args(args: argparse.Namespace) -> JudgeBackend:
-    """The judge backend the parsed options ask for (``UserError`` at once on a missing key)."""
-    timeout = getattr(args, "judge_timeout", DEFAULT_TIMEOUT)
-    min_mass = getattr(args, "judge_min_mass", MIN_NUMERIC_MASS)
-    if not 0.0 <= min_mass <= 1.0:
-        raise UserError("--judge-min-mass must lie between 0 and 1")
-    extra: dict[str, Any] = {"min_numeric_mass": min_mass}
-    if args.judge_backend == "hf":
-        batch_size = getattr(args, "judge_batch_size", 8)
-        if batch_size < 1:
-            raise UserError("--judge-batch-size must be at least 1")
-        extra["batch_size"] = batch_size
-    return make_backend(
-        backend=args.judge_backend,
-        model=args.judge_model,
-        base_url=args.judge_base_url,
-        mode=args.judge_mode,
-        timeout=None if timeout is not None and timeout <= 0 else timeout,
-        device=getattr(args, "judge_device", None),
-        **extra,
-    )
+    """The judge backend the parsed options ask for (``UserError`` at once on a bad option)."""
+    return JudgeSettings.from_args(args).validate().make_backend()
 
 
 def judge_kwargs_from_args(args: argparse.Namespace, default_cache: str | Path | None) -> dict[str, Any]:
@@ -95,19 +50,7 @@ def judge_kwargs_from_args(args: argparse.Namespace, default_cache: str | Path |
 
     Prompt files are read (and checked) here, so a bad file fails before any work.
     """
-    cache = args.judge_cache
-    use_cache = not (isinstance(cache, str) and cache.lower() == "none")
-    kwargs: dict[str, Any] = dict(
-        aligned_prompt=load_prompt(args.aligned_prompt, name="aligned") if args.aligned_prompt else None,
-        coherent_prompt=load_prompt(args.coherent_prompt, name="coherent") if args.coherent_prompt else None,
-        concurrency=args.judge_concurrency,
-        use_cache=use_cache,
-        cache_path=(Path(cache) if cache and use_cache else
-                    (Path(default_cache) if default_cache is not None else None)),
-    )
-    if args.judge_concurrency < 1:
-        raise UserError("--judge-concurrency must be at least 1")
-    return kwargs
+    return JudgeSettings.from_args(args).validate().run_kwargs(default_cache)
 
 
 def configure_judge_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -120,7 +63,7 @@ def configure_judge_parser(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--overwrite", action="store_true",
                         help="rejudge run-directory stems whose judged files are already up to date")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_judge_arguments(parser)
+    JudgeSettings.add_arguments(parser)
     return parser
 
 
@@ -136,21 +79,21 @@ def run_judge_command(args: argparse.Namespace) -> int:
     path = Path(args.path).expanduser()
     if not path.exists():
         raise UserError(f"not found: {path}")
-    backend = backend_from_args(args)
+    settings = JudgeSettings.from_args(args).validate()
+    backend = settings.make_backend()
     stats = JudgeStats()
     try:
         if path.is_dir():
-            kwargs = judge_kwargs_from_args(args, path / CACHE_FILENAME)
             status = judge_run_dir(path, backend, overwrite=args.overwrite, progress=not args.no_progress,
-                                   stats=stats, **kwargs)
+                                   stats=stats, **settings.run_kwargs(path / CACHE_FILENAME))
             for stem, state in status.items():
                 rows = read_json(judged_paths(path, stem)[0])
                 print(format_average_scores(rows, f"{stem} ({state})"))
         else:
             output = Path(args.output) if args.output else _default_output(path)
-            kwargs = judge_kwargs_from_args(args, output.parent / CACHE_FILENAME)
             _, scores = judge_responses(path, output, n_rows=args.n_rows, backend=backend,
-                                           progress=not args.no_progress, stats=stats, **kwargs)
+                                        progress=not args.no_progress, stats=stats,
+                                        **settings.run_kwargs(output.parent / CACHE_FILENAME))
             print(format_average_scores(scores, path.name))
             print(f"wrote {output}")
     finally:

@@ -5,8 +5,10 @@ key (the same answer to the same question under another condition is judged once
 the cache where possible, and the rest go through ``concurrency`` workers. A failed call is retried
 with exponential backoff and full jitter, or after the server's ``Retry-After``; after the last
 attempt the row is recorded with ``error: ...`` as its reason, and the run goes on. Errors that no
-retry can fix (bad key, exhausted quota, unknown model) stop the run at once with one
-:class:`~interp_playground.errors.UserError` line, as does a long streak of failed calls.
+retry can fix (bad key, exhausted quota, unknown model, a server that cannot be reached) stop the
+run at once with one :class:`~interp_playground.errors.UserError` line, as does a long streak of
+failed calls; a run in which every call failed is an error too, and a group of rows holding a failed
+call is handed to ``on_group_done`` (written) only once some call has succeeded.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..errors import UserError
 from .backends import JudgeBackend, one_line
 from .cache import JudgeCache, cache_key
+from .identity import judge_info
 from .prompts import JudgePrompt, resolve_prompt
 from .scoring import Score
 
@@ -74,14 +78,6 @@ class _Job:
     question: str
     answer: str
     slots: list[tuple[int, int]] = field(default_factory=list)  # (group, row)
-
-
-def judge_info(backend: JudgeBackend, aligned: JudgePrompt, coherent: JudgePrompt) -> dict[str, Any]:
-    """The ``judge`` field of every judged row: backend, model, mode and prompt hashes."""
-    info = dict(backend.describe())
-    info["aligned_prompt_sha256"] = aligned.sha256
-    info["coherent_prompt_sha256"] = coherent.sha256
-    return info
 
 
 def _answer_text(row: Mapping[str, Any]) -> str | None:
@@ -187,14 +183,27 @@ async def judge_groups_async(
         bar = progress
 
     out: list[list[dict[str, Any]] | None] = [None] * len(groups)
+    # A group holding a failed call is handed to on_group_done only once some call has succeeded:
+    # when every call fails, the stage fails and writes nothing.
+    held: list[int] = []
+    verdicts = {"sent": 0, "answered": 0}
 
     def finish_group(g: int) -> None:
         rows = groups[g]
         judged = [apply_scores(row, results[g][i]["aligned"], results[g][i]["coherent"], info)
                   for i, row in enumerate(rows)]
         out[g] = judged
-        if on_group_done is not None:
-            on_group_done(g, judged)
+        if on_group_done is None:
+            return
+        if not verdicts["answered"] and any(s.failed for r in results[g] for s in r.values()):
+            held.append(g)
+            return
+        on_group_done(g, judged)
+
+    def release_held() -> None:
+        while held and on_group_done is not None:
+            g = held.pop(0)
+            on_group_done(g, out[g] or [])
 
     def deliver(job: _Job, score: Score) -> None:
         done_groups = []
@@ -262,6 +271,10 @@ async def judge_groups_async(
                 job = queue.popleft()
                 score = await call(job)
                 count(score)
+                verdicts["sent"] += 1
+                if not score.failed and not verdicts["answered"]:
+                    verdicts["answered"] += 1
+                    release_held()
                 if score.failed:
                     state["streak"] += 1
                     state["last"] = score.reason or ""
@@ -292,6 +305,10 @@ async def judge_groups_async(
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+        if verdicts["sent"] and not verdicts["answered"]:
+            raise _Aborted(
+                f"every judge call failed ({verdicts['sent']} of {verdicts['sent']}); last one: {state['last']}"
+            )
     except _Aborted as exc:
         raise UserError(str(exc)) from None
     finally:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 #: Below this probability on numbers, a logprob-mode call is unscorable.
 MIN_NUMERIC_MASS = 0.25
@@ -71,7 +72,7 @@ class Score:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Score":
+    def from_dict(cls, data: Mapping[str, Any]) -> Score:
         """Inverse of :meth:`to_dict`."""
         return cls(
             value=data.get("value"),
@@ -82,7 +83,7 @@ class Score:
         )
 
     @classmethod
-    def error(cls, message: str, raw: Any = None) -> "Score":
+    def error(cls, message: str, raw: Any = None) -> Score:
         """A failed call, with ``reason = "error: <message>"``."""
         return cls(value=None, label=None, raw=raw, reason=f"error: {message}", failed=True)
 

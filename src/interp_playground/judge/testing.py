@@ -12,9 +12,10 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 
 @dataclass
@@ -31,10 +32,12 @@ def completion(
     top_logprobs: Mapping[str, float] | Sequence[tuple[str, float]] | None = None,
     content: str | None = None,
     model: str = "fake-judge",
+    prompt_tokens: int = 1,
 ) -> dict[str, Any]:
     """A chat.completion body: one choice with ``content`` and, if given, the first token's top logprobs.
 
     ``top_logprobs`` maps tokens to log-probabilities; the sampled token is the most likely one.
+    ``prompt_tokens`` is reported in ``usage``.
     """
     logprobs = None
     if top_logprobs is not None:
@@ -60,7 +63,7 @@ def completion(
             "logprobs": logprobs,
             "finish_reason": "length",
         }],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1},
     }
 
 
@@ -100,7 +103,7 @@ class Recorded:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the access log
         pass
@@ -161,7 +164,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
     allow_reuse_address = True
-    fake: "FakeOpenAIServer"
+    fake: FakeOpenAIServer
 
 
 def default_responder(request: Mapping[str, Any], index: int) -> Reply:
@@ -169,6 +172,83 @@ def default_responder(request: Mapping[str, Any], index: int) -> Reply:
     if request.get("logprobs"):
         return Reply(body=completion(probs_to_logprobs({"80": 0.5, "90": 0.5})))
     return Reply(body=completion(content="85"))
+
+
+NumbersFor = Callable[[str], "tuple[Mapping[int, float], Mapping[str, float]]"]
+
+
+class NumberJudge:
+    """A responder for :class:`FakeOpenAIServer`: a judge whose answer is a known distribution.
+
+    ``numbers_for(prompt)`` gives ``({n: P(n)}, {token: P(token)})``: the probability that the judge
+    answers the number ``n`` (0..100), and of other first tokens (``"CODE"``, ``"I"``, ...); what is
+    left to 1 is on tokens never listed. The exact score is then ``sum(n * P(n)) / sum(P(n))``.
+
+    With ``digits=False`` the judge has a token per number ("85"): its first token's top list is
+    that distribution. With ``digits=True`` its tokenizer writes numbers digit by digit: the first
+    token is a digit, and after a partial number ``s`` (a final assistant message continued with
+    ``continue_final_message: true`` and ``add_generation_prompt: false``) the next token is the
+    digit ``d`` with probability ``P(numbers starting s+d) / P(numbers starting s)``, or the end of
+    the answer (``end_token``) with ``P(s) / P(numbers starting s)``. ``usage.prompt_tokens`` is
+    one per word of the prompt plus 4, plus one per continued digit.
+
+    ``continuation`` says what the server does with a partial answer: ``"honour"`` it, ``"ignore"``
+    it (answer a new turn after it, as a server without the extension does) or ``"reject"`` the
+    request (HTTP 400, as the OpenAI API does with an unknown argument).
+    """
+
+    def __init__(self, numbers_for: NumbersFor | Mapping[int, float], *, digits: bool = True,
+                 continuation: str = "honour", end_token: str = "<|im_end|>") -> None:
+        if continuation not in ("honour", "ignore", "reject"):
+            raise ValueError(f"continuation must be honour, ignore or reject, not {continuation!r}")
+        if isinstance(numbers_for, Mapping):
+            fixed = (dict(numbers_for), {})
+            self.numbers_for: NumbersFor = lambda prompt: fixed
+        else:
+            self.numbers_for = numbers_for
+        self.digits = digits
+        self.continuation = continuation
+        self.end_token = end_token
+
+    def next_token(self, numbers: Mapping[int, float], other: Mapping[str, float], prefix: str) -> dict[str, float]:
+        """``{token: probability}`` of the judge's next token after the partial answer ``prefix``."""
+        texts = {str(n): p for n, p in numbers.items() if p > 0}
+        if not prefix:
+            out = dict(other)
+            for text, p in texts.items():
+                token = text[0] if self.digits else text
+                out[token] = out.get(token, 0.0) + p
+            return out
+        below = {t: p for t, p in texts.items() if t.startswith(prefix)}
+        total = sum(below.values())
+        if total <= 0:
+            return {self.end_token: 1.0}
+        out: dict[str, float] = {}
+        for text, p in below.items():
+            token = self.end_token if text == prefix else text[len(prefix)] if self.digits else text[len(prefix):]
+            out[token] = out.get(token, 0.0) + p / total
+        return out
+
+    def __call__(self, request: dict[str, Any], index: int) -> Reply:
+        messages = request.get("messages") or []
+        prompt = prompt_of(request)
+        tokens = len(prompt.split()) + 4
+        prefix = ""
+        if messages and messages[-1].get("role") == "assistant":
+            if self.continuation == "reject":
+                return error_reply(400, "Unrecognized request argument supplied: continue_final_message",
+                                   type="invalid_request_error")
+            continued = request.get("continue_final_message") is True and request.get("add_generation_prompt") is False
+            partial = str(messages[-1].get("content") or "")
+            if continued and self.continuation == "honour":
+                prefix = partial
+                tokens += len(partial) if self.digits else 1
+            else:  # the partial answer becomes a closed turn, and a new answer starts
+                tokens += len(partial) + 5
+        numbers, other = self.numbers_for(prompt)
+        probs = self.next_token(numbers, other, prefix)
+        top = sorted(probs_to_logprobs(probs).items(), key=lambda kv: -kv[1])[: int(request.get("top_logprobs") or 20)]
+        return Reply(body=completion(top, prompt_tokens=tokens))
 
 
 class FakeOpenAIServer:
@@ -214,7 +294,7 @@ class FakeOpenAIServer:
             raise RuntimeError("server not started")
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def start(self) -> "FakeOpenAIServer":
+    def start(self) -> FakeOpenAIServer:
         """Start serving in a daemon thread."""
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
@@ -233,7 +313,7 @@ class FakeOpenAIServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeOpenAIServer":
+    def __enter__(self) -> FakeOpenAIServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

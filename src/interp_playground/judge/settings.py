@@ -1,0 +1,297 @@
+"""Judge settings: every ``--judge-*`` option, its default and its check, defined once.
+
+:class:`JudgeSettings` is what any command that judges holds (``judge``, ``eval``)::
+
+    group = parser.add_argument_group("judge")
+    JudgeSettings.add_arguments(group)                  # the options, with their defaults
+    settings = JudgeSettings.from_args(args).validate() # one-line UserError on a bad value
+    backend = settings.make_backend()
+
+``add_arguments(..., defaults=False)`` gives the options no default (``argparse.SUPPRESS``), so
+that a command that resumes a stored configuration can tell what was given on the command line,
+and ``from_args(args, base=stored)`` overrides only those. :meth:`to_dict` / :meth:`from_dict` are
+the ``judge`` section of a run's ``config.json`` (``from_dict`` also reads the flat ``judge_*``
+keys of older configs). The API key is read from the environment only;
+there is deliberately no option for it, so it never lands in shell history, a manifest or a log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .api import CACHE_FILENAME
+from .backends import (
+    DEFAULT_HF_MODEL,
+    DEFAULT_OPENAI_MODEL,
+    DEFAULT_TIMEOUT,
+    MODES,
+    JudgeBackend,
+    check_base_url,
+    make_backend,
+)
+from .backends.hf import check_hf_judge_model
+from .backends.openai import MISSING_KEY_MESSAGE
+from .prompts import JudgePrompt, load_prompt
+from .scoring import MIN_NUMERIC_MASS
+
+BACKENDS = ("openai", "hf")
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One command-line option of the judge: the field it sets and how argparse reads it."""
+
+    field: str
+    flag: str
+    help: str
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    config: bool = True  # part of a run's configuration (False: where or how it runs locally)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+_OPTIONS: tuple[_Option, ...] = (
+    _Option("backend", "--judge-backend", choices=BACKENDS,
+            help="openai: the OpenAI API or an OpenAI-compatible server (--judge-base-url); "
+                 "hf: a local Hugging Face model in this process (default: {default})"),
+    _Option("model", "--judge-model",
+            help=f"judge model (default: {DEFAULT_OPENAI_MODEL} for openai, {DEFAULT_HF_MODEL} for hf; "
+                 "for hf a hub id, a local folder or smollm2-135m)"),
+    _Option("base_url", "--judge-base-url", metavar="URL",
+            help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (key optional; "
+                 "OPENAI_API_KEY is sent if set)"),
+    _Option("mode", "--judge-mode", choices=MODES,
+            help="logprob: probability-weighted 0-100 score from the judge's token probabilities "
+                 "(default: {default}); text: parse a short answer, for judges without logprobs"),
+    _Option("concurrency", "--judge-concurrency", type=int, help="judge calls in flight (default: {default})"),
+    _Option("timeout", "--judge-timeout", type=float,
+            help="seconds per call for openai (default: {default:g})"),
+    _Option("min_mass", "--judge-min-mass", type=float,
+            help="logprob mode: a call is unscorable when the probability on the numbers 0-100 "
+                 "is below this (default: {default:g})"),
+    _Option("cache", "--judge-cache", metavar="PATH", config=False,
+            help=f"verdict cache (default: {CACHE_FILENAME} in the run directory or next to the "
+                 "output; 'none' to disable)"),
+    _Option("device", "--judge-device", config=False,
+            help="torch device for --judge-backend hf (default: cuda when available)"),
+    _Option("batch_size", "--judge-batch-size", type=int, config=False,
+            help="prompts per forward pass for --judge-backend hf (default: {default})"),
+    _Option("aligned_prompt", "--aligned-prompt", metavar="FILE",
+            help="alignment prompt template with {{question}} and {{answer}} (default: built-in)"),
+    _Option("coherent_prompt", "--coherent-prompt", metavar="FILE",
+            help="coherence prompt template with {{question}} and {{answer}} (default: built-in)"),
+)
+
+
+@dataclass
+class JudgeSettings:
+    """Every judge option of the command line, with its default.
+
+    Attributes:
+        backend: ``openai`` (the OpenAI API or a compatible server) or ``hf`` (a local model).
+        model: the judge model; ``None``: ``gpt-4o-mini`` (openai) or ``smollm2-135m`` (hf).
+        base_url: an OpenAI-compatible server (``http(s)://host[:port][/path]``).
+        mode: ``logprob`` or ``text``.
+        concurrency: judge calls in flight (>= 1).
+        timeout: seconds per call (> 0; openai only).
+        min_mass: probability on numbers below which a logprob call is unscorable (0..1).
+        cache: verdict cache path, ``"none"`` (off), or ``None`` (the default location).
+        device: torch device for ``hf``.
+        batch_size: prompts per forward pass for ``hf`` (>= 1).
+        aligned_prompt / coherent_prompt: prompt template files, or ``None`` (built-in).
+    """
+
+    backend: str = "openai"
+    model: str | None = None
+    base_url: str | None = None
+    mode: str = "logprob"
+    concurrency: int = 32
+    timeout: float = DEFAULT_TIMEOUT
+    min_mass: float = MIN_NUMERIC_MASS
+    cache: str | None = None
+    device: str | None = None
+    batch_size: int = 8
+    aligned_prompt: str | None = None
+    coherent_prompt: str | None = None
+
+    # -- command line ---------------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser | Any, *, defaults: bool = True,
+                      skip: Iterable[str] = ()) -> Any:
+        """Add the judge options to ``parser`` (in a new ``judge`` group) or to an argument group.
+
+        With ``defaults=False`` no option has a default (``argparse.SUPPRESS``: a parsed namespace
+        holds only what was given; the help still shows the real default). ``skip`` names fields
+        whose option to leave out. Destinations are the option names (``judge_model``, ...), so
+        they never collide with another stage's fields (``model``). Returns the group used.
+        """
+        group = parser.add_argument_group("judge") if isinstance(parser, argparse.ArgumentParser) else parser
+        base = cls()
+        for opt in _OPTIONS:
+            if opt.field in skip:
+                continue
+            default = getattr(base, opt.field)
+            kwargs: dict[str, Any] = {
+                "dest": opt.dest,
+                "default": default if defaults else argparse.SUPPRESS,
+                "help": opt.help.format(default=default),
+            }
+            if opt.type is not None:
+                kwargs["type"] = opt.type
+            if opt.choices is not None:
+                kwargs["choices"] = opt.choices
+            if opt.metavar is not None:
+                kwargs["metavar"] = opt.metavar
+            group.add_argument(opt.flag, **kwargs)
+        return group
+
+    @classmethod
+    def given(cls, args: argparse.Namespace | Mapping[str, Any]) -> list[str]:
+        """The fields whose options are present (and not ``None``) in ``args``."""
+        values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        return [opt.field for opt in _OPTIONS if values.get(opt.dest) is not None]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace | Mapping[str, Any], base: JudgeSettings | None = None
+                  ) -> JudgeSettings:
+        """Settings from parsed options: ``base`` (default: the defaults) overridden by every
+        option that is present and not ``None`` in ``args``.
+
+        Switching the backend away from ``base``'s without naming a model (or a base URL) drops
+        ``base``'s model (and base URL), which belonged to the other backend.
+        """
+        base = base if base is not None else cls()
+        values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        given = {opt.field: values[opt.dest] for opt in _OPTIONS if values.get(opt.dest) is not None}
+        merged = dataclasses.asdict(base)
+        if given.get("backend", base.backend) != base.backend:
+            merged["model"] = None
+            merged["base_url"] = None
+        merged.update(given)
+        return cls(**merged)
+
+    # -- run configuration ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that define a run's judge, by field name (the ``judge`` section of a run's
+        ``config.json``). The cache location, device and batch size are not part of it."""
+        return {opt.field: getattr(self, opt.field) for opt in _OPTIONS if opt.config}
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` under the option names (``judge_backend``, ..., ``aligned_prompt``): the
+        flat layout of older run configs."""
+        return {opt.dest: getattr(self, opt.field) for opt in _OPTIONS if opt.config}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, base: JudgeSettings | None = None) -> JudgeSettings:
+        """From :meth:`to_dict` or :meth:`to_flat_dict` (other keys are ignored; missing ones keep
+        ``base``'s value, by default the defaults)."""
+        values = dataclasses.asdict(base if base is not None else cls())
+        for opt in _OPTIONS:
+            for key in (opt.field, opt.dest):
+                if data and key in data:
+                    values[opt.field] = data[key]
+        return cls(**values)
+
+    @property
+    def resolved_model(self) -> str:
+        """The judge model, with the backend's default filled in."""
+        if self.model:
+            return self.model
+        return DEFAULT_HF_MODEL if self.backend == "hf" else DEFAULT_OPENAI_MODEL
+
+    @property
+    def use_cache(self) -> bool:
+        """Whether verdicts are cached (``--judge-cache none`` turns it off)."""
+        return not (isinstance(self.cache, str) and self.cache.strip().lower() == "none")
+
+    def cache_path(self, default: str | os.PathLike[str] | None) -> Path | None:
+        """The verdict cache file: ``--judge-cache``, else ``default``; ``None`` when off or unknown."""
+        if not self.use_cache:
+            return None
+        if self.cache:
+            return Path(self.cache).expanduser()
+        return Path(default) if default is not None else None
+
+    # -- checks and construction --------------------------------------------------------------------
+    def validate(self) -> JudgeSettings:
+        """Check every value cheaply (no model is loaded, no call is made); returns ``self``.
+
+        Raises:
+            UserError: one line naming the option, for a bad choice, a concurrency below 1, a
+                timeout that is not positive, a minimum mass outside [0, 1], a base URL that is not
+                ``http(s)://host...``, a missing ``OPENAI_API_KEY``, an ``hf`` model that cannot load
+                (empty folder, hub id while offline) or an unreadable prompt file.
+        """
+        if self.backend not in BACKENDS:
+            raise UserError(f"unknown --judge-backend {self.backend!r}; choose {' or '.join(BACKENDS)}")
+        if self.mode not in MODES:
+            raise UserError(f"unknown --judge-mode {self.mode!r}; choose {' or '.join(MODES)}")
+        if not _is_int(self.concurrency) or self.concurrency < 1:
+            raise UserError(f"--judge-concurrency must be an integer >= 1, got {self.concurrency!r}")
+        if not _is_number(self.timeout) or not self.timeout > 0:
+            raise UserError(f"--judge-timeout must be a number of seconds > 0, got {self.timeout!r}")
+        if not _is_number(self.min_mass) or not 0.0 <= self.min_mass <= 1.0:
+            raise UserError(f"--judge-min-mass must lie between 0 and 1, got {self.min_mass!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise UserError(f"--judge-batch-size must be an integer >= 1, got {self.batch_size!r}")
+        if self.backend == "openai":
+            if self.base_url:
+                check_base_url(self.base_url, "--judge-base-url")
+            elif os.environ.get("OPENAI_BASE_URL"):
+                check_base_url(os.environ["OPENAI_BASE_URL"], "OPENAI_BASE_URL")
+            elif not os.environ.get("OPENAI_API_KEY"):
+                raise UserError(MISSING_KEY_MESSAGE)
+        else:
+            if self.base_url:
+                raise UserError("--judge-base-url applies to --judge-backend openai, not hf")
+            check_hf_judge_model(self.resolved_model)
+        self.prompts()
+        return self
+
+    def prompts(self) -> tuple[JudgePrompt | None, JudgePrompt | None]:
+        """The aligned and coherent prompts read from their files (``None``: the built-in one)."""
+        aligned = load_prompt(self.aligned_prompt, name="aligned") if self.aligned_prompt else None
+        coherent = load_prompt(self.coherent_prompt, name="coherent") if self.coherent_prompt else None
+        return aligned, coherent
+
+    def make_backend(self, **kwargs: Any) -> JudgeBackend:
+        """The judge backend these settings describe (``kwargs`` go to the backend class)."""
+        extra: dict[str, Any] = {"min_numeric_mass": self.min_mass}
+        if self.backend == "hf":
+            extra["batch_size"] = self.batch_size
+        extra.update(kwargs)
+        return make_backend(
+            backend=self.backend, model=self.model, base_url=self.base_url, mode=self.mode,
+            timeout=self.timeout, device=self.device, **extra,
+        )
+
+    def run_kwargs(self, default_cache: str | os.PathLike[str] | None) -> dict[str, Any]:
+        """Keyword arguments for :func:`~.api.judge_run_dir` / :func:`~.api.judge_responses`:
+        prompts, concurrency and cache (``default_cache`` unless ``--judge-cache`` says otherwise)."""
+        aligned, coherent = self.prompts()
+        return {
+            "aligned_prompt": aligned,
+            "coherent_prompt": coherent,
+            "concurrency": self.concurrency,
+            "use_cache": self.use_cache,
+            "cache_path": self.cache_path(default_cache),
+        }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
