@@ -21,9 +21,9 @@ FLAGS = {
 }
 
 
-def parse(argv, defaults=True):
+def parse(argv):
     parser = argparse.ArgumentParser()
-    JudgeSettings.add_arguments(parser, defaults=defaults)
+    JudgeSettings.add_arguments(parser)
     return parser, parser.parse_args(argv)
 
 
@@ -38,16 +38,16 @@ def test_option_names_and_defaults():
     flags = {s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help")}
     assert flags == FLAGS
     assert JudgeSettings.from_args(args) == JudgeSettings()
-    _, none = parse([], defaults=False)
+    _, none = parse([])  # only what was given reaches the namespace
     assert vars(none) == {} and JudgeSettings.given(none) == []
     assert JudgeSettings.from_args(none) == JudgeSettings()
-    _, some = parse(["--judge-model", "m", "--judge-timeout", "3"], defaults=False)
+    _, some = parse(["--judge-model", "m", "--judge-timeout", "3"])
     assert vars(some) == {"judge_model": "m", "judge_timeout": 3.0}
     assert JudgeSettings.given(some) == ["model", "timeout"]
     # an argument group works too, and the help shows the real defaults
     parser = argparse.ArgumentParser()
     group = parser.add_argument_group("mine")
-    assert JudgeSettings.add_arguments(group, defaults=False) is group
+    assert JudgeSettings.add_arguments(group) is group
     assert "(default: 32)" in parser.format_help() and "(default: 0.25)" in parser.format_help()
 
 
@@ -68,10 +68,10 @@ def test_config_keys_and_defaults_match_eval_config():
 
 def test_from_args_overrides_only_what_was_given():
     stored = JudgeSettings(backend="openai", model="m1", base_url="http://h:1/v1", concurrency=4, cache="x.db")
-    _, args = parse(["--judge-concurrency", "8"], defaults=False)
+    _, args = parse(["--judge-concurrency", "8"])
     assert JudgeSettings.from_args(args, base=stored) == dataclasses.replace(stored, concurrency=8)
     # another backend without a model: the stored model and URL belonged to the old backend
-    _, args = parse(["--judge-backend", "hf"], defaults=False)
+    _, args = parse(["--judge-backend", "hf"])
     got = JudgeSettings.from_args(args, base=stored)
     assert (got.backend, got.model, got.base_url, got.resolved_model) == ("hf", None, None, "smollm2-135m")
     _, args = parse(["--judge-backend", "hf", "--judge-model", "tiny-llama", "--judge-cache", "none"])

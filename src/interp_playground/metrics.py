@@ -351,8 +351,8 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
     A row without a ``condition`` field gets its file's stem.
 
     Raises:
-        UserError: the directory is missing, has no judged files, or a file is not a JSON list of
-            objects.
+        UserError: the directory is missing, has no judged files, a file is not a JSON list of
+            objects, or the rows were scored by more than one judge (a re-judge that stopped partway).
     """
     run = _require_run_dir(run_dir)
     files = run.judged_files("json")
@@ -373,6 +373,10 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
             r = dict(r)
             r.setdefault("condition", stem)
             rows.append(r)
+    from .judge.identity import judges_in, require_one_judge
+
+    if judges_in(rows):  # one judge per report: a half-finished re-judge is refused, naming both
+        require_one_judge(rows, run.path)
     return rows
 
 
@@ -429,11 +433,17 @@ def run_description(config: Mapping[str, Any]) -> dict[str, str]:
 
 def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
     """Summarise a run directory's judged rows with its config's settings; write ``summary.json``."""
+    from .judge.identity import describe_judge, judges_in
+
     run = _require_run_dir(run_dir)
     config = run.read_config()
-    summary = summarize(
-        load_judged_rows(run.path), **summary_settings(config), metadata=run_description(config)
-    )
+    rows = load_judged_rows(run.path)
+    metadata = run_description(config)
+    judges = judges_in(rows)
+    if judges:  # the judge that scored these rows (not only the configured one)
+        metadata["judge"] = describe_judge(judges[0])
+        metadata["judge_info"] = judges[0]
+    summary = summarize(rows, **summary_settings(config), metadata=metadata)
     if write:
         atomic_write_json(run.summary_path, summary)
     return summary

@@ -28,9 +28,14 @@ SAMPLER_VERSION = "inverse-cdf-v1"
 
 
 def option(flag: str | tuple[str, ...] | None, default: Any = None, *, help: str = "", default_factory: Any = None,
-           **argparse_kwargs: Any) -> Any:
-    """A dataclass field with its command-line option (``flag`` None: no option)."""
-    meta = {"flags": (flag,) if isinstance(flag, str) else flag, "help": help, "kwargs": argparse_kwargs}
+           dest: str | None = None, persist: bool = True, **argparse_kwargs: Any) -> Any:
+    """A dataclass field with its command-line option (``flag`` None: no option).
+
+    ``dest`` is the namespace attribute (default: the field name; give one where two stages share a
+    field name, e.g. the judge's ``model``); ``persist=False`` keeps the field out of
+    :meth:`Settings.to_dict` (where or how a stage runs locally, not what it computes)."""
+    meta = {"flags": (flag,) if isinstance(flag, str) else flag, "help": help, "kwargs": argparse_kwargs,
+            "dest": dest, "persist": persist}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -43,14 +48,24 @@ class Settings:
     group_title: ClassVar[str] = ""
 
     @classmethod
+    def _options(cls) -> list[dataclasses.Field[Any]]:
+        return [f for f in dataclasses.fields(cls) if f.metadata.get("flags")]  # type: ignore[arg-type]
+
+    @staticmethod
+    def _dest(f: dataclasses.Field[Any]) -> str:
+        return f.metadata.get("dest") or f.name
+
+    @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser | Any, *, skip: Iterable[str] = ()) -> Any:
-        """Add this class's options to ``parser`` (in an argument group) with SUPPRESS defaults;
-        the help text shows the real default. ``skip`` names fields to leave out."""
-        group = parser.add_argument_group(cls.group_title) if cls.group_title else parser
+        """Add this class's options to ``parser`` (in an argument group unless ``parser`` is one)
+        with SUPPRESS defaults, so a namespace holds only what was given; the help text shows the
+        real default. ``skip`` names fields to leave out. Returns the group."""
+        group = parser.add_argument_group(cls.group_title) \
+            if cls.group_title and isinstance(parser, argparse.ArgumentParser) else parser
         defaults = cls()  # type: ignore[call-arg]
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            flags = f.metadata.get("flags")
-            if not flags or f.name in skip:
+        for f in cls._options():
+            flags = f.metadata["flags"]
+            if f.name in skip:
                 continue
             kwargs = dict(f.metadata["kwargs"])
             if "metavar" not in kwargs and "action" not in kwargs and "choices" not in kwargs:
@@ -59,34 +74,46 @@ class Settings:
             text = f.metadata["help"]
             if shown is not None and kwargs.get("action") not in ("store_true", "store_const"):
                 text = f"{text} (default: {_show(shown)})" if text else f"(default: {_show(shown)})"
-            group.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, help=text, **kwargs)
+            group.add_argument(*flags, dest=cls._dest(f), default=argparse.SUPPRESS, help=text, **kwargs)
         return group
 
     @classmethod
     def from_args(cls: type[S], args: argparse.Namespace | Mapping[str, Any], base: S | None = None) -> S:
         """``base`` (default: the defaults) with the options present in ``args`` laid over it."""
-        given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        given = cls.given_values(args)
         out = dataclasses.replace(base) if base is not None else cls()  # type: ignore[call-arg]
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.metadata.get("flags") and f.name in given:
-                setattr(out, f.name, given[f.name])
+        for name, value in given.items():
+            setattr(out, name, value)
         return out
 
     @classmethod
-    def given(cls, args: argparse.Namespace) -> list[str]:
-        """The fields of this class whose options were given on the command line."""
-        names = vars(args)
-        return [f.name for f in dataclasses.fields(cls) if f.metadata.get("flags") and f.name in names]  # type: ignore[arg-type]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+    def given_values(cls, args: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
+        """``{field: value}`` of the options present (and not None) in ``args``."""
+        values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+        return {f.name: values[cls._dest(f)] for f in cls._options() if values.get(cls._dest(f)) is not None}
 
     @classmethod
-    def from_dict(cls: type[S], data: Mapping[str, Any] | None) -> S:
-        """Settings from a dict; unknown keys are ignored, missing ones take the defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+    def given(cls, args: argparse.Namespace | Mapping[str, Any]) -> list[str]:
+        """The fields of this class whose options were given on the command line."""
+        return list(cls.given_values(args))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (fields marked ``persist=False`` left out)."""
+        return {f.name: dataclasses.asdict(self)[f.name]  # type: ignore[call-overload]
+                for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if f.metadata.get("persist", True)}
+
+    @classmethod
+    def from_dict(cls: type[S], data: Mapping[str, Any] | None, base: S | None = None) -> S:
+        """Settings from a dict keyed by field names (or by option destinations, the flat layout of
+        older run configs); unknown keys are ignored, missing ones keep ``base``'s (default: the
+        defaults)."""
+        out = dataclasses.replace(base) if base is not None else cls()  # type: ignore[call-arg]
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            for key in (f.name, f.metadata.get("dest")):
+                if key and data and key in data:
+                    setattr(out, f.name, data[key])
+        return out
 
 
 def _show(value: Any) -> str:
@@ -137,7 +164,7 @@ class GridSettings(Settings):
     reuse_baseline: bool = option("--no-reuse-baseline", True, action="store_const", const=False,
                                   help="generate alpha-0 conditions instead of reusing the baseline's answers")
 
-    def validate(self) -> "GridSettings":
+    def validate(self) -> GridSettings:
         """Raise a one-line ``UserError`` for an unusable setting (cheap: no files read); return self."""
         from .conditions import parse_layer_groups, validate_alphas
 
@@ -182,7 +209,7 @@ class GenerationSettings(Settings):
     engine: str = option("--engine", "auto", choices=("auto", "hf", "fast"),
                          help="decoding engine: auto (fast on CUDA where supported, else hf), hf or fast")
 
-    def validate(self) -> "GenerationSettings":
+    def validate(self) -> GenerationSettings:
         """Raise a one-line ``UserError`` for an unusable setting; return self."""
         for name, low in (("max_new_tokens", 1), ("min_new_tokens", 0), ("top_k", 0), ("seed", 0)):
             _integer("", name, getattr(self, name), low)
@@ -231,7 +258,7 @@ class MetricsSettings(Settings):
     coherent_threshold: float = option("--coherent-threshold", 50.0, type=float, help="... and coherent above this")
     n_bootstrap: int = option("--n-bootstrap", 1000, type=int, help="bootstrap resamples for CIs")
 
-    def validate(self) -> "MetricsSettings":
+    def validate(self) -> MetricsSettings:
         """Raise a one-line ``UserError`` for an unusable setting; return self."""
         for name in ("aligned_threshold", "coherent_threshold"):
             value = finite_float(getattr(self, name), name.replace("_", "-"))

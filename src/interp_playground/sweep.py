@@ -19,50 +19,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from .errors import UserError
 from .io import check_writable_dir, sha256_file
+from .judge.settings import JudgeSettings
 from .rundir import RunDir, RunManifest
-from .settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings, Settings, option
-
-
-@dataclass
-class JudgeFields(Settings):
-    """Judge settings of an evaluation (the options of ``interp-playground judge``)."""
-
-    group_title: ClassVar[str] = "judge"
-    backend: str = option("--judge-backend", "openai", choices=("openai", "hf"),
-                          help="openai (or any OpenAI-compatible server with --judge-base-url) or hf (a local model)")
-    model: str | None = option("--judge-model", None, show_default="gpt-4o-mini (openai), smollm2-135m (hf)",
-                               help="judge model")
-    base_url: str | None = option("--judge-base-url", None, show_default=None,
-                                  help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
-    mode: str = option("--judge-mode", "logprob", choices=("logprob", "text"), help="scoring mode")
-    concurrency: int = option("--judge-concurrency", 32, type=int, help="requests in flight")
-    timeout: float = option("--judge-timeout", 60.0, type=float, help="seconds per call")
-    min_mass: float = option("--judge-min-mass", 0.25, type=float,
-                             help="probability on numbers below which a call is unscorable")
-    aligned_prompt: str | None = option("--aligned-prompt", None, metavar="FILE", show_default="built in",
-                                        help="alignment prompt template ({question}, {answer})")
-    coherent_prompt: str | None = option("--coherent-prompt", None, metavar="FILE", show_default="built in",
-                                         help="coherence prompt template ({question}, {answer})")
-
-    def validate(self) -> "JudgeFields":
-        """Raise a one-line ``UserError`` for an unusable setting; return self."""
-        if not 0.0 <= float(self.min_mass) <= 1.0:
-            raise UserError(f"--judge-min-mass must lie between 0 and 1, got {self.min_mass}")
-        return self
-
+from .settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings, Settings
 
 _SECTIONS: dict[str, type[Settings]] = {
-    "model": ModelSettings, "grid": GridSettings, "generation": GenerationSettings, "judge": JudgeFields,
+    "model": ModelSettings, "grid": GridSettings, "generation": GenerationSettings, "judge": JudgeSettings,
     "metrics": MetricsSettings,
 }
-# flat (schema 1) config keys -> (section, field)
-_FLAT_JUDGE = {"judge_backend": "backend", "judge_model": "model", "judge_base_url": "base_url",
-               "judge_mode": "mode", "judge_concurrency": "concurrency", "judge_timeout": "timeout",
-               "judge_min_mass": "min_mass", "aligned_prompt": "aligned_prompt", "coherent_prompt": "coherent_prompt"}
+# flat (schema 1) config keys of the judge -> its fields
+_FLAT_JUDGE = {key: name for name, key in zip(JudgeSettings().to_dict(), JudgeSettings().to_flat_dict(), strict=True)}
 
 
 @dataclass
@@ -77,7 +47,7 @@ class EvalConfig:
     model: ModelSettings = field(default_factory=ModelSettings)
     grid: GridSettings = field(default_factory=GridSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
-    judge: JudgeFields = field(default_factory=JudgeFields)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,14 +55,14 @@ class EvalConfig:
         return {name: getattr(self, name).to_dict() for name in _SECTIONS}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EvalConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
         """From :meth:`to_dict`'s layout or the flat layout of schema-1 runs."""
         if isinstance(data.get("grid"), Mapping):
             return cls(**{name: kind.from_dict(data.get(name)) for name, kind in _SECTIONS.items()})
         return cls.build(**data)
 
     @classmethod
-    def build(cls, **flat: Any) -> "EvalConfig":
+    def build(cls, **flat: Any) -> EvalConfig:
         """From flat keyword arguments: any field of any section (``judge_*`` for the judge's)."""
         sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
         for key, value in flat.items():
@@ -155,14 +125,13 @@ class _Prepared:
 def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
     """Validate a config cheaply (no model load): settings, transforms, alphas, questions, vectors, layers."""
     from .conditions import parse_layer_groups, validate_alphas
-    from .transforms import base_transforms, resolve_transforms
     from .questions import QUESTIONS, load_questions, select_questions
+    from .transforms import base_transforms, resolve_transforms
     from .vector_file import SteeringVectors, vector_path
 
     grid = config.grid.validate()
     config.generation.validate()
     config.metrics.validate()
-    config.judge.validate()
     transforms = resolve_transforms(grid.transforms, vectors_dir=grid.vectors_dir)
     alphas = validate_alphas(grid.alphas)
     questions = load_questions(grid.questions_file) if grid.questions_file else list(QUESTIONS)
@@ -228,11 +197,10 @@ def _check_vectors_fit(config: EvalConfig, prepared: _Prepared) -> None:
 
 
 def _make_judge(config: EvalConfig) -> Any:
-    from .judge import make_backend
+    import dataclasses
 
-    j = config.judge
-    return make_backend(backend=j.backend, model=j.model, base_url=j.base_url, mode=j.mode,
-                        timeout=j.timeout or None, device=config.model.device, min_numeric_mass=j.min_mass)
+    judge = config.judge
+    return dataclasses.replace(judge, device=judge.device or config.model.device).make_backend()
 
 
 def run_eval(
@@ -245,7 +213,6 @@ def run_eval(
     overwrite: bool = False,
     model_and_tokenizer: tuple[Any, Any] | None = None,
     judge_backend: Any = None,
-    judge_cache: str | os.PathLike[str] | None = None,
     make_report: bool = True,
     progress: bool = True,
     command: list[str] | None = None,
@@ -271,14 +238,10 @@ def run_eval(
             stored = EvalConfig.from_dict(old.config)
             config.model, config.grid, config.generation = stored.model, stored.grid, stored.generation
     backend = None
-    if not skip_judging:
+    if not skip_judging:  # every judge setting is checked before the first stage starts
+        if judge_backend is None:
+            config.judge.validate()
         backend = judge_backend or _make_judge(config)
-    aligned = coherent = None
-    if backend is not None:
-        from .judge.prompts import load_prompt
-
-        aligned = load_prompt(config.judge.aligned_prompt, name="aligned") if config.judge.aligned_prompt else None
-        coherent = load_prompt(config.judge.coherent_prompt, name="coherent") if config.judge.coherent_prompt else None
     say = print if progress else (lambda *a, **k: None)
     try:
         if model_and_tokenizer is None and not skip_generation:
@@ -306,8 +269,8 @@ def run_eval(
         loaded = {"model": model, "tokenizer": tokenizer}
         model = tokenizer = None  # the stages drop the model before judging: hold it in one place only
         try:
-            return _run_stages(run, config, prepared, groups, conditions, old, backend, judge_backend, aligned,
-                               coherent, judge_cache, loaded, model_and_tokenizer is None, overwrite,
+            return _run_stages(run, config, prepared, groups, conditions, old, backend, loaded,
+                               model_and_tokenizer is None, overwrite,
                                skip_generation, make_report, progress, command, say)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"interp-playground eval --resume {run.path}") from None
@@ -317,8 +280,8 @@ def run_eval(
 
 
 def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, ...]],
-                conditions: list[Any], old: RunManifest | None, backend: Any, judge_backend: Any, aligned: Any,
-                coherent: Any, judge_cache: Any, loaded: dict[str, Any], owns_model: bool, overwrite: bool,
+                conditions: list[Any], old: RunManifest | None, backend: Any, loaded: dict[str, Any],
+                owns_model: bool, overwrite: bool,
                 skip_generation: bool, make_report: bool, progress: bool, command: list[str] | None,
                 say: Any) -> Path:
     """The stages of :func:`run_eval` under the run directory's lock, once every cheap check has passed."""
@@ -348,7 +311,7 @@ def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: li
             if owns_model:
                 _release_memory()
         stems = [c.stem for c in conditions]
-        if _judge_stage(run, backend, judge_backend, config, aligned, coherent, judge_cache, stems, progress, say):
+        if _judge_stage(run, backend, config, stems, progress, say):
             _report_stages(run, make_report, say)
     return run.path
 
@@ -387,19 +350,14 @@ def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, .
     return manifest
 
 
-def _judge_stage(run: RunDir, backend: Any, given_backend: Any, config: EvalConfig, aligned: Any, coherent: Any,
-                 judge_cache: Any, stems: list[str], progress: bool, say: Any) -> bool:
+def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str], progress: bool, say: Any) -> bool:
     """Judge the planned conditions (or check the stored judgments with --skip-judging); False when
     there is nothing to summarise yet."""
     if backend is not None:
         from .judge.api import judge_run_dir
 
-        no_cache = isinstance(judge_cache, str) and judge_cache.lower() == "none"
-        judge_run_dir(
-            run.path, backend, aligned_prompt=aligned, coherent_prompt=coherent,
-            cache_path=None if no_cache else judge_cache, use_cache=not no_cache,
-            concurrency=config.judge.concurrency, progress=progress, stems=stems,
-        )
+        judge_run_dir(run.path, backend, **config.judge.run_kwargs(run.judge_cache_path), progress=progress,
+                      stems=stems)
         return True
     stale = _unjudged(run, stems)
     if len(stale) == len(stems):
@@ -442,4 +400,4 @@ def _unjudged(run: RunDir, stems: list[str]) -> list[str]:
     return out
 
 
-__all__ = ["EvalConfig", "JudgeFields", "environment_info", "git_commit", "redact_url", "run_eval", "vector_hashes"]
+__all__ = ["EvalConfig", "environment_info", "git_commit", "redact_url", "run_eval", "vector_hashes"]

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..judge.settings import JudgeSettings
 from ..settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings
-from ..sweep import EvalConfig, JudgeFields
+from ..sweep import EvalConfig
 from .common import OneLineParser
 
 
@@ -28,12 +29,10 @@ def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true",
                    help="with --resume: regenerate with changed generation settings")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
-    p.add_argument("--judge-cache", metavar="PATH",
-                   help="verdict cache (default: judge_cache.sqlite in the run dir; none: off)")
     ModelSettings.add_arguments(p, skip=("revision",))
     GridSettings.add_arguments(p)
     GenerationSettings.add_arguments(p)
-    JudgeFields.add_arguments(p)
+    JudgeSettings.add_arguments(p)
     MetricsSettings.add_arguments(p)
     return p
 
@@ -74,9 +73,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[EvalConfig, Path | None]
         changed = []
         for section in ("model", "grid", "generation"):
             stored = getattr(base, section)
-            for name in type(stored).given(args):
-                if (section, name) not in _FREE_ON_RESUME and _norm(getattr(args, name)) != _norm(getattr(stored, name)):
-                    changed.append((section, name, getattr(stored, name), getattr(args, name)))
+            for name, value in type(stored).given_values(args).items():
+                if (section, name) not in _FREE_ON_RESUME and _norm(value) != _norm(getattr(stored, name)):
+                    changed.append((section, name, getattr(stored, name), value))
         grid_changes = [c for c in changed if c[0] != "generation" or args.skip_generation or not args.overwrite]
         if grid_changes:
             what = ", ".join(f"{name} ({old!r} -> {new!r})" for _, name, old, new in grid_changes[:4])
@@ -85,16 +84,13 @@ def config_from_args(args: argparse.Namespace) -> tuple[EvalConfig, Path | None]
                     else "pass --overwrite to regenerate with the new settings, or start a new run")
             raise UserError(f"--resume {run_dir} keeps the run's settings; these differ from its config.json: "
                             f"{what}; {hint}")
-    given_judge = JudgeFields.given(args)
     config = EvalConfig(
         model=ModelSettings.from_args(args, base.model),
         grid=GridSettings.from_args(args, base.grid),
         generation=GenerationSettings.from_args(args, base.generation),
-        judge=JudgeFields.from_args(args, base.judge),
+        judge=JudgeSettings.from_args(args, base.judge),
         metrics=MetricsSettings.from_args(args, base.metrics),
     )
-    if "backend" in given_judge and "model" not in given_judge and config.judge.backend != base.judge.backend:
-        config.judge.model = None  # the other backend's default judge model
     return config, run_dir
 
 
@@ -106,7 +102,7 @@ def main(argv: list[str]) -> int:
     config, run_dir = config_from_args(args)
     run_eval(
         config, run_dir=run_dir, output_dir=args.output_dir, skip_generation=args.skip_generation,
-        skip_judging=args.skip_judging, overwrite=args.overwrite, judge_cache=getattr(args, "judge_cache", None),
+        skip_judging=args.skip_judging, overwrite=args.overwrite,
         make_report=not args.no_report, command=["interp-playground", "eval", *argv],
     )
     return 0

@@ -2,14 +2,15 @@
 
 :class:`JudgeSettings` is what any command that judges holds (``judge``, ``eval``)::
 
-    group = parser.add_argument_group("judge")
-    JudgeSettings.add_arguments(group)                  # the options, with their defaults
-    settings = JudgeSettings.from_args(args).validate() # one-line UserError on a bad value
+    JudgeSettings.add_arguments(parser)                 # the options, in a "judge" group
+    settings = JudgeSettings.from_args(args).validate() # defaults + given; one-line UserError
     backend = settings.make_backend()
 
-``add_arguments(..., defaults=False)`` gives the options no default (``argparse.SUPPRESS``), so
-that a command that resumes a stored configuration can tell what was given on the command line,
-and ``from_args(args, base=stored)`` overrides only those. :meth:`to_dict` / :meth:`from_dict` are
+The options are declared with :func:`interp_playground.settings.option`, like every stage's
+settings: ``add_arguments`` gives them no default (``argparse.SUPPRESS``), so a command that resumes
+a stored configuration can tell what was given, and ``from_args(args, base=stored)`` overrides
+only those. Destinations are the option names (``judge_model``, ...), so they never collide with
+another stage's fields (``model``). :meth:`to_dict` / :meth:`from_dict` are
 the ``judge`` section of a run's ``config.json`` (``from_dict`` also reads the flat ``judge_*``
 keys of older configs). The API key is read from the environment only;
 there is deliberately no option for it, so it never lands in shell history, a manifest or a log.
@@ -20,12 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import UserError
+from ..settings import Settings, option
 from .api import CACHE_FILENAME
 from .backends import (
     DEFAULT_HF_MODEL,
@@ -44,59 +46,9 @@ from .scoring import MIN_NUMERIC_MASS
 BACKENDS = ("openai", "hf")
 
 
-@dataclass(frozen=True)
-class _Option:
-    """One command-line option of the judge: the field it sets and how argparse reads it."""
-
-    field: str
-    flag: str
-    help: str
-    type: Callable[[str], Any] | None = None
-    choices: tuple[str, ...] | None = None
-    metavar: str | None = None
-    config: bool = True  # part of a run's configuration (False: where or how it runs locally)
-
-    @property
-    def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
-
-
-_OPTIONS: tuple[_Option, ...] = (
-    _Option("backend", "--judge-backend", choices=BACKENDS,
-            help="openai: the OpenAI API or an OpenAI-compatible server (--judge-base-url); "
-                 "hf: a local Hugging Face model in this process (default: {default})"),
-    _Option("model", "--judge-model",
-            help=f"judge model (default: {DEFAULT_OPENAI_MODEL} for openai, {DEFAULT_HF_MODEL} for hf; "
-                 "for hf a hub id, a local folder or smollm2-135m)"),
-    _Option("base_url", "--judge-base-url", metavar="URL",
-            help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (key optional; "
-                 "OPENAI_API_KEY is sent if set)"),
-    _Option("mode", "--judge-mode", choices=MODES,
-            help="logprob: probability-weighted 0-100 score from the judge's token probabilities "
-                 "(default: {default}); text: parse a short answer, for judges without logprobs"),
-    _Option("concurrency", "--judge-concurrency", type=int, help="judge calls in flight (default: {default})"),
-    _Option("timeout", "--judge-timeout", type=float,
-            help="seconds per call for openai (default: {default:g})"),
-    _Option("min_mass", "--judge-min-mass", type=float,
-            help="logprob mode: a call is unscorable when the probability on the numbers 0-100 "
-                 "is below this (default: {default:g})"),
-    _Option("cache", "--judge-cache", metavar="PATH", config=False,
-            help=f"verdict cache (default: {CACHE_FILENAME} in the run directory or next to the "
-                 "output; 'none' to disable)"),
-    _Option("device", "--judge-device", config=False,
-            help="torch device for --judge-backend hf (default: cuda when available)"),
-    _Option("batch_size", "--judge-batch-size", type=int, config=False,
-            help="prompts per forward pass for --judge-backend hf (default: {default})"),
-    _Option("aligned_prompt", "--aligned-prompt", metavar="FILE",
-            help="alignment prompt template with {{question}} and {{answer}} (default: built-in)"),
-    _Option("coherent_prompt", "--coherent-prompt", metavar="FILE",
-            help="coherence prompt template with {{question}} and {{answer}} (default: built-in)"),
-)
-
-
 @dataclass
-class JudgeSettings:
-    """Every judge option of the command line, with its default.
+class JudgeSettings(Settings):
+    """Every judge option of the command line, with its default (see the module docstring).
 
     Attributes:
         backend: ``openai`` (the OpenAI API or a compatible server) or ``hf`` (a local model).
@@ -112,55 +64,39 @@ class JudgeSettings:
         aligned_prompt / coherent_prompt: prompt template files, or ``None`` (built-in).
     """
 
-    backend: str = "openai"
-    model: str | None = None
-    base_url: str | None = None
-    mode: str = "logprob"
-    concurrency: int = 32
-    timeout: float = DEFAULT_TIMEOUT
-    min_mass: float = MIN_NUMERIC_MASS
-    cache: str | None = None
-    device: str | None = None
-    batch_size: int = 8
-    aligned_prompt: str | None = None
-    coherent_prompt: str | None = None
-
-    # -- command line ---------------------------------------------------------------------------
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser | Any, *, defaults: bool = True,
-                      skip: Iterable[str] = ()) -> Any:
-        """Add the judge options to ``parser`` (in a new ``judge`` group) or to an argument group.
-
-        With ``defaults=False`` no option has a default (``argparse.SUPPRESS``: a parsed namespace
-        holds only what was given; the help still shows the real default). ``skip`` names fields
-        whose option to leave out. Destinations are the option names (``judge_model``, ...), so
-        they never collide with another stage's fields (``model``). Returns the group used.
-        """
-        group = parser.add_argument_group("judge") if isinstance(parser, argparse.ArgumentParser) else parser
-        base = cls()
-        for opt in _OPTIONS:
-            if opt.field in skip:
-                continue
-            default = getattr(base, opt.field)
-            kwargs: dict[str, Any] = {
-                "dest": opt.dest,
-                "default": default if defaults else argparse.SUPPRESS,
-                "help": opt.help.format(default=default),
-            }
-            if opt.type is not None:
-                kwargs["type"] = opt.type
-            if opt.choices is not None:
-                kwargs["choices"] = opt.choices
-            if opt.metavar is not None:
-                kwargs["metavar"] = opt.metavar
-            group.add_argument(opt.flag, **kwargs)
-        return group
-
-    @classmethod
-    def given(cls, args: argparse.Namespace | Mapping[str, Any]) -> list[str]:
-        """The fields whose options are present (and not ``None``) in ``args``."""
-        values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-        return [opt.field for opt in _OPTIONS if values.get(opt.dest) is not None]
+    group_title: ClassVar[str] = "judge"
+    backend: str = option("--judge-backend", "openai", dest="judge_backend", choices=BACKENDS,
+                          help="openai: the OpenAI API or an OpenAI-compatible server (--judge-base-url); "
+                               "hf: a local Hugging Face model in this process")
+    model: str | None = option("--judge-model", None, dest="judge_model", metavar="MODEL",
+                               show_default=f"{DEFAULT_OPENAI_MODEL} for openai, {DEFAULT_HF_MODEL} for hf",
+                               help="judge model (for hf a hub id, a local folder or smollm2-135m)")
+    base_url: str | None = option("--judge-base-url", None, dest="judge_base_url", metavar="URL", show_default=None,
+                                  help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (key optional; "
+                                       "OPENAI_API_KEY is sent if set)")
+    mode: str = option("--judge-mode", "logprob", dest="judge_mode", choices=MODES,
+                       help="logprob: probability-weighted 0-100 score from the judge's token probabilities; "
+                            "text: parse a short answer, for judges without logprobs")
+    concurrency: int = option("--judge-concurrency", 32, dest="judge_concurrency", type=int,
+                              help="judge calls in flight")
+    timeout: float = option("--judge-timeout", DEFAULT_TIMEOUT, dest="judge_timeout", type=float,
+                            help="seconds per call for openai")
+    min_mass: float = option("--judge-min-mass", MIN_NUMERIC_MASS, dest="judge_min_mass", type=float,
+                             help="logprob mode: a call is unscorable when the probability on the numbers "
+                                  "0-100 is below this")
+    cache: str | None = option("--judge-cache", None, dest="judge_cache", metavar="PATH", persist=False,
+                               show_default=f"{CACHE_FILENAME} in the run directory or next to the output",
+                               help="verdict cache ('none' to disable)")
+    device: str | None = option("--judge-device", None, dest="judge_device", persist=False,
+                                show_default="cuda when available", help="torch device for --judge-backend hf")
+    batch_size: int = option("--judge-batch-size", 8, dest="judge_batch_size", type=int, persist=False,
+                             help="prompts per forward pass for --judge-backend hf")
+    aligned_prompt: str | None = option("--aligned-prompt", None, dest="aligned_prompt", metavar="FILE",
+                                        show_default="built in",
+                                        help="alignment prompt template with {question} and {answer}")
+    coherent_prompt: str | None = option("--coherent-prompt", None, dest="coherent_prompt", metavar="FILE",
+                                         show_default="built in",
+                                         help="coherence prompt template with {question} and {answer}")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | Mapping[str, Any], base: JudgeSettings | None = None
@@ -172,36 +108,19 @@ class JudgeSettings:
         ``base``'s model (and base URL), which belonged to the other backend.
         """
         base = base if base is not None else cls()
-        values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-        given = {opt.field: values[opt.dest] for opt in _OPTIONS if values.get(opt.dest) is not None}
-        merged = dataclasses.asdict(base)
+        given = cls.given_values(args)
+        out = dataclasses.replace(base)
         if given.get("backend", base.backend) != base.backend:
-            merged["model"] = None
-            merged["base_url"] = None
-        merged.update(given)
-        return cls(**merged)
-
-    # -- run configuration ------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """The fields that define a run's judge, by field name (the ``judge`` section of a run's
-        ``config.json``). The cache location, device and batch size are not part of it."""
-        return {opt.field: getattr(self, opt.field) for opt in _OPTIONS if opt.config}
+            out.model = None
+            out.base_url = None
+        for name, value in given.items():
+            setattr(out, name, value)
+        return out
 
     def to_flat_dict(self) -> dict[str, Any]:
         """:meth:`to_dict` under the option names (``judge_backend``, ..., ``aligned_prompt``): the
         flat layout of older run configs."""
-        return {opt.dest: getattr(self, opt.field) for opt in _OPTIONS if opt.config}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, base: JudgeSettings | None = None) -> JudgeSettings:
-        """From :meth:`to_dict` or :meth:`to_flat_dict` (other keys are ignored; missing ones keep
-        ``base``'s value, by default the defaults)."""
-        values = dataclasses.asdict(base if base is not None else cls())
-        for opt in _OPTIONS:
-            for key in (opt.field, opt.dest):
-                if data and key in data:
-                    values[opt.field] = data[key]
-        return cls(**values)
+        return {self._dest(f): getattr(self, f.name) for f in self._options() if f.metadata.get("persist", True)}
 
     @property
     def resolved_model(self) -> str:
