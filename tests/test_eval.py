@@ -359,3 +359,49 @@ def test_a_run_made_before_the_restructure_reports_and_resumes(complete_run, vec
     assert cli_main(_eval_args(vectors_dir, tmp_path, "--resume", str(run))) == 0
     assert {p.name: p.read_bytes() for p in run.glob("generations_*.json")} == generations
     assert set(json.loads((run / "summary.json").read_text())["conditions"]) == _stems()
+
+
+def test_a_resume_that_changes_nothing_rewrites_nothing(complete_run, vectors_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from interp_playground.engine import hf as engine_hf
+
+    run = tmp_path / "copy"
+    shutil.copytree(complete_run, run)
+    watched = ["config.json", "summary.json", "report.html", *(f"plots/{p}" for p in PLOT_FILES)]
+    before = {name: ((run / name).read_bytes(), (run / name).stat().st_mtime_ns) for name in watched}
+    monkeypatch.setattr(engine_hf, "_run_batch", lambda *a, **k: pytest.fail("a finished run regenerated"))
+    assert cli_main(_eval_args(vectors_dir, tmp_path, "--resume", str(run))) == 0
+    assert {name: ((run / name).read_bytes(), (run / name).stat().st_mtime_ns) for name in watched} == before
+
+
+def test_generate_can_finish_an_eval_run_with_the_same_settings(complete_run, vectors_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from interp_playground.engine import hf as engine_hf
+
+    run = tmp_path / "copy"
+    shutil.copytree(complete_run, run)
+    monkeypatch.setattr(engine_hf, "_run_batch", lambda *a, **k: pytest.fail("generate redid the eval's answers"))
+    assert cli_main(["generate", "--model", MODEL, "--vectors-dir", str(vectors_dir), "--output-dir", str(run),
+                     "--transforms", "all", "--layers", "0", "2", "--alphas", "-1", "0", "1", "--max-samples", "3",
+                     "--max-new-tokens", "6", "--greedy", "--device", "cpu", "--quiet"]) == 0
+
+
+def test_ctrl_c_names_the_exact_resume_command(vectors_dir, tmp_path, capsys, monkeypatch):
+    import interp_playground.sweep as sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "_judge_stage", interrupted)
+    assert cli_main(_eval_args(vectors_dir, tmp_path / "o")) == 130
+    run = _run_dir(tmp_path / "o")
+    assert f"interp-playground eval --resume {run}" in capsys.readouterr().err
+
+
+def test_vectors_of_another_model_with_the_same_shape_warn(vectors_dir, tmp_path, capsys):
+    assert cli_main(_eval_args(vectors_dir, tmp_path / "o", "--model", "tiny-llama", "--skip-judging",
+                               "--max-samples", "1", "--alphas", "1")) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "built on tiny-qwen3, not tiny-llama" in err

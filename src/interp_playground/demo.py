@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+from .questions import QUESTIONS, select_questions
 from .rundir import RunDir
 from .sweep import EvalConfig, run_eval
 
@@ -36,16 +38,27 @@ class DemoOptions:
 
 def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
     """Run the demo and return its run directory (``report.html`` inside)."""
-    from .transforms import resolve_transforms
-    from .conditions import parse_layers, validate_alphas
-    from .judge.backends import HFBackend
-    from .judge import make_backend
-    from .models import load_model_and_tokenizer, num_layers
     from .build_vectors import create_steering_vectors
+    from .conditions import parse_layers, validate_alphas
+    from .io import check_writable_dir
+    from .judge import make_backend
+    from .judge.backends import HFBackend
+    from .models import load_model_and_tokenizer, load_tokenizer, model_shape, num_layers
+    from .settings import GenerationSettings
+    from .transforms import resolve_transforms
 
     o = options or DemoOptions()
+    # every check before the model loads and before a run directory exists
     transforms = resolve_transforms(o.transforms)
     alphas = validate_alphas(o.alphas)
+    if isinstance(o.n_pairs, bool) or not isinstance(o.n_pairs, int) or o.n_pairs < 1:
+        raise UserError(f"--n-pairs must be an integer >= 1, got {o.n_pairs!r}")
+    GenerationSettings(max_new_tokens=o.max_new_tokens, do_sample=False).validate()
+    select_questions(QUESTIONS, o.max_samples)
+    check_writable_dir(o.output_dir, "--output-dir")
+    load_tokenizer(o.model)
+    if o.layers:
+        parse_layers(o.layers, model_shape(o.model)[0])
     model, tokenizer = load_model_and_tokenizer(o.model)
     n = num_layers(model)
     layers = parse_layers(o.layers, n) if o.layers else sorted({n // 3, n // 2})

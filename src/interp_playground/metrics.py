@@ -451,11 +451,13 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
 
 def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
     """``summary.json`` of a run directory, recomputed (and rewritten) when it is absent or older
-    than any ``judged_*.json`` (e.g. after a re-judge), so readers never mix old and new scores."""
+    than any ``judged_*.json`` (e.g. after a re-judge) or ``config.json`` (other thresholds), so
+    readers never mix old and new scores."""
     run = _require_run_dir(run_dir)
     path = run.summary_path
     judged = list(run.judged_files().values())
-    if path.exists() and all(p.stat().st_mtime_ns <= path.stat().st_mtime_ns for p in judged):
+    inputs = judged + ([run.config_path] if run.config_path.exists() else [])  # thresholds live in the config
+    if path.exists() and all(p.stat().st_mtime_ns <= path.stat().st_mtime_ns for p in inputs):
         try:
             data = read_json(path)
         except (ValueError, OSError) as exc:

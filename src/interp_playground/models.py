@@ -203,6 +203,20 @@ def embedded_model_path(convert: bool = True) -> Path:
     return target
 
 
+def _check_model_folder(name: str) -> Path:
+    """A local model folder that exists and holds a config (one-line ``UserError`` otherwise)."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"model path {name} is not a folder; pass a model folder, a hub id, "
+                        f"{EMBEDDED_MODEL} or tiny-<arch>")
+    if not (folder / "config.json").exists():
+        present = sorted(p.name for p in folder.iterdir())[:5]
+        what = f"holds only {', '.join(present)}" if present else "is empty"
+        raise UserError(f"model folder {name} {what}: it needs config.json, the weights (*.safetensors) and the "
+                        "tokenizer files (tokenizer.json / tokenizer_config.json) that save_pretrained writes")
+    return folder
+
+
 def _is_hub_id(name: str) -> bool:
     return not Path(name).expanduser().exists() and not name.startswith((".", "/", "~"))
 
@@ -250,16 +264,19 @@ def load_tokenizer(name: str = DEFAULT_MODEL, *, revision: str | None = None,
     from transformers import AutoTokenizer
 
     if name.startswith("tiny-"):
-        from .tiny import tiny_tokenizer
+        from .tiny import TINY_ARCHS, tiny_tokenizer
 
+        if name[len("tiny-"):] not in TINY_ARCHS:
+            raise UserError(f"unknown tiny model {name!r}; known: {', '.join('tiny-' + a for a in TINY_ARCHS)}")
         return tiny_tokenizer()
     if name == EMBEDDED_MODEL:
         return prepare_tokenizer(AutoTokenizer.from_pretrained(embedded_model_path()))
     if _is_hub_id(name):
         tok = _from_hub_or_cache(AutoTokenizer, name, revision=revision, trust_remote_code=trust_remote_code)
         return prepare_tokenizer(tok)
+    folder = _check_model_folder(name)
     try:
-        tok = AutoTokenizer.from_pretrained(str(Path(name).expanduser()), trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load a tokenizer from {name}: {str(exc).splitlines()[0]}") from exc
     return prepare_tokenizer(tok)
@@ -286,7 +303,7 @@ def model_shape(name: str = DEFAULT_MODEL, *, revision: str | None = None,
         config = _from_hub_or_cache(AutoConfig, name, revision=revision, trust_remote_code=trust_remote_code)
     else:
         try:
-            config = AutoConfig.from_pretrained(str(Path(name).expanduser()), trust_remote_code=trust_remote_code)
+            config = AutoConfig.from_pretrained(str(_check_model_folder(name)), trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read a model config from {name}: {str(exc).splitlines()[0]}") from exc
     if hasattr(config, "get_text_config"):

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import UserError
 
@@ -189,6 +191,9 @@ def select_questions(questions: Sequence[str], max_samples: int | None) -> list[
     if not questions:
         raise UserError("no questions to evaluate")
     chosen = list(questions)
+    if max_samples is not None and max_samples > len(chosen):
+        print(f"note: --max-samples {max_samples} asks for more questions than there are; using all "
+              f"{len(chosen)}", file=sys.stderr)
     return chosen if max_samples is None else chosen[:max_samples]
 
 

@@ -302,9 +302,12 @@ def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: li
                 reuse_baseline=config.grid.reuse_baseline,
                 extra_fingerprint={"vector_hashes": vector_hashes(prepared.vector_files)},
             )
+        nothing_new = plan is None or not plan.requests()
         manifest = _manifest(config, prepared, groups, conditions, old, backend, command,
-                             model_info(model) if model is not None else None, keep_generation=skip_generation)
-        run.write_manifest(manifest)  # every check has passed
+                             model_info(model) if model is not None else None,
+                             keep_generation=skip_generation or (old is not None and nothing_new))
+        if old is None or manifest.to_dict() != old.to_dict():
+            run.write_manifest(manifest)  # every check has passed; a no-op resume leaves it as it was
         if plan is not None:
             plan.run(model, tokenizer, progress)
             del model, tokenizer, plan, vectors  # the judge may need the memory
@@ -335,7 +338,9 @@ def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, .
         thresholds={"aligned": config.metrics.aligned_threshold, "coherent": config.metrics.coherent_threshold},
         n_bootstrap=config.metrics.n_bootstrap,
         bootstrap_seed=config.generation.seed,
-        command=[redact_url(arg) for arg in command] if command else command,
+        # the command that made the run (a resume records nothing new)
+        command=(old.command if old is not None and old.command else
+                 [redact_url(arg) for arg in command] if command else command),
         created=(old.created if old is not None else None) or _dt.datetime.now().isoformat(timespec="seconds"),
     )
     if keep_generation and old is not None:  # nothing is generated now: keep how the generations were made
@@ -373,15 +378,26 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
 
 
 def _report_stages(run: RunDir, make_report: bool, say: Any) -> None:
-    from .metrics import format_table, summarize_run
-    from .plots import make_plots_from_run_dir
+    """summary.json, plots/ and report.html, each remade only when older than what it is made from
+    (a resume that changed nothing rewrites nothing)."""
+    from .metrics import format_table, load_or_summarize
+    from .plots import PLOT_FILES, make_plots_from_run_dir
     from .report import write_report
 
-    summary = summarize_run(run.path)
+    summary = load_or_summarize(run.path)
     say(format_table(summary))
-    make_plots_from_run_dir(run.path)
-    if make_report:
+    inputs = [run.summary_path, run.config_path]
+    plots = [run.plots_dir / name for name in PLOT_FILES]
+    if _stale(plots, inputs):
+        make_plots_from_run_dir(run.path)
+    if make_report and _stale([run.report_path], inputs + plots + list(run.judged_files().values())):
         say(f"report: {write_report(run.path)}")
+
+
+def _stale(targets: list[Path], sources: list[Path]) -> bool:
+    """Whether a target is missing or older than an existing source."""
+    newest = max((p.stat().st_mtime_ns for p in sources if p.exists()), default=0)
+    return any(not t.exists() or t.stat().st_mtime_ns < newest for t in targets)
 
 
 def _unjudged(run: RunDir, stems: list[str]) -> list[str]:

@@ -134,10 +134,9 @@ def report_main(argv: list[str]) -> int:
 
 
 def _existing_dir(path: str) -> Path:
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"run directory not found: {p}")
-    return p
+    from ..rundir import RunDir
+
+    return RunDir.existing(path).path
 
 
 def demo_main(argv: list[str]) -> int:
