@@ -143,7 +143,9 @@ def test_row_steering_matches_each_row_alone(arch, tiny_models, tokenizer):
                 alone = _forward_capture(model, alone_ids)
         n = len(seq)
         for layer in batch:
-            torch.testing.assert_close(batch[layer][i, -n:], alone[layer][0], atol=1e-5, rtol=1e-5)
+            # fp32 matmuls of another batch shape sum in another order (BLAS picks kernels by shape and
+            # thread count): rounding-level differences up to a few 1e-5 on activations of size ~10
+            torch.testing.assert_close(batch[layer][i, -n:], alone[layer][0], atol=5e-5, rtol=1e-5)
 
 
 def test_hooks_removed_after_exception(tiny_models):
