@@ -198,7 +198,7 @@ def max_positions(model: torch.nn.Module) -> int | None:
     """The model's maximum number of positions from its config, or None when it names none."""
     config = model.config
     if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
+        config = config.get_text_config()  # type: ignore[operator]
     for name in ("max_position_embeddings", "n_positions"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:

@@ -438,7 +438,7 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
     run = _require_run_dir(run_dir)
     config = run.read_config()
     rows = load_judged_rows(run.path)
-    metadata = run_description(config)
+    metadata: dict[str, Any] = dict(run_description(config))
     judges = judges_in(rows)
     if judges:  # the judge that scored these rows (not only the configured one)
         metadata["judge"] = describe_judge(judges[0])

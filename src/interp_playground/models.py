@@ -81,19 +81,19 @@ def num_layers(model: torch.nn.Module) -> int:
 
 def hidden_size(model: torch.nn.Module) -> int:
     """Width of the residual stream."""
-    config = model.config
+    config: Any = model.config
     if hasattr(config, "get_text_config"):
         config = config.get_text_config()
     for name in ("hidden_size", "n_embd", "d_model"):
         value = getattr(config, name, None)
         if isinstance(value, int):
             return value
-    return int(model.get_input_embeddings().weight.shape[1])
+    return int(model.get_input_embeddings().weight.shape[1])  # type: ignore[operator]
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """Device of the input embeddings (where input ids must go)."""
-    return model.get_input_embeddings().weight.device
+    return model.get_input_embeddings().weight.device  # type: ignore[operator]
 
 
 def model_info(model: torch.nn.Module) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def _seed_api_rows(
                 for qid, q in enumerate(questions) for a in range(num_answers_per_question)]
     done = {(row.question_id, row.answer_idx): row
             for rows in generate_batches(model, tokenizer, requests, checked, settings, progress) for row in rows}
-    out = []
+    out: list[dict[str, Any]] = []
     for qid in range(len(questions)):
         for aidx in range(num_answers_per_question):
             row = done[(qid, aidx)]

@@ -81,7 +81,7 @@ class Settings:
     def from_args(cls: type[S], args: argparse.Namespace | Mapping[str, Any], base: S | None = None) -> S:
         """``base`` (default: the defaults) with the options present in ``args`` laid over it."""
         given = cls.given_values(args)
-        out = dataclasses.replace(base) if base is not None else cls()  # type: ignore[call-arg]
+        out = dataclasses.replace(base) if base is not None else cls()  # type: ignore[call-arg, type-var]
         for name, value in given.items():
             setattr(out, name, value)
         return out
@@ -108,7 +108,7 @@ class Settings:
         """Settings from a dict keyed by field names (or by option destinations, the flat layout of
         older run configs); unknown keys are ignored, missing ones keep ``base``'s (default: the
         defaults)."""
-        out = dataclasses.replace(base) if base is not None else cls()  # type: ignore[call-arg]
+        out = dataclasses.replace(base) if base is not None else cls()  # type: ignore[call-arg, type-var]
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             for key in (f.name, f.metadata.get("dest")):
                 if key and data and key in data:

@@ -58,8 +58,15 @@ class EvalConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
         """From :meth:`to_dict`'s layout or the flat layout of schema-1 runs."""
         if isinstance(data.get("grid"), Mapping):
-            return cls(**{name: kind.from_dict(data.get(name)) for name, kind in _SECTIONS.items()})
+            return cls._of(data)
         return cls.build(**data)
+
+    @classmethod
+    def _of(cls, sections: Mapping[str, Any]) -> EvalConfig:
+        return cls(model=ModelSettings.from_dict(sections.get("model")), grid=GridSettings.from_dict(sections.get("grid")),
+                   generation=GenerationSettings.from_dict(sections.get("generation")),
+                   judge=JudgeSettings.from_dict(sections.get("judge")),
+                   metrics=MetricsSettings.from_dict(sections.get("metrics")))
 
     @classmethod
     def build(cls, **flat: Any) -> EvalConfig:
@@ -73,7 +80,7 @@ class EvalConfig:
                 if name != "judge" and key in kind.__dataclass_fields__:  # type: ignore[attr-defined]
                     sections[name][key] = value
                     break
-        return cls(**{name: kind.from_dict(sections[name]) for name, kind in _SECTIONS.items()})
+        return cls._of(sections)
 
 
 def git_commit() -> str | None:

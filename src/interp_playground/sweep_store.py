@@ -239,7 +239,7 @@ class SweepPlan:
 
     def _file_rows(self, fp: _FilePlan) -> list[dict[str, Any]]:
         records = self.done[fp.gen.stem]
-        rows = []
+        rows: list[dict[str, Any]] = []
         for qid, question in enumerate(self.questions):
             for aidx in range(self.n_generations):
                 answer = GenerationRow.from_dict({**records[(qid, aidx)], "question": question})

@@ -52,7 +52,8 @@ def row_steer(cond: Condition, vectors: Mapping[str, torch.Tensor]) -> RowSteer 
     """The per-row steering of a condition (None for the baseline)."""
     if cond.is_baseline:
         return None
-    return RowSteer(layers=cond.layers, vector=vectors[cond.vector], alpha=cond.alpha, op=cond.op)  # type: ignore[index]
+    return RowSteer(layers=cond.layers, vector=vectors[cond.vector], alpha=cond.alpha,  # type: ignore[index]
+                    op="ablate" if cond.op == "ablate" else "add")
 
 
 def check_vectors(model: torch.nn.Module, vectors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -49,8 +49,8 @@ def gqa_decode_attention(model: torch.nn.Module) -> Iterator[None]:
         if (query.shape[2] != 1 or groups <= 1 or dropout or kwargs.get("softcap") is not None
                 or kwargs.get("position_bias") is not None or kwargs.get("output_attentions")
                 or (mask is not None and (mask.dim() != 4 or mask.shape[1] != 1))):
-            return original(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                            is_causal=is_causal, **kwargs)
+            return original(module, query, key, value, attention_mask, dropout=dropout,  # type: ignore[operator]
+                            scaling=scaling, is_causal=is_causal, **kwargs)
         batch, heads, _, dim = query.shape
         # head h uses key/value head h // groups (the layout repeat_kv produces)
         packed = query.reshape(batch, heads // groups, groups, dim)
@@ -67,5 +67,5 @@ def gqa_decode_attention(model: torch.nn.Module) -> Iterator[None]:
 def no_model_defaults(model: torch.nn.Module) -> dict[str, Any]:
     """transformers 4.50-4.57 merge the model's generation defaults over values equal to the global
     defaults (so do_sample=False could turn into sampling); ``use_model_defaults=False`` stops it."""
-    params = inspect.signature(model.generate).parameters
+    params = inspect.signature(model.generate).parameters  # type: ignore[arg-type]
     return {"use_model_defaults": False} if "use_model_defaults" in params else {}

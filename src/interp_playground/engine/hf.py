@@ -50,7 +50,7 @@ def is_oom(exc: BaseException) -> bool:
 
 def _model_config(model: torch.nn.Module) -> Any:
     config = model.config
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config  # type: ignore[operator]
 
 
 def auto_batch_size(model: torch.nn.Module, max_prompt_len: int, max_new_tokens: int, n_rows: int) -> int:
@@ -64,11 +64,11 @@ def auto_batch_size(model: torch.nn.Module, max_prompt_len: int, max_new_tokens:
     cfg = _model_config(model)
     layers = num_layers(model)
     hidden = hidden_size(model)
-    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", 1)
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(cfg, "head_dim", None) or hidden // heads
-    inter = getattr(cfg, "intermediate_size", None) or 4 * hidden
-    vocab = getattr(cfg, "vocab_size", None) or model.get_output_embeddings().weight.shape[0]
+    heads = int(getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None) or 1)
+    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+    inter = int(getattr(cfg, "intermediate_size", None) or 4 * hidden)
+    vocab = int(getattr(cfg, "vocab_size", None) or model.get_output_embeddings().weight.shape[0])  # type: ignore[operator]
     itemsize = next(model.parameters()).element_size()
     seq = max_prompt_len + max_new_tokens + 2
     kv = 2 * layers * kv_heads * head_dim * seq * itemsize
@@ -128,7 +128,7 @@ def _run_batch(
     steers = [row_steer(req.condition, vectors) for req in batch]
     with torch.inference_mode(), gqa_decode_attention(model), \
             row_steering(model, steers, positions=settings.positions):  # type: ignore[arg-type]
-        out = model.generate(
+        out = model.generate(  # type: ignore[operator]
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
             generation_config=_generation_config(settings, eos, pad),
@@ -136,7 +136,7 @@ def _run_batch(
             **no_model_defaults(model),
         )
     generated = out[:, width:].tolist()
-    return [finished_row(req, tokens, tokenizer, eos, settings.max_new_tokens) for req, tokens in zip(batch, generated)]
+    return [finished_row(req, tokens, tokenizer, eos, settings.max_new_tokens) for req, tokens in zip(batch, generated, strict=True)]
 
 
 def _ordered(requests: Sequence[GenerationRequest], lengths: Sequence[int], window: int) -> list[int]:
