@@ -274,7 +274,8 @@ def run_eval(
                                model_and_tokenizer is None, overwrite,
                                skip_generation, make_report, progress, command, say)
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(f"interp-playground eval --resume {run.path}") from None
+            batch = " --judge-batch" if config.judge.batch and not skip_judging else ""  # poll the same batches
+            raise KeyboardInterrupt(f"interp-playground eval --resume {run.path}{batch}") from None
     finally:
         if backend is not None and judge_backend is None:
             backend.close()
