@@ -439,7 +439,7 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
     run = _require_run_dir(run_dir)
     config = run.read_config()
     rows = load_judged_rows(run.path)
-    metadata = run_description(config)
+    metadata: dict[str, Any] = dict(run_description(config))
     judges = judges_in(rows)
     if judges:  # the judge that scored these rows (not only the configured one)
         metadata["judge"] = describe_judge(judges[0])
@@ -502,7 +502,18 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
         rows_b += [{**r, "condition": r.get("condition") or stem} for r in data]
     if not rows_b:
         return None
-    judge_b = require_one_judge(rows_b, sub.path) if judges_in(rows_b) else None
+    judges_b = judges_in(rows_b)
+    if len(judges_b) > 1:  # the second judge's files were re-judged partway
+        from .judge.identity import describe_judge
+
+        rel = sub.path.relative_to(run.path)
+        raise UserError(
+            f"the second judge's files in {rel} mix {len(judges_b)} judges: "
+            f"{'; '.join(describe_judge(j) for j in judges_b)}; finish them with `interp-playground judge "
+            f"{run.path} --judge-model <judge A> <judge B> ...` (the same options as the first judge), "
+            f"or delete {rel}"
+        )
+    judge_b = require_one_judge(rows_b, sub.path) if judges_b else None
     judges_a = judges_in(rows)
     section = agreement_summary(
         rows, rows_b, judge_a=judges_a[0] if judges_a else None, judge_b=judge_b,

@@ -106,7 +106,7 @@ def judged_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     columns = csv_columns(rows)
     table = []
     for row in rows:
-        judge = row.get("judge") if isinstance(row.get("judge"), Mapping) else {}
+        judge: Mapping[str, Any] = row["judge"] if isinstance(row.get("judge"), Mapping) else {}
         values = []
         for col in columns:
             if col.startswith("judge_") and col not in row:

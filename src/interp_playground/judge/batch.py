@@ -52,6 +52,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import PathLike, atomic_write_json, read_json
+from ..rundir import JUDGE_BATCH_STATE_FILE
 from .cache import JudgeCache, cache_key
 from .digits import has_whole_number_tokens, needs_expansion
 from .prompts import JudgePrompt, resolve_prompt
@@ -64,8 +65,8 @@ COMPLETION_WINDOW = "24h"
 #: The API's limits per input file.
 MAX_REQUESTS_PER_BATCH = 50_000
 MAX_BYTES_PER_BATCH = 200_000_000
-#: Default name of the state file in the run directory.
-STATE_FILENAME = "judge_batches.json"
+#: Default name of the state file in the run directory (owned by RunDir: ``RunDir.judge_batch_state_path``).
+STATE_FILENAME = JUDGE_BATCH_STATE_FILE
 STATE_VERSION = 1
 #: Default seconds between two polls of the in-flight batches.
 DEFAULT_POLL_INTERVAL = 30.0
@@ -460,7 +461,9 @@ def _harvest(client: Any, entry: Mapping[str, Any], batch: Any, cache: JudgeCach
             if not isinstance(record, Mapping):
                 continue
             custom_id = record.get("custom_id")
-            target = mapping.get(custom_id) if isinstance(custom_id, str) else None
+            if not isinstance(custom_id, str):
+                continue
+            target = mapping.get(custom_id)
             if target is None or custom_id in seen:
                 continue
             seen.add(custom_id)
@@ -641,7 +644,7 @@ def _run(client: Any, requests: Sequence[BatchRequest], cache: JudgeCache, state
                 file=(f"judge_batch_{int(time.time())}_{n}.jsonl", data, "application/jsonl"), purpose="batch",
             )
             first = chunk[0]
-            entry: dict[str, Any] = {
+            entry = {
                 "batch_id": None,
                 "input_file_id": str(_field(uploaded, "id")),
                 "status": "uploaded",
