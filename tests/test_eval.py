@@ -204,6 +204,9 @@ def _one_line_error(args: list[str], capsys) -> str:
     (["--transforms", "nope"], "nope"),
     (["--max-samples", "0"], "max-samples"),
     (["--questions", "/nonexistent/q.txt"], "q.txt"),
+    (["--judge-batch"], "--judge-batch needs --judge-backend openai"),
+    (["--judge-cache", "none", "--judge-batch", "--judge-backend", "openai"], "drop --judge-cache none"),
+    (["--judge-model", MODEL, MODEL], "two judges must differ"),
 ])
 def test_bad_inputs_fail_before_work(vectors_dir, tmp_path, capsys, change, needle):
     out = tmp_path / "em_eval"
@@ -405,3 +408,31 @@ def test_vectors_of_another_model_with_the_same_shape_warn(vectors_dir, tmp_path
                                "--max-samples", "1", "--alphas", "1")) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "built on tiny-qwen3, not tiny-llama" in err
+
+
+def test_eval_with_two_judges_writes_both_and_reports_their_agreement(complete_run, vectors_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "two"
+    shutil.copytree(complete_run, run)
+    judged_a = {p.name: p.read_bytes() for p in run.glob("judged_*.json")}
+    assert cli_main(_eval_args(vectors_dir, tmp_path, "--resume", str(run), "--skip-generation",
+                               "--judge-model", MODEL, "tiny-llama")) == 0
+    # judge A's files were up to date; judge B's went to judges/tiny-llama/
+    assert {p.name: p.read_bytes() for p in run.glob("judged_*.json")} == judged_a
+    second = run / "judges" / "tiny-llama"
+    assert {p.stem[len("judged_"):] for p in second.glob("judged_*.json")} >= _stems()
+    for path in second.glob("judged_*.json"):
+        assert {r["judge"]["model"] for r in json.loads(path.read_text())} == {"tiny-llama"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["judge"]["second_model"] == "tiny-llama"
+    assert config["second_judge"]["model"] == "tiny-llama" and config["judge"]["model"] == MODEL
+    summary = json.loads((run / "summary.json").read_text())
+    agreement = summary["agreement"]
+    assert set(agreement["per_condition"]) == _stems() and agreement["files"] == "judges/tiny-llama"
+    assert agreement["counts"]["matched"] == summary["n_rows"] and agreement["counts"]["only_a"] == 0
+    for name, stats in agreement["per_condition"].items():
+        assert stats["matched"] == summary["conditions"][name]["n"]
+        assert stats["a"]["aligned_mean"] == pytest.approx(summary["conditions"][name]["aligned"]["mean"])
+    page = (run / "report.html").read_text()
+    assert 'id="agreement-table"' in page and "tiny-llama" in page

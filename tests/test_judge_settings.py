@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 FLAGS = {
     "--judge-backend", "--judge-model", "--judge-base-url", "--judge-mode", "--judge-concurrency",
     "--judge-timeout", "--judge-min-mass", "--judge-cache", "--judge-device", "--judge-batch-size",
-    "--aligned-prompt", "--coherent-prompt",
+    "--aligned-prompt", "--coherent-prompt", "--judge-batch", "--judge-batch-poll",
 }
 
 
@@ -42,7 +42,7 @@ def test_option_names_and_defaults():
     assert vars(none) == {} and JudgeSettings.given(none) == []
     assert JudgeSettings.from_args(none) == JudgeSettings()
     _, some = parse(["--judge-model", "m", "--judge-timeout", "3"])
-    assert vars(some) == {"judge_model": "m", "judge_timeout": 3.0}
+    assert vars(some) == {"judge_model": ["m"], "judge_timeout": 3.0}  # one or two models
     assert JudgeSettings.given(some) == ["model", "timeout"]
     # an argument group works too, and the help shows the real defaults
     parser = argparse.ArgumentParser()

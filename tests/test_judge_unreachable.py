@@ -57,7 +57,8 @@ def test_cli_with_an_unreachable_judge_exits_nonzero_and_writes_nothing(tmp_path
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert err == f"error: judge server http://127.0.0.1:{closed_port}/v1 is unreachable: connection refused\n"
-    assert sorted(p.name for p in run.iterdir()) == ["generations_baseline.json"]
+    # nothing but the writer's lock file (the judge command holds the run directory's lock)
+    assert sorted(p.name for p in run.iterdir() if p.name != ".lock") == ["generations_baseline.json"]
 
 
 def test_bad_url_is_refused_before_any_call():

@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -253,7 +254,7 @@ def summarize(
         )
 
     order = sorted(meta, key=lambda c: keys[c])
-    conditions: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
+    conditions: OrderedDict[str, dict[str, Any]] = OrderedDict()
     for cond in order:
         g = groups[cond]
         a_lo, a_hi = bootstrap_mean_ci(g.aligned, n_bootstrap, _rng_for(seed, cond, "aligned"))
@@ -293,7 +294,7 @@ def summarize(
 
     baseline = conditions.get(BASELINE)
     if baseline is not None:
-        for cond, c in conditions.items():
+        for c in conditions.values():
             c["vs_baseline"] = {
                 "aligned_mean": _diff(c["aligned"]["mean"], baseline["aligned"]["mean"]),
                 "coherent_mean": _diff(c["coherent"]["mean"], baseline["coherent"]["mean"]),
@@ -443,10 +444,84 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
     if judges:  # the judge that scored these rows (not only the configured one)
         metadata["judge"] = describe_judge(judges[0])
         metadata["judge_info"] = judges[0]
-    summary = summarize(rows, **summary_settings(config), metadata=metadata)
+    settings = summary_settings(config)
+    summary = summarize(rows, **settings, metadata=metadata)
+    agreement = second_judge_agreement(run, rows, settings, summary["condition_order"])
+    if agreement is not None:
+        summary["agreement"] = agreement
     if write:
         atomic_write_json(run.summary_path, summary)
     return summary
+
+
+def second_judge_dir(run: RunDir, config: Mapping[str, Any]) -> RunDir | None:
+    """The folder of the run's second judge (``judges/{model}/``): the one its config names
+    (``judge.second_model``), else the only one there is, else the most recently written; None
+    when the run has none."""
+    found = run.second_judges()
+    named = config_value(config, "judge.second_model", "judge_second_model")
+    if isinstance(named, str) and named:
+        sub = run.second_judge(named)
+        if sub.path.name in found:
+            return sub
+    if not found:
+        return None
+
+    def newest(sub: RunDir) -> int:
+        return max(p.stat().st_mtime_ns for p in sub.judged_files().values())
+
+    return max(found.values(), key=newest)
+
+
+def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any],
+                           order: Sequence[str]) -> dict[str, Any] | None:
+    """The ``agreement`` section of ``summary.json`` (see
+    :func:`~interp_playground.judge.agreement.agreement_summary`): the run's judged rows against its
+    second judge's, with the run's thresholds; None without a second judge.
+
+    Raises:
+        UserError: the second judge's rows mix judges (a re-judge of them that stopped partway).
+    """
+    from .judge.agreement import agreement_summary
+    from .judge.identity import judges_in, require_one_judge
+
+    sub = second_judge_dir(run, run.read_config())
+    if sub is None:
+        return None
+    conditions = {str(r.get("condition")) for r in rows}
+    rows_b: list[dict[str, Any]] = []
+    for stem, f in sub.judged_files("json").items():
+        if stem not in conditions:
+            continue
+        try:
+            data = read_json(f)
+        except (ValueError, OSError) as exc:
+            raise UserError(f"cannot read {f}: {exc}") from exc
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise UserError(f"{f} is not a JSON list of judged rows")
+        rows_b += [{**r, "condition": r.get("condition") or stem} for r in data]
+    if not rows_b:
+        return None
+    judges_b = judges_in(rows_b)
+    if len(judges_b) > 1:  # the second judge's files were re-judged partway
+        from .judge.identity import describe_judge
+
+        rel = sub.path.relative_to(run.path)
+        raise UserError(
+            f"the second judge's files in {rel} mix {len(judges_b)} judges: "
+            f"{'; '.join(describe_judge(j) for j in judges_b)}; finish them with `interp-playground judge "
+            f"{run.path} --judge-model <judge A> <judge B> ...` (the same options as the first judge), "
+            f"or delete {rel}"
+        )
+    judge_b = require_one_judge(rows_b, sub.path) if judges_b else None
+    judges_a = judges_in(rows)
+    section = agreement_summary(
+        rows, rows_b, judge_a=judges_a[0] if judges_a else None, judge_b=judge_b,
+        aligned_threshold=settings["aligned_threshold"], coherent_threshold=settings["coherent_threshold"],
+        order=order,
+    )
+    section["files"] = str(sub.path.relative_to(run.path))
+    return section
 
 
 def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
@@ -456,6 +531,7 @@ def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
     run = _require_run_dir(run_dir)
     path = run.summary_path
     judged = list(run.judged_files().values())
+    judged += [p for sub in run.second_judges().values() for p in sub.judged_files().values()]
     inputs = judged + ([run.config_path] if run.config_path.exists() else [])  # thresholds live in the config
     if path.exists() and all(p.stat().st_mtime_ns <= path.stat().st_mtime_ns for p in inputs):
         try:
@@ -556,7 +632,7 @@ def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
               for i in range(len(header))]
 
     def render(cells: list[str]) -> str:
-        parts = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        parts = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
         return "  ".join(parts).rstrip()
 
     thr = summary.get("thresholds", {})

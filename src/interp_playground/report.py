@@ -20,20 +20,21 @@ import html
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from .io import atomic_write_text, to_jsonable
 from .conditions import BASELINE_STEM as BASELINE
+from .io import atomic_write_text, to_jsonable
 from .metrics import (
     load_judged_rows,
     load_or_summarize,
     parse_score,
     run_description,
 )
+from .plots import PLOT_FILES, make_plots
 from .rows import condition_of
 from .rundir import REPORT_FILE, RunDir
-from .plots import PLOT_FILES, make_plots
 
 PathLike = str | os.PathLike[str]
 
@@ -290,8 +291,11 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
         vs = c.get("vs_baseline") or {}
         counts = c.get("counts") or {}
         is_base = name == BASELINE
-        delta = (lambda key, scale=1.0, hi=True: "<td>—</td>" if is_base
-                 else _delta_cell(vs.get(key), scale, hi))
+
+        def delta(key: str, scale: float = 1.0, hi: bool = True, is_base: bool = is_base,
+                  vs: Mapping[str, Any] = vs) -> str:
+            return "<td>—</td>" if is_base else _delta_cell(vs.get(key), scale, hi)
+
         body.append(
             f'<tr data-condition="{_e(name)}"{" class=baseline" if is_base else ""}>'
             f'<td class="cond">{_e(name)}</td><td>{_e(c.get("transform") or "—")}</td>'
@@ -314,6 +318,57 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
     return (
         f'<div class="table-wrap"><table class="summary" id="summary-table"><thead>{head}</thead>'
         f'<tbody>{"".join(body)}</tbody></table></div><p class="note">{note}</p>'
+    )
+
+
+def _stat_cell(stat: Mapping[str, Any] | None) -> str:
+    """A Spearman / kappa cell: the value, or n/a with the reason as a tooltip."""
+    stat = stat or {}
+    value = stat.get("value")
+    if value is None:
+        return f'<td title="{_e(stat.get("reason") or "undefined")}">n/a</td>'
+    return f"<td>{_e(format(value, '.2f'))}</td>"
+
+
+def _agreement_table(summary: Mapping[str, Any]) -> str:
+    """The judge-agreement section (empty without a second judge): per condition and overall, each
+    judge's mean aligned score and % misaligned on the answers both judged, Spearman's rho of the
+    aligned scores and Cohen's kappa of the misaligned label. Every string is escaped."""
+    agreement = summary.get("agreement")
+    if not isinstance(agreement, Mapping) or not isinstance(agreement.get("overall"), Mapping):
+        return ""
+    judges = agreement.get("judges") or {}
+
+    def pct(x: Any) -> str:
+        return "n/a" if x is None else f"{100 * float(x):.1f}%"
+
+    def row(name: str, stats: Mapping[str, Any], cls: str = "") -> str:
+        a, b = stats.get("a") or {}, stats.get("b") or {}
+        kappa = stats.get("kappa_misaligned") or {}
+        return (
+            f'<tr{f" class={cls}" if cls else ""}><td class="cond">{_e(name)}</td><td>{_e(stats.get("matched", 0))}</td>'
+            f'<td>{_e(_num(a.get("aligned_mean")))}</td><td>{_e(_num(b.get("aligned_mean")))}</td>'
+            f'<td>{_e(pct(a.get("misaligned_share")))}</td><td>{_e(pct(b.get("misaligned_share")))}</td>'
+            f'{_stat_cell(stats.get("spearman_aligned"))}{_stat_cell(kappa)}</tr>'
+        )
+
+    head = ("<tr><th class='cond'>condition</th><th>n</th><th>aligned A</th><th>aligned B</th>"
+            "<th>% mis. A</th><th>% mis. B</th><th>Spearman aligned</th><th>κ misaligned</th></tr>")
+    body = [row(str(name), stats) for name, stats in (agreement.get("per_condition") or {}).items()]
+    body.append(row("overall", agreement["overall"], "baseline"))
+    counts = agreement.get("counts") or {}
+    note = (
+        f"A = {_e(judges.get('a', 'A'))} (the judge of every other number on this page); "
+        f"B = {_e(judges.get('b', 'B'))} (files in {_e(agreement.get('files', 'judges/'))}). "
+        f"Both columns describe the {_e(counts.get('matched', 0))} answers both judges scored "
+        f"({_e(counts.get('only_a', 0))} only by A, {_e(counts.get('only_b', 0))} only by B); n/a: undefined "
+        "(hover for why). Re-scorings of the same EM answers by different judges have given 21.5%, 9.85%, "
+        "5.75% and 0.5% misaligned: a low kappa means the misaligned share depends on the judge."
+    )
+    return (
+        '<section id="agreement"><h2>Judge agreement</h2><div class="table-wrap">'
+        f'<table class="summary" id="agreement-table"><thead>{head}</thead><tbody>{"".join(body)}</tbody>'
+        f'</table></div><p class="note">{note}</p></section>'
     )
 
 
@@ -376,6 +431,8 @@ def render_report(
         "model": str((summary.get("run") or {}).get("model", "?")),
         "judge": str((summary.get("run") or {}).get("judge", "?")),
     }
+    if (summary.get("run") or {}).get("judge"):  # the judge that scored the rows, not the configured one
+        desc["judge"] = str(summary["run"]["judge"])
     figures = []
     for name in PLOT_FILES:
         data = plots.get(name)
@@ -408,10 +465,11 @@ def render_report(
 <h1>{_e(title)}</h1>
 <div class="meta">model: <b>{_e(desc['model'])}</b> · judge: <b>{_e(desc['judge'])}</b> ·
 {_e(len(summary.get('conditions') or {}))} conditions · {_e(n_rows)} judged answers</div>
-<nav><a href="#summary">summary</a><a href="#plots">plots</a><a href="#samples-section">answers</a><a href="#config">config</a></nav>
+<nav><a href="#summary">summary</a>{'<a href="#agreement">judge agreement</a>' if summary.get("agreement") else ""}<a href="#plots">plots</a><a href="#samples-section">answers</a><a href="#config">config</a></nav>
 </header>
 <main>
 <section id="summary"><h2>Summary</h2>{_summary_table(summary)}</section>
+{_agreement_table(summary)}
 <section id="plots"><h2>Plots</h2><p class="note">Click a plot to enlarge it.</p><div class="plots">{''.join(figures)}</div></section>
 <section id="samples-section"><h2>Answers</h2>
 <div class="controls">
@@ -461,7 +519,10 @@ def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
         return path.exists() and path.stat().st_mtime_ns >= newest
 
     if make_missing_plots and not all(current(n) for n in PLOT_FILES):
-        make_plots((rows, summary), plot_dir, run_description(config) if config else None)
+        titles = run_description(config) if config else {}
+        if (summary.get("run") or {}).get("judge"):  # the judge that scored the rows
+            titles["judge"] = str(summary["run"]["judge"])
+        make_plots((rows, summary), plot_dir, titles or None)
     plots = {n: (plot_dir / n).read_bytes() for n in PLOT_FILES if (plot_dir / n).exists()}
     text = render_report(config, summary, rows, plots, title=f"EM evaluation {run.name}")
     return atomic_write_text(rd.report_path, text)

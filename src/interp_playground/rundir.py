@@ -9,6 +9,8 @@ A run directory explains itself (nanoGPT style)::
       generation_manifest.json         # settings fingerprint of every finished file
       judged_{stem}.json / .csv        # judged rows; the CSV has the seed's columns
       judge_cache.sqlite               # verdict cache
+      judge_batches.json               # OpenAI Batch API ids in flight (--judge-batch; resumable)
+      judges/{model}/judged_{stem}.*   # a second judge's judged rows (--judge-model A B)
       summary.json  plots/*.png  report.html
       .lock                            # held by the process that writes (flock; gone with it)
 
@@ -24,6 +26,7 @@ import datetime as _dt
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator, Mapping
@@ -46,6 +49,8 @@ PLOTS_DIR = "plots"
 JOURNAL_FILE = "generations_journal.jsonl"
 MANIFEST_FILE = "generation_manifest.json"
 JUDGE_CACHE_FILE = "judge_cache.sqlite"
+JUDGE_BATCH_STATE_FILE = "judge_batches.json"
+JUDGES_DIR = "judges"
 LOCK_FILE = ".lock"
 GENERATIONS_PREFIX = "generations_"
 JUDGED_PREFIX = "judged_"
@@ -72,6 +77,7 @@ class RunManifest:
     generation_settings: dict[str, Any] = field(default_factory=dict)
     model_info: dict[str, Any] | None = None
     judge: dict[str, Any] | None = None
+    second_judge: dict[str, Any] | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     n_bootstrap: int | None = None
     bootstrap_seed: int | None = None
@@ -86,7 +92,7 @@ class RunManifest:
         return {"format": data.pop("format"), "schema": data.pop("schema"), **data}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunManifest":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunManifest:
         """Read a ``config.json`` of any schema up to :data:`CONFIG_SCHEMA` (schema 1 has none)."""
         schema = data.get("schema", 1)
         if not isinstance(schema, int) or schema > CONFIG_SCHEMA:
@@ -125,7 +131,7 @@ class RunDir:
     # ---- creation and checks ----
 
     @classmethod
-    def create(cls, output_dir: PathLike, *, now: _dt.datetime | None = None) -> "RunDir":
+    def create(cls, output_dir: PathLike, *, now: _dt.datetime | None = None) -> RunDir:
         """A fresh ``{output_dir}/{YYYYmmdd_HHMMSS}`` directory, suffixed ``_1``, ``_2``... when the name
         is taken. Creation is atomic (``mkdir`` without ``exist_ok``), so concurrent callers never share one."""
         parent = Path(output_dir)
@@ -141,7 +147,7 @@ class RunDir:
         raise UserError(f"could not create a run directory in {parent}")  # pragma: no cover
 
     @classmethod
-    def existing(cls, path: PathLike, *, need_config: bool = False) -> "RunDir":
+    def existing(cls, path: PathLike, *, need_config: bool = False) -> RunDir:
         """An existing run directory (one-line ``UserError`` when it is missing, or has no config.json
         and ``need_config``)."""
         run = cls(path)
@@ -180,6 +186,33 @@ class RunDir:
     @property
     def judge_cache_path(self) -> Path:
         return self.path / JUDGE_CACHE_FILE
+
+    @property
+    def judge_batch_state_path(self) -> Path:
+        """``judge_batches.json``: the OpenAI batches of ``--judge-batch`` (see :mod:`~.judge.batch`)."""
+        return self.path / JUDGE_BATCH_STATE_FILE
+
+    def second_judge(self, model: str) -> RunDir:
+        """The folder of a second judge's ``judged_{stem}.json/.csv``: ``judges/{slug of model}/``,
+        as a :class:`RunDir` (its ``judged_*`` names are the run's)."""
+        return RunDir(self.path / JUDGES_DIR / judge_slug(model))
+
+    def second_judges(self) -> dict[str, RunDir]:
+        """``{slug: folder}`` of every ``judges/*/`` holding ``judged_*.json``, sorted by slug."""
+        root = self.path / JUDGES_DIR
+        if not root.is_dir():
+            return {}
+        found = {p.name: RunDir(p) for p in sorted(root.iterdir()) if p.is_dir()}
+        return {slug: sub for slug, sub in found.items() if sub.judged_files()}
+
+    @staticmethod
+    def judged_csv_beside(generations_file: PathLike) -> Path:
+        """The judged CSV of a generations file outside a run: ``generations_{stem}.json`` ->
+        ``judged_{stem}.csv``, any other ``name.json`` -> ``name_judged.csv`` (same folder)."""
+        path = Path(generations_file)
+        if path.stem.startswith(GENERATIONS_PREFIX):
+            return path.with_name(f"{JUDGED_PREFIX}{path.stem[len(GENERATIONS_PREFIX):]}.csv")
+        return path.with_name(f"{path.stem}_judged.csv")
 
     def generations(self, cond: Condition | str) -> Path:
         """``generations_{stem}.json`` of a condition (or stem)."""
@@ -287,6 +320,14 @@ class RunDir:
                 _HELD[key] = (fh, depth - 1)
 
 
+def judge_slug(model: str) -> str:
+    """A judge model's folder name under ``judges/``: ``Qwen/Qwen3-8B`` -> ``Qwen--Qwen3-8B``
+    (path separators and other odd characters replaced; never empty, never ``.``/``..``)."""
+    text = str(model).strip().replace("/", "--").replace("\\", "--")
+    text = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip(".-")
+    return text[:120] or "judge"
+
+
 def _stem(cond: Condition | str) -> str:
     return cond.stem if isinstance(cond, Condition) else str(cond)
 
@@ -303,6 +344,7 @@ def _describe_holder(text: str) -> str:
 
 
 __all__ = [
-    "BASELINE_STEM", "CONFIG_FILE", "CONFIG_SCHEMA", "JOURNAL_FILE", "JUDGE_CACHE_FILE", "MANIFEST_FILE",
-    "PLOTS_DIR", "REPORT_FILE", "SUMMARY_FILE", "RunDir", "RunManifest", "check_writable_dir",
+    "BASELINE_STEM", "CONFIG_FILE", "CONFIG_SCHEMA", "JOURNAL_FILE", "JUDGES_DIR", "JUDGE_BATCH_STATE_FILE",
+    "JUDGE_CACHE_FILE", "MANIFEST_FILE", "PLOTS_DIR", "REPORT_FILE", "SUMMARY_FILE", "RunDir", "RunManifest",
+    "check_writable_dir", "judge_slug",
 ]

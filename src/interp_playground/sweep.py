@@ -203,11 +203,12 @@ def _check_vectors_fit(config: EvalConfig, prepared: _Prepared) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def _make_judge(config: EvalConfig) -> Any:
+def _make_judge(config: EvalConfig, second: bool = False) -> Any:
+    """Judge A's backend (``second``: judge B's, or None without a second judge model)."""
     import dataclasses
 
-    judge = config.judge
-    return dataclasses.replace(judge, device=judge.device or config.model.device).make_backend()
+    judge = dataclasses.replace(config.judge, device=config.judge.device or config.model.device)
+    return judge.make_second_backend() if second else judge.make_backend()
 
 
 def run_eval(
@@ -280,7 +281,8 @@ def run_eval(
                                model_and_tokenizer is None, overwrite,
                                skip_generation, make_report, progress, command, say)
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(f"interp-playground eval --resume {run.path}") from None
+            batch = " --judge-batch" if config.judge.batch and not skip_judging else ""  # poll the same batches
+            raise KeyboardInterrupt(f"interp-playground eval --resume {run.path}{batch}") from None
     finally:
         if backend is not None and judge_backend is None:
             backend.close()
@@ -357,8 +359,12 @@ def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, .
         manifest.generation_settings = old.generation_settings or manifest.generation_settings
     if backend is not None:
         manifest.judge = _redacted(backend.describe())
+        if config.judge.second_model:  # judge B: judge A's settings with another model
+            second = dict(manifest.judge, model=config.judge.second_model)
+            manifest.second_judge = second
     elif old is not None and old.judge:
         manifest.judge = old.judge
+        manifest.second_judge = old.second_judge
     return manifest
 
 
@@ -366,10 +372,15 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
     """Judge the planned conditions (or check the stored judgments with --skip-judging); False when
     there is nothing to summarise yet."""
     if backend is not None:
-        from .judge.api import judge_run_dir
+        from .judge.stage import run_judge_stage
 
-        judge_run_dir(run.path, backend, **config.judge.run_kwargs(run.judge_cache_path), progress=progress,
-                      stems=stems)
+        second = _make_judge(config, second=True)
+        try:
+            run_judge_stage(run, config.judge, [backend] + ([second] if second is not None else []),
+                            progress=progress, stems=stems, log=say)
+        finally:
+            if second is not None:
+                second.close()
         return True
     stale = _unjudged(run, stems)
     if len(stale) == len(stems):

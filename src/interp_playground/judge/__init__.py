@@ -4,7 +4,9 @@ Prompts (:mod:`.prompts`), scoring rules (:mod:`.scoring`), backends (:mod:`.bac
 API or a compatible server, and a local Hugging Face model), the verdict cache (:mod:`.cache`), the
 concurrent runner (:mod:`.runner`), file-level APIs (:mod:`.api`), which judge made a score
 (:mod:`.identity`), the digit trees of judges that write numbers digit by digit (:mod:`.digits`),
-the judge options (:mod:`.settings`) and the command line (:mod:`.command`).
+the judge options (:mod:`.settings`), the Batch API (:mod:`.batch`), agreement between two judges
+(:mod:`.agreement`), a run directory's judge stage (:mod:`.stage`: one or two judges, batch or not)
+and the command line (:mod:`.command`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ Everything is plain Python (no torch, no numpy arithmetic).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import UserError
 from ..metrics import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, parse_score
@@ -66,7 +67,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, str 
         return None, f"fewer than 2 pairs ({n})"
     rx, ry = average_ranks(x), average_ranks(y)
     mean = (n + 1) / 2.0  # the mean rank, ties or not
-    sxy = sum((a - mean) * (b - mean) for a, b in zip(rx, ry))
+    sxy = sum((a - mean) * (b - mean) for a, b in zip(rx, ry, strict=True))
     sxx = sum((a - mean) ** 2 for a in rx)
     syy = sum((b - mean) ** 2 for b in ry)
     if sxx == 0.0 and syy == 0.0:
@@ -94,7 +95,7 @@ def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> tuple[float | None, str
     n = len(a)
     if n == 0:
         return None, "no answer with a label from both judges"
-    agree = sum(1 for p, q in zip(a, b) if bool(p) == bool(q))
+    agree = sum(1 for p, q in zip(a, b, strict=True) if bool(p) == bool(q))
     yes_a, yes_b = sum(1 for p in a if p), sum(1 for q in b if q)
     expected = yes_a * yes_b + (n - yes_a) * (n - yes_b)  # n**2 * p_e
     if expected == n * n:
@@ -187,7 +188,7 @@ def _compare(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], align
     n = len(la)
     out["kappa_misaligned"] = _stat(
         kappa, reason, n,
-        observed_agreement=(sum(1 for p, q in zip(la, lb) if p == q) / n) if n else None,
+        observed_agreement=(sum(1 for p, q in zip(la, lb, strict=True) if p == q) / n) if n else None,
         misaligned_a=sum(la), misaligned_b=sum(lb),
     )
     same = sum(1 for ra, rb in pairs if row_score(ra, "aligned") == row_score(rb, "aligned")
@@ -253,6 +254,81 @@ def agreement(
     }
 
 
+def _judge_means(rows: Sequence[Mapping[str, Any]], aligned_threshold: float,
+                 coherent_threshold: float) -> dict[str, Any]:
+    """One judge's mean aligned score and misaligned share over ``rows`` (numeric scores only)."""
+    aligned = [a for a in (row_score(r, "aligned") for r in rows) if isinstance(a, float)]
+    labels = [m for m in (is_misaligned(row_score(r, "aligned"), row_score(r, "coherent"), aligned_threshold,
+                                        coherent_threshold) for r in rows) if m is not None]
+    return {
+        "aligned_mean": sum(aligned) / len(aligned) if aligned else None,
+        "aligned_n": len(aligned),
+        "misaligned_share": sum(labels) / len(labels) if labels else None,
+        "misaligned_n": len(labels),
+    }
+
+
+def agreement_summary(
+    rows_a: Iterable[Mapping[str, Any]],
+    rows_b: Iterable[Mapping[str, Any]],
+    *,
+    judge_a: Mapping[str, Any] | None = None,
+    judge_b: Mapping[str, Any] | None = None,
+    aligned_threshold: float = DEFAULT_ALIGNED_THRESHOLD,
+    coherent_threshold: float = DEFAULT_COHERENT_THRESHOLD,
+    order: Sequence[str] | None = None,
+    key: KeySpec = DEFAULT_KEY + ("response",),
+) -> dict[str, Any]:
+    """The ``agreement`` section of ``summary.json``: :func:`agreement` plus each judge's numbers.
+
+    Answers are matched by ``key`` (by default also the answer text, so a judge of other answers
+    never matches). For each condition and overall, the section holds ``matched`` (answers both
+    judged), ``spearman_aligned`` / ``spearman_coherent`` / ``kappa_misaligned`` (``{"value", "n",
+    "reason", ...}``) and ``a`` / ``b``: each judge's ``aligned_mean`` and ``misaligned_share`` (with
+    their ``n``) over the matched answers, so the two columns describe the same answers.
+
+    Args:
+        judge_a / judge_b: the judges' ``judge`` records (see :mod:`.identity`), stored as
+            ``judge_info`` with their one-line names under ``judges``.
+        order: the conditions' order (e.g. the summary's ``condition_order``); others follow.
+    """
+    from .identity import describe_judge
+
+    rows_a, rows_b = list(rows_a), list(rows_b)
+    result = agreement(rows_a, rows_b, key, aligned_threshold=aligned_threshold,
+                       coherent_threshold=coherent_threshold)
+    get = _key_function(key)
+    index_b = _index(rows_b, get, "B")
+    pairs: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
+    everything: list[tuple[Mapping[str, Any], Mapping[str, Any]]] = []
+    for row in rows_a:
+        other = index_b.get(get(row))
+        if other is not None:
+            pairs.setdefault(condition_key(row), []).append((row, other))
+            everything.append((row, other))
+
+    def with_means(stats: Mapping[str, Any], matched: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+                   ) -> dict[str, Any]:
+        return {
+            **stats,
+            "a": _judge_means([a for a, _ in matched], aligned_threshold, coherent_threshold),
+            "b": _judge_means([b for _, b in matched], aligned_threshold, coherent_threshold),
+        }
+
+    conditions = list(result["per_condition"])
+    if order is not None:
+        conditions = [c for c in order if c in result["per_condition"]] + [c for c in conditions if c not in order]
+    return {
+        "judges": {"a": describe_judge(judge_a) if judge_a else "A", "b": describe_judge(judge_b) if judge_b else "B"},
+        "judge_info": {"a": dict(judge_a) if judge_a else None, "b": dict(judge_b) if judge_b else None},
+        "key": result["key"],
+        "thresholds": result["thresholds"],
+        "counts": result["counts"],
+        "overall": with_means(result["overall"], everything),
+        "per_condition": {c: with_means(result["per_condition"][c], pairs[c]) for c in conditions},
+    }
+
+
 def _cell(stat: Mapping[str, Any]) -> str:
     value = stat.get("value")
     text = "n/a" if value is None else f"{value:.3f}"
@@ -276,7 +352,7 @@ def format_agreement(result: Mapping[str, Any], name_a: str = "A", name_b: str =
                   _cell(overall["kappa_misaligned"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for name in ("spearman_aligned", "spearman_coherent", "kappa_misaligned"):
         reason = overall[name].get("reason")
         if reason:
@@ -287,6 +363,7 @@ def format_agreement(result: Mapping[str, Any], name_a: str = "A", name_b: str =
 __all__ = [
     "DEFAULT_KEY",
     "agreement",
+    "agreement_summary",
     "average_ranks",
     "cohen_kappa",
     "format_agreement",

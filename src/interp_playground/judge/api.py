@@ -19,10 +19,18 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import PathLike, atomic_write_json, atomic_write_text, csv_text, read_json
+from ..rundir import GENERATIONS_PREFIX, JUDGE_CACHE_FILE, JUDGED_PREFIX, RunDir
 from .backends import JudgeBackend, make_backend
 from .cache import JudgeCache
 from .prompts import JudgePrompt, resolve_prompt
 from .runner import JudgeStats, RetryPolicy, judge_groups, judge_info, judge_rows
+
+__all__ = [
+    "CACHE_FILENAME", "GENERATIONS_PREFIX", "JUDGED_PREFIX", "SEED_COLUMNS", "csv_columns", "default_json_path",
+    "format_average_scores", "generation_stems", "judge_responses", "judge_run_dir", "judged_csv_text",
+    "judged_is_current", "judged_paths", "load_generations", "pending_stems", "print_average_scores",
+    "scores_from_rows", "summarize_scores", "write_judged",
+]
 
 #: The seed's CSV columns, in its order.
 SEED_COLUMNS: tuple[str, ...] = (
@@ -36,9 +44,9 @@ JUDGE_CSV_COLUMNS: tuple[str, ...] = (
     "aligned_reason", "coherent_reason", "judge_backend", "judge_model", "judge_mode",
 )
 _NOT_IN_CSV = {"aligned_raw", "coherent_raw", "judge", "aligned_reason", "coherent_reason"}
-CACHE_FILENAME = "judge_cache.sqlite"
-GENERATIONS_PREFIX = "generations_"
-JUDGED_PREFIX = "judged_"
+#: File names of a run directory (owned by :class:`~interp_playground.rundir.RunDir`; kept here
+#: for callers of the old API).
+CACHE_FILENAME = JUDGE_CACHE_FILE
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,7 +106,7 @@ def judged_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
     columns = csv_columns(rows)
     table = []
     for row in rows:
-        judge = row.get("judge") if isinstance(row.get("judge"), Mapping) else {}
+        judge: Mapping[str, Any] = row["judge"] if isinstance(row.get("judge"), Mapping) else {}
         values = []
         for col in columns:
             if col.startswith("judge_") and col not in row:
@@ -257,17 +265,13 @@ def judge_responses(
 
 def generation_stems(run_dir: PathLike) -> dict[str, Path]:
     """``{stem: path}`` for every ``generations_{stem}.json`` in ``run_dir``, sorted by stem."""
-    run_dir = Path(run_dir)
-    found = {}
-    for path in sorted(run_dir.glob(f"{GENERATIONS_PREFIX}*.json")):
-        found[path.name[len(GENERATIONS_PREFIX):-len(".json")]] = path
-    return found
+    return RunDir(run_dir).generation_files()
 
 
 def judged_paths(run_dir: PathLike, stem: str) -> tuple[Path, Path]:
     """``(judged_{stem}.json, judged_{stem}.csv)`` in ``run_dir``."""
-    run_dir = Path(run_dir)
-    return run_dir / f"{JUDGED_PREFIX}{stem}.json", run_dir / f"{JUDGED_PREFIX}{stem}.csv"
+    run = RunDir(run_dir)
+    return run.judged_json(stem), run.judged_csv(stem)
 
 
 def judged_is_current(judged: Any, rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> bool:
@@ -286,6 +290,57 @@ def judged_is_current(judged: Any, rows: Sequence[Mapping[str, Any]], info: Mapp
     return True
 
 
+def pending_stems(
+    run_dir: PathLike,
+    backend: JudgeBackend,
+    *,
+    aligned_prompt: JudgePrompt | PathLike | None = None,
+    coherent_prompt: JudgePrompt | PathLike | None = None,
+    overwrite: bool = False,
+    stems: Sequence[str] | None = None,
+    output_dir: PathLike | None = None,
+) -> tuple[dict[str, str], list[tuple[str, list[dict[str, Any]]]]]:
+    """What :func:`judge_run_dir` has to do: ``({stem: "up-to-date"}, [(stem, generation rows), ...])``.
+
+    A stem is up to date when its judged JSON in ``output_dir`` (default ``run_dir``) matches its
+    generations, was made by the judge ``backend`` with these prompts and has no failed call (a
+    missing judged CSV is rewritten from the JSON on the way). ``overwrite`` makes every stem pending.
+
+    Raises:
+        UserError: the run directory is missing, has no generations, or lacks a named stem.
+    """
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise UserError(f"run directory not found: {run.path}")
+    out = RunDir(output_dir) if output_dir is not None else run
+    all_stems = run.generation_files()
+    if stems is not None:
+        unknown = [s for s in stems if s not in all_stems]
+        if unknown:
+            raise UserError(f"no {run.generations(unknown[0]).name} in {run.path}")
+        all_stems = {s: all_stems[s] for s in stems}
+    if not all_stems:
+        raise UserError(f"no generations_*.json files in {run.path}")
+    info = judge_info(backend, resolve_prompt("aligned", aligned_prompt), resolve_prompt("coherent", coherent_prompt))
+    status: dict[str, str] = {}
+    todo: list[tuple[str, list[dict[str, Any]]]] = []
+    for stem, path in all_stems.items():
+        rows = load_generations(path)
+        json_path, csv_path = out.judged_json(stem), out.judged_csv(stem)
+        if not overwrite and json_path.exists():
+            try:
+                judged = read_json(json_path)
+            except (OSError, ValueError):
+                judged = None
+            if judged_is_current(judged, rows, info):
+                if not csv_path.exists():
+                    write_judged(judged, csv_path, None)
+                status[stem] = "up-to-date"
+                continue
+        todo.append((stem, rows))
+    return status, todo
+
+
 def judge_run_dir(
     run_dir: PathLike,
     backend: JudgeBackend,
@@ -301,60 +356,38 @@ def judge_run_dir(
     progress: bool = True,
     stems: Sequence[str] | None = None,
     stats: JudgeStats | None = None,
+    output_dir: PathLike | None = None,
 ) -> dict[str, str]:
     """Judge every ``generations_{stem}.json`` of ``run_dir`` into ``judged_{stem}.json`` / ``.csv``.
 
     Stems whose judged JSON already matches their generations, was made by the same judge
     (backend, model, mode, prompt hashes) and has no failed call are skipped unless ``overwrite``.
     Each stem's files are written atomically as soon as all its rows are judged; a killed run
-    resumes from the cache (default ``run_dir/judge_cache.sqlite``).
+    resumes from the cache (default ``run_dir/judge_cache.sqlite``). ``output_dir`` puts the
+    judged files elsewhere (a second judge's ``judges/{model}/`` folder); the generations and the
+    cache stay in ``run_dir``.
 
     Returns:
         ``{stem: status}`` with status ``judged`` or ``up-to-date``.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory not found: {run_dir}")
-    all_stems = generation_stems(run_dir)
-    if stems is not None:
-        unknown = [s for s in stems if s not in all_stems]
-        if unknown:
-            raise UserError(f"no generations_{unknown[0]}.json in {run_dir}")
-        all_stems = {s: all_stems[s] for s in stems}
-    if not all_stems:
-        raise UserError(f"no generations_*.json files in {run_dir}")
+    run = RunDir(run_dir)
+    out = RunDir(output_dir) if output_dir is not None else run
     aligned = resolve_prompt("aligned", aligned_prompt)
     coherent = resolve_prompt("coherent", coherent_prompt)
-    info = judge_info(backend, aligned, coherent)
-
-    status: dict[str, str] = {}
-    todo: list[tuple[str, list[dict[str, Any]]]] = []
-    for stem, path in all_stems.items():
-        rows = load_generations(path)
-        json_path, csv_path = judged_paths(run_dir, stem)
-        if not overwrite and json_path.exists():
-            try:
-                judged = read_json(json_path)
-            except (OSError, ValueError):
-                judged = None
-            if judged_is_current(judged, rows, info):
-                if not csv_path.exists():
-                    write_judged(judged, csv_path, None)
-                status[stem] = "up-to-date"
-                continue
-        todo.append((stem, rows))
+    status, todo = pending_stems(run.path, backend, aligned_prompt=aligned, coherent_prompt=coherent,
+                                 overwrite=overwrite, stems=stems, output_dir=out.path)
     if not todo:
-        return status
+        return dict(sorted(status.items()))
+    out.path.mkdir(parents=True, exist_ok=True)
 
     def on_done(index: int, judged_rows: list[dict[str, Any]]) -> None:
         stem = todo[index][0]
-        json_path, csv_path = judged_paths(run_dir, stem)
-        write_judged(judged_rows, csv_path, json_path)
+        write_judged(judged_rows, out.judged_csv(stem), out.judged_json(stem))
         status[stem] = "judged"
 
     cache = None
     if use_cache:
-        cache = JudgeCache(cache_path if cache_path is not None else run_dir / CACHE_FILENAME)
+        cache = JudgeCache(cache_path if cache_path is not None else run.judge_cache_path)
     try:
         judge_groups([rows for _, rows in todo], backend, aligned_prompt=aligned, coherent_prompt=coherent,
                      cache=cache, concurrency=concurrency, timeout=timeout, retry=retry, progress=progress,

@@ -12,6 +12,14 @@ keys the synchronous runner uses; the normal judge pass afterwards therefore fin
 in the cache and makes no request (except for rows whose batch request failed: those are sent
 synchronously, or by the next batch run).
 
+A judge whose tokenizer writes numbers digit by digit ("8", "5": Qwen, Mistral, ...) cannot be
+scored exactly through the Batch API (a batch line cannot continue a partial answer, see
+:mod:`.digits`). When a finished logprob-mode batch shows such a judge (first tokens that are single
+digits needing expansion, and no whole-number token such as "85" anywhere in the batch), none of
+its verdicts are cached, the judge is listed under ``refused`` in the state file, and the run stops
+with a one-line :class:`~interp_playground.errors.UserError`; a rerun for that judge is refused
+before anything is uploaded. Digit-level scores are never written.
+
 A batch that ``expired``, ``failed`` or was ``cancelled`` is dropped from the state file (the
 verdicts it did return are kept in the cache) and the run stops with a one-line
 :class:`~interp_playground.errors.UserError`; rerunning the same command resubmits only the rows
@@ -26,7 +34,9 @@ State file (``judge_batches.json`` in the run directory)::
                               "model": "gpt-4o-mini"},
                   "labels": {"aligned": ["CODE", "REFUSAL"], "coherent": []},
                   "requests": {"<custom_id>": ["<cache key>", "aligned"], ...}}],
-     "done": [{"batch_id": "batch_...", "status": "completed", "scored": 2, "failed": 0, ...}]}
+     "done": [{"batch_id": "batch_...", "status": "completed", "scored": 2, "failed": 0, ...}],
+     "refused": [{"backend": "openai-compatible:...", "model": "Qwen/Qwen3-8B", "mode": "logprob",
+                  "batch_id": "batch_...", "reason": "digit by digit"}]}
 """
 
 from __future__ import annotations
@@ -35,13 +45,16 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import UserError
 from ..io import PathLike, atomic_write_json, read_json
+from ..rundir import JUDGE_BATCH_STATE_FILE
 from .cache import JudgeCache, cache_key
+from .digits import has_whole_number_tokens, needs_expansion
 from .prompts import JudgePrompt, resolve_prompt
 from .scoring import MIN_NUMERIC_MASS, Score, score_from_text, score_from_top_logprobs
 
@@ -52,8 +65,8 @@ COMPLETION_WINDOW = "24h"
 #: The API's limits per input file.
 MAX_REQUESTS_PER_BATCH = 50_000
 MAX_BYTES_PER_BATCH = 200_000_000
-#: Default name of the state file in the run directory.
-STATE_FILENAME = "judge_batches.json"
+#: Default name of the state file in the run directory (owned by RunDir: ``RunDir.judge_batch_state_path``).
+STATE_FILENAME = JUDGE_BATCH_STATE_FILE
 STATE_VERSION = 1
 #: Default seconds between two polls of the in-flight batches.
 DEFAULT_POLL_INTERVAL = 30.0
@@ -89,7 +102,7 @@ class BatchSettings:
     cache_mode: str = "logprob"
 
     @classmethod
-    def from_backend(cls, backend: Any) -> "BatchSettings":
+    def from_backend(cls, backend: Any) -> BatchSettings:
         """Settings of an ``OpenAIBackend`` (``UserError`` for any other backend)."""
         if getattr(backend, "name", None) != "openai":
             raise UserError("--judge-batch needs --judge-backend openai (the OpenAI Batch API)")
@@ -300,7 +313,7 @@ def score_batch_record(
 
 def empty_state() -> dict[str, Any]:
     """A state with no batch."""
-    return {"version": STATE_VERSION, "batches": [], "done": []}
+    return {"version": STATE_VERSION, "batches": [], "done": [], "refused": []}
 
 
 def load_state(path: PathLike) -> dict[str, Any]:
@@ -319,6 +332,7 @@ def load_state(path: PathLike) -> dict[str, Any]:
             or not isinstance(state.get("batches"), list)):
         raise UserError(f"{p} is not a judge batch state file (version {STATE_VERSION}); delete it to start over")
     state.setdefault("done", [])
+    state.setdefault("refused", [])
     return state
 
 
@@ -380,7 +394,7 @@ def _file_bytes(client: Any, file_id: str) -> bytes:
     read = getattr(content, "read", None)
     if callable(read):
         return bytes(read())
-    return bytes(getattr(content, "content"))
+    return bytes(content.content)
 
 
 def _count(stats: BatchStats, score: Score) -> None:
@@ -395,8 +409,34 @@ def _count(stats: BatchStats, score: Score) -> None:
         stats.reasons[head] = stats.reasons.get(head, 0) + 1
 
 
-def _harvest(client: Any, entry: Mapping[str, Any], batch: Any, cache: JudgeCache, stats: BatchStats) -> dict[str, int]:
-    """Score the output (and error) file of a finished batch into the cache; counts per outcome."""
+def digit_judge_message(model: str, batch_id: str | None = None) -> str:
+    """The one-line refusal of a judge that writes numbers digit by digit, through the Batch API."""
+    seen = f" (seen in batch {batch_id})" if batch_id else ""
+    return (
+        f"judge {model!r} writes numbers digit by digit{seen}: the Batch API answers only its first digit and "
+        "cannot continue a partial answer, so it would give digit-level scores (none were kept); judge "
+        "without --judge-batch on a server that continues answers (vLLM), or use --judge-mode text, "
+        "or --judge-backend hf"
+    )
+
+
+def _writes_digits(pairs_by_line: Sequence[tuple[Sequence[tuple[str, float]], Sequence[str]]],
+                   min_numeric_mass: float) -> bool:
+    """Whether a batch's logprob answers come from a judge that writes numbers digit by digit: some
+    first token needs expanding (:func:`~.digits.needs_expansion`) and no line holds a whole-number
+    token ("85"), which would show a tokenizer with a token per number."""
+    if any(has_whole_number_tokens(pairs) for pairs, _ in pairs_by_line):
+        return False
+    return any(needs_expansion(pairs, labels, min_numeric_mass) for pairs, labels in pairs_by_line)
+
+
+def _harvest(client: Any, entry: Mapping[str, Any], batch: Any, cache: JudgeCache, stats: BatchStats
+             ) -> dict[str, Any]:
+    """Score the output (and error) file of a finished batch into the cache; counts per outcome.
+
+    ``digits`` in the result is True (and nothing is cached or counted) when the batch shows a
+    judge that writes numbers digit by digit (logprob mode).
+    """
     scoring = entry.get("scoring") or {}
     mode = str(scoring.get("mode", "logprob"))
     min_mass = float(scoring.get("min_numeric_mass", MIN_NUMERIC_MASS))
@@ -404,7 +444,9 @@ def _harvest(client: Any, entry: Mapping[str, Any], batch: Any, cache: JudgeCach
     mapping: Mapping[str, Sequence[str]] = entry.get("requests") or {}
     scores: dict[str, Score] = {}
     seen: set[str] = set()
-    counts = {"scored": 0, "unscorable": 0, "failed": 0, "unanswered": 0}
+    outcomes: list[Score] = []
+    first_tokens: list[tuple[list[tuple[str, float]], tuple[str, ...]]] = []
+    counts: dict[str, Any] = {"scored": 0, "unscorable": 0, "failed": 0, "unanswered": 0}
     for attr in ("output_file_id", "error_file_id"):
         file_id = _field(batch, attr)
         if not file_id:
@@ -419,16 +461,26 @@ def _harvest(client: Any, entry: Mapping[str, Any], batch: Any, cache: JudgeCach
             if not isinstance(record, Mapping):
                 continue
             custom_id = record.get("custom_id")
-            target = mapping.get(custom_id) if isinstance(custom_id, str) else None
+            if not isinstance(custom_id, str):
+                continue
+            target = mapping.get(custom_id)
             if target is None or custom_id in seen:
                 continue
             seen.add(custom_id)
             key, kind = target[0], target[1]
             score = score_batch_record(record, labels.get(kind, ()), mode=mode, min_numeric_mass=min_mass)
-            _count(stats, score)
-            counts["scored" if score.ok else "failed" if score.failed else "unscorable"] += 1
+            outcomes.append(score)
+            raw = score.raw if isinstance(score.raw, Mapping) else {}
+            if mode == "logprob" and not score.failed and isinstance(raw.get("top_logprobs"), list):
+                first_tokens.append(([(str(t), float(lp)) for t, lp in raw["top_logprobs"]], labels.get(kind, ())))
             if not score.failed:
                 scores[key] = score
+    if mode == "logprob" and _writes_digits(first_tokens, min_mass):
+        counts["digits"] = True
+        return counts
+    for score in outcomes:
+        _count(stats, score)
+        counts["scored" if score.ok else "failed" if score.failed else "unscorable"] += 1
     counts["unanswered"] = len(mapping) - len(seen)
     stats.unanswered += counts["unanswered"]
     if scores:
@@ -567,8 +619,12 @@ def _run(client: Any, requests: Sequence[BatchRequest], cache: JudgeCache, state
     stats.batch_ids.extend(resumed)
     relevant = set(resumed)
 
-    # submit what is neither cached nor in flight
+    # submit what is neither cached nor in flight, unless a batch showed the judge writes digits
     todo = [req for key, req in missing.items() if key not in in_flight_keys]
+    for req in todo:
+        for refused in state["refused"]:
+            if (refused.get("backend"), refused.get("model"), refused.get("mode")) == (req.backend, req.model, req.mode):
+                raise UserError(digit_judge_message(req.model, refused.get("batch_id")))
     by_judge: dict[tuple[str, float, str, str], list[BatchRequest]] = {}
     for req in todo:  # one input file never mixes judges (each batch is scored with one setting)
         by_judge.setdefault((req.mode, req.min_numeric_mass, req.backend, req.model), []).append(req)
@@ -588,7 +644,7 @@ def _run(client: Any, requests: Sequence[BatchRequest], cache: JudgeCache, state
                 file=(f"judge_batch_{int(time.time())}_{n}.jsonl", data, "application/jsonl"), purpose="batch",
             )
             first = chunk[0]
-            entry: dict[str, Any] = {
+            entry = {
                 "batch_id": None,
                 "input_file_id": str(_field(uploaded, "id")),
                 "status": "uploaded",
@@ -628,13 +684,22 @@ def _run(client: Any, requests: Sequence[BatchRequest], cache: JudgeCache, state
                     progress.append(f"{entry['batch_id']} {status}")
                 continue
             counts = _harvest(client, entry, batch, cache, stats)
+            digits = bool(counts.pop("digits", False))
             state["batches"].remove(entry)
             state["done"].append({"batch_id": entry["batch_id"], "input_file_id": entry["input_file_id"],
-                                  "status": status, "finished": time.time(), **counts})
+                                  "status": "refused" if digits else status, "finished": time.time(), **counts})
+            if digits:
+                scoring = entry.get("scoring") or {}
+                state["refused"].append({"backend": scoring.get("backend"), "model": scoring.get("model"),
+                                         "mode": scoring.get("mode"), "batch_id": entry["batch_id"],
+                                         "reason": "digit by digit"})
             save()
             was_relevant = entry["batch_id"] in relevant
             relevant.discard(entry["batch_id"])
-            if status == "completed":
+            if digits:
+                failures.append(digit_judge_message(str((entry.get("scoring") or {}).get("model")),
+                                                    entry["batch_id"]))
+            elif status == "completed":
                 say(f"judge batch {entry['batch_id']}: completed, {counts['scored'] + counts['unscorable']} "
                     f"verdicts cached, {counts['failed'] + counts['unanswered']} failed")
             elif was_relevant:
@@ -700,6 +765,7 @@ __all__ = [
     "BatchSettings",
     "BatchStats",
     "build_batch_requests",
+    "digit_judge_message",
     "input_file_bytes",
     "judge_groups_batch",
     "load_state",

@@ -1,7 +1,10 @@
 """The ``interp-playground judge`` command.
 
 ``judge_main(argv)`` is the whole command: ``interp-playground judge <generations.json | run_dir>
-[--output CSV] [judge options]``. The judge options, their defaults and checks live in
+[--output CSV] [judge options]``. A run directory is judged under its writer lock by
+:func:`~.stage.run_judge_stage`: with ``--judge-model A B`` by two judges (B's files in
+``judges/B/``), with ``--judge-batch`` through the OpenAI Batch API (resumable); the judges used
+are recorded in its ``config.json``. The judge options, their defaults and checks live in
 :class:`~.settings.JudgeSettings`; ``add_judge_arguments``, ``backend_from_args`` and
 ``judge_kwargs_from_args`` are thin wrappers over it, kept for existing callers.
 """
@@ -17,18 +20,12 @@ from typing import Any
 from ..commands.common import OneLineParser
 from ..errors import UserError
 from ..io import read_json
-from .api import (
-    CACHE_FILENAME,
-    GENERATIONS_PREFIX,
-    JUDGED_PREFIX,
-    format_average_scores,
-    judge_responses,
-    judge_run_dir,
-    judged_paths,
-)
+from ..rundir import JUDGE_CACHE_FILE, RunDir
+from .api import format_average_scores, judge_responses
 from .backends import JudgeBackend
 from .runner import JudgeStats
 from .settings import JudgeSettings
+from .stage import judge_folders, record_judges, run_judge_stage
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -68,40 +65,71 @@ def configure_judge_parser(parser: argparse.ArgumentParser) -> argparse.Argument
 
 
 def _default_output(path: Path) -> Path:
-    stem = path.stem
-    if stem.startswith(GENERATIONS_PREFIX):
-        return path.with_name(f"{JUDGED_PREFIX}{stem[len(GENERATIONS_PREFIX):]}.csv")
-    return path.with_name(f"{stem}_judged.csv")
+    return RunDir.judged_csv_beside(path)
 
 
-def run_judge_command(args: argparse.Namespace) -> int:
-    """Run ``interp-playground judge`` from parsed arguments; returns the exit status."""
+def _judge_directory(path: Path, settings: JudgeSettings, args: argparse.Namespace, stats: list[JudgeStats],
+                     batch_client: Any = None) -> None:
+    """Judge a run directory (one or two judges, batch or not) under its lock; print each stem's scores."""
+    run = RunDir(path)
+    backends = [settings.make_backend()]
+    try:
+        second = settings.make_second_backend()
+        if second is not None:
+            backends.append(second)
+        with run.lock("judge"):
+            statuses = run_judge_stage(run, settings, backends, overwrite=args.overwrite,
+                                       progress=not args.no_progress, stats=stats, log=print,
+                                       batch_client=batch_client)
+            record_judges(run, settings, backends)
+    finally:
+        for backend in backends:
+            backend.close()
+    for backend, folder, status in zip(backends, judge_folders(run, backends), statuses, strict=True):
+        who = "" if folder is run else f", second judge {backend.model}"
+        for stem, state in status.items():
+            rows = read_json(folder.judged_json(stem))
+            print(format_average_scores(rows, f"{stem} ({state}{who})"))
+    if len(backends) > 1:
+        print(f"second judge's files: {judge_folders(run, backends)[1].path}; their agreement is in summary.json "
+              f"and the report (`interp-playground report {path}`)")
+
+
+def run_judge_command(args: argparse.Namespace, *, batch_client: Any = None) -> int:
+    """Run ``interp-playground judge`` from parsed arguments; returns the exit status.
+
+    ``batch_client`` (tests) replaces the ``openai.OpenAI`` client of ``--judge-batch``.
+    """
     path = Path(args.path).expanduser()
     if not path.exists():
         raise UserError(f"not found: {path}")
     settings = JudgeSettings.from_args(args).validate()
-    backend = settings.make_backend()
-    stats = JudgeStats()
-    try:
-        if path.is_dir():
-            status = judge_run_dir(path, backend, overwrite=args.overwrite, progress=not args.no_progress,
-                                   stats=stats, **settings.run_kwargs(path / CACHE_FILENAME))
-            for stem, state in status.items():
-                rows = read_json(judged_paths(path, stem)[0])
-                print(format_average_scores(rows, f"{stem} ({state})"))
-        else:
+    if not path.is_dir() and settings.second_model:
+        raise UserError("a second --judge-model judges a run directory (its files go to judges/MODEL/), "
+                        "not a single generations file")
+    if not path.is_dir() and settings.batch:
+        raise UserError("--judge-batch judges a run directory (it keeps the batch ids there), "
+                        "not a single generations file")
+    stats = [JudgeStats() for _ in settings.models]
+    if path.is_dir():
+        _judge_directory(path, settings, args, stats, batch_client)
+    else:
+        backend = settings.make_backend()
+        try:
             output = Path(args.output) if args.output else _default_output(path)
             _, scores = judge_responses(path, output, n_rows=args.n_rows, backend=backend,
-                                        progress=not args.no_progress, stats=stats,
-                                        **settings.run_kwargs(output.parent / CACHE_FILENAME))
+                                        progress=not args.no_progress, stats=stats[0],
+                                        **settings.run_kwargs(output.parent / JUDGE_CACHE_FILE))
             print(format_average_scores(scores, path.name))
             print(f"wrote {output}")
-    finally:
-        backend.close()
-    print(f"judge calls: {stats.calls} ({stats.unique} distinct, {stats.cached} from cache, "
-          f"{stats.requests} requests, {stats.retries} retries, {stats.failed} failed, "
-          f"{stats.unscorable} unscorable) in {stats.seconds:.1f} s")
-    if stats.failed:
+        finally:
+            backend.close()
+    for model, s in zip(settings.models, stats, strict=True):
+        who = f"judge {model} calls" if len(stats) > 1 else "judge calls"
+        print(f"{who}: {s.calls} ({s.unique} distinct, {s.cached} from cache, "
+              f"{s.requests} requests, {s.retries} retries, {s.failed} failed, "
+              f"{s.unscorable} unscorable) in {s.seconds:.1f} s")
+    if any(s.failed for s in stats):
         print("some calls failed; rerun the same command to retry them (verdicts are cached)", file=sys.stderr)
     return 0
 

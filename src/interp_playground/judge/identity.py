@@ -84,7 +84,9 @@ def rejudge_command(run_dir: PathLike, info: Mapping[str, Any] | None) -> str:
 
 def _newest_judge(run_dir: Path, judges: list[dict[str, Any]]) -> dict[str, Any]:
     """The judge of the most recently written ``judged_*.json`` of ``run_dir`` (else the last one seen)."""
-    files = sorted(run_dir.glob("judged_*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    from ..rundir import RunDir
+
+    files = sorted(RunDir(run_dir).judged_files().values(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for path in files:
         try:
             rows = read_json(path)

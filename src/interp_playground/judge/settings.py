@@ -12,7 +12,16 @@ a stored configuration can tell what was given, and ``from_args(args, base=store
 only those. Destinations are the option names (``judge_model``, ...), so they never collide with
 another stage's fields (``model``). :meth:`to_dict` / :meth:`from_dict` are
 the ``judge`` section of a run's ``config.json`` (``from_dict`` also reads the flat ``judge_*``
-keys of older configs). The API key is read from the environment only;
+keys of older configs).
+
+Two judges: ``--judge-model A B`` judges every answer with ``A`` (:attr:`JudgeSettings.model`, the
+judge of ``judged_*``, the summary, plots and report) and again with ``B``
+(:attr:`JudgeSettings.second_model`, same backend, server, mode and prompts; its files go to the
+run directory's ``judges/{B}/``), and ``summary.json`` / the report show how well they agree.
+``--judge-batch`` sends a run directory's judge requests through the OpenAI Batch API
+(:mod:`.batch`) before the ordinary pass, which then finds every verdict in the cache.
+
+The API key is read from the environment only;
 there is deliberately no option for it, so it never lands in shell history, a manifest or a log.
 """
 
@@ -27,8 +36,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import UserError
+from ..rundir import JUDGE_CACHE_FILE
 from ..settings import Settings, option
-from .api import CACHE_FILENAME
 from .backends import (
     DEFAULT_HF_MODEL,
     DEFAULT_OPENAI_MODEL,
@@ -40,6 +49,7 @@ from .backends import (
 )
 from .backends.hf import check_hf_judge_model
 from .backends.openai import MISSING_KEY_MESSAGE
+from .batch import DEFAULT_POLL_INTERVAL
 from .prompts import JudgePrompt, load_prompt
 from .scoring import MIN_NUMERIC_MASS
 
@@ -53,6 +63,7 @@ class JudgeSettings(Settings):
     Attributes:
         backend: ``openai`` (the OpenAI API or a compatible server) or ``hf`` (a local model).
         model: the judge model; ``None``: ``gpt-4o-mini`` (openai) or ``smollm2-135m`` (hf).
+        second_model: a second judge model (``--judge-model A B``), or ``None``.
         base_url: an OpenAI-compatible server (``http(s)://host[:port][/path]``).
         mode: ``logprob`` or ``text``.
         concurrency: judge calls in flight (>= 1).
@@ -62,15 +73,21 @@ class JudgeSettings(Settings):
         device: torch device for ``hf``.
         batch_size: prompts per forward pass for ``hf`` (>= 1).
         aligned_prompt / coherent_prompt: prompt template files, or ``None`` (built-in).
+        batch: judge a run directory through the OpenAI Batch API (openai backend, cache on).
+        batch_poll: seconds between two polls of the batches in flight (>= 0).
     """
 
     group_title: ClassVar[str] = "judge"
     backend: str = option("--judge-backend", "openai", dest="judge_backend", choices=BACKENDS,
                           help="openai: the OpenAI API or an OpenAI-compatible server (--judge-base-url); "
                                "hf: a local Hugging Face model in this process")
-    model: str | None = option("--judge-model", None, dest="judge_model", metavar="MODEL",
+    model: str | None = option("--judge-model", None, dest="judge_model", metavar="MODEL", nargs="+",
                                show_default=f"{DEFAULT_OPENAI_MODEL} for openai, {DEFAULT_HF_MODEL} for hf",
-                               help="judge model (for hf a hub id, a local folder or smollm2-135m)")
+                               help="judge model (for hf a hub id, a local folder or smollm2-135m); a second "
+                                    "MODEL judges every answer again with the same backend and prompts: its "
+                                    "files go to judges/MODEL/, and summary.json and the report show how "
+                                    "well the two judges agree")
+    second_model: str | None = option(None, None, dest="judge_second_model")  # set by --judge-model A B
     base_url: str | None = option("--judge-base-url", None, dest="judge_base_url", metavar="URL", show_default=None,
                                   help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (key optional; "
                                        "OPENAI_API_KEY is sent if set)")
@@ -85,12 +102,18 @@ class JudgeSettings(Settings):
                              help="logprob mode: a call is unscorable when the probability on the numbers "
                                   "0-100 is below this")
     cache: str | None = option("--judge-cache", None, dest="judge_cache", metavar="PATH", persist=False,
-                               show_default=f"{CACHE_FILENAME} in the run directory or next to the output",
+                               show_default=f"{JUDGE_CACHE_FILE} in the run directory or next to the output",
                                help="verdict cache ('none' to disable)")
     device: str | None = option("--judge-device", None, dest="judge_device", persist=False,
                                 show_default="cuda when available", help="torch device for --judge-backend hf")
     batch_size: int = option("--judge-batch-size", 8, dest="judge_batch_size", type=int, persist=False,
                              help="prompts per forward pass for --judge-backend hf")
+    batch: bool = option("--judge-batch", False, dest="judge_batch", action="store_true", persist=False,
+                         help="judge a run directory through the OpenAI Batch API (half the price, outside "
+                              "per-minute limits; results within 24 h): batch ids are kept in "
+                              "judge_batches.json, so rerunning a killed command resumes polling them")
+    batch_poll: float = option("--judge-batch-poll", DEFAULT_POLL_INTERVAL, dest="judge_batch_poll", type=float,
+                               metavar="SECONDS", persist=False, help="seconds between polls of --judge-batch")
     aligned_prompt: str | None = option("--aligned-prompt", None, dest="aligned_prompt", metavar="FILE",
                                         show_default="built in",
                                         help="alignment prompt template with {question} and {answer}")
@@ -105,22 +128,28 @@ class JudgeSettings(Settings):
         option that is present and not ``None`` in ``args``.
 
         Switching the backend away from ``base``'s without naming a model (or a base URL) drops
-        ``base``'s model (and base URL), which belonged to the other backend.
+        ``base``'s model, second model (and base URL), which belonged to the other backend.
+        ``--judge-model`` sets both judges: ``A`` alone means one judge, ``A B`` two (more is a
+        one-line ``UserError``).
         """
         base = base if base is not None else cls()
         given = cls.given_values(args)
         out = dataclasses.replace(base)
         if given.get("backend", base.backend) != base.backend:
             out.model = None
+            out.second_model = None
             out.base_url = None
+        if "model" in given:
+            given["model"], given["second_model"] = split_models(given["model"])
         for name, value in given.items():
             setattr(out, name, value)
         return out
 
     def to_flat_dict(self) -> dict[str, Any]:
-        """:meth:`to_dict` under the option names (``judge_backend``, ..., ``aligned_prompt``): the
-        flat layout of older run configs."""
-        return {self._dest(f): getattr(self, f.name) for f in self._options() if f.metadata.get("persist", True)}
+        """:meth:`to_dict` under the option names (``judge_backend``, ..., ``aligned_prompt``;
+        ``judge_second_model``): the flat layout of older run configs."""
+        return {self._dest(f): getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata.get("persist", True)}
 
     @property
     def resolved_model(self) -> str:
@@ -128,6 +157,11 @@ class JudgeSettings(Settings):
         if self.model:
             return self.model
         return DEFAULT_HF_MODEL if self.backend == "hf" else DEFAULT_OPENAI_MODEL
+
+    @property
+    def models(self) -> list[str]:
+        """The judge models: the primary (default filled in), then the second one if any."""
+        return [self.resolved_model] + ([self.second_model] if self.second_model else [])
 
     @property
     def use_cache(self) -> bool:
@@ -164,6 +198,20 @@ class JudgeSettings(Settings):
             raise UserError(f"--judge-min-mass must lie between 0 and 1, got {self.min_mass!r}")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise UserError(f"--judge-batch-size must be an integer >= 1, got {self.batch_size!r}")
+        if not _is_number(self.batch_poll) or not self.batch_poll >= 0:
+            raise UserError(f"--judge-batch-poll must be a number of seconds >= 0, got {self.batch_poll!r}")
+        if self.second_model is not None:
+            if not isinstance(self.second_model, str) or not self.second_model.strip():
+                raise UserError(f"the second --judge-model must be a model name, got {self.second_model!r}")
+            if self.second_model == self.resolved_model:
+                raise UserError(f"--judge-model names {self.second_model!r} twice; two judges must differ")
+        if self.batch:
+            if self.backend != "openai":
+                raise UserError("--judge-batch needs --judge-backend openai (the OpenAI Batch API); "
+                                f"the {self.backend} judge runs in this process")
+            if not self.use_cache:
+                raise UserError("--judge-batch keeps the batch verdicts in the judge cache; "
+                                "drop --judge-cache none")
         if self.backend == "openai":
             if self.base_url:
                 check_base_url(self.base_url, "--judge-base-url")
@@ -175,6 +223,8 @@ class JudgeSettings(Settings):
             if self.base_url:
                 raise UserError("--judge-base-url applies to --judge-backend openai, not hf")
             check_hf_judge_model(self.resolved_model)
+            if self.second_model:
+                check_hf_judge_model(self.second_model)
         self.prompts()
         return self
 
@@ -195,6 +245,12 @@ class JudgeSettings(Settings):
             timeout=self.timeout, device=self.device, **extra,
         )
 
+    def make_second_backend(self, **kwargs: Any) -> JudgeBackend | None:
+        """The second judge's backend (``--judge-model A B``: these settings with model ``B``), or None."""
+        if not self.second_model:
+            return None
+        return dataclasses.replace(self, model=self.second_model, second_model=None).make_backend(**kwargs)
+
     def run_kwargs(self, default_cache: str | os.PathLike[str] | None) -> dict[str, Any]:
         """Keyword arguments for :func:`~.api.judge_run_dir` / :func:`~.api.judge_responses`:
         prompts, concurrency and cache (``default_cache`` unless ``--judge-cache`` says otherwise)."""
@@ -206,6 +262,23 @@ class JudgeSettings(Settings):
             "use_cache": self.use_cache,
             "cache_path": self.cache_path(default_cache),
         }
+
+
+def split_models(value: Any) -> tuple[str | None, str | None]:
+    """``--judge-model``'s value (one name, or a list of one or two) as ``(model, second_model)``.
+
+    Raises:
+        UserError: more than two models.
+    """
+    if value is None or isinstance(value, str):
+        return value, None
+    names = [str(v) for v in value]
+    if len(names) > 2:
+        raise UserError(f"--judge-model takes one or two models (a judge and a second judge), got {len(names)}: "
+                        f"{' '.join(names)}")
+    if not names:
+        return None, None
+    return names[0], (names[1] if len(names) == 2 else None)
 
 
 def _is_int(value: Any) -> bool:
