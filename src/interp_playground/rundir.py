@@ -8,6 +8,8 @@ A run directory explains itself (nanoGPT style)::
       generations_journal.jsonl        # finished rows, appended after every batch (resume)
       generation_manifest.json         # settings fingerprint of every finished file
       judged_{stem}.json / .csv        # judged rows; the CSV has the seed's columns
+      measures_{stem}.json             # judge-free measures of every answer (NLL, repetition, projections)
+      measures_journal.jsonl           # finished measures, appended after every batch (resume)
       judge_cache.sqlite               # verdict cache
       summary.json  plots/*.png  report.html
       .lock                            # held by the process that writes (flock; gone with it)
@@ -49,6 +51,8 @@ JUDGE_CACHE_FILE = "judge_cache.sqlite"
 LOCK_FILE = ".lock"
 GENERATIONS_PREFIX = "generations_"
 JUDGED_PREFIX = "judged_"
+MEASURES_PREFIX = "measures_"
+MEASURES_JOURNAL_FILE = "measures_journal.jsonl"
 
 # Locks this process holds: path -> (open file, depth). flock belongs to an open file, so a stage
 # nested in another stage of the same process (eval -> generate) re-enters instead of deadlocking.
@@ -86,7 +90,7 @@ class RunManifest:
         return {"format": data.pop("format"), "schema": data.pop("schema"), **data}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunManifest":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunManifest:
         """Read a ``config.json`` of any schema up to :data:`CONFIG_SCHEMA` (schema 1 has none)."""
         schema = data.get("schema", 1)
         if not isinstance(schema, int) or schema > CONFIG_SCHEMA:
@@ -125,7 +129,7 @@ class RunDir:
     # ---- creation and checks ----
 
     @classmethod
-    def create(cls, output_dir: PathLike, *, now: _dt.datetime | None = None) -> "RunDir":
+    def create(cls, output_dir: PathLike, *, now: _dt.datetime | None = None) -> RunDir:
         """A fresh ``{output_dir}/{YYYYmmdd_HHMMSS}`` directory, suffixed ``_1``, ``_2``... when the name
         is taken. Creation is atomic (``mkdir`` without ``exist_ok``), so concurrent callers never share one."""
         parent = Path(output_dir)
@@ -141,7 +145,7 @@ class RunDir:
         raise UserError(f"could not create a run directory in {parent}")  # pragma: no cover
 
     @classmethod
-    def existing(cls, path: PathLike, *, need_config: bool = False) -> "RunDir":
+    def existing(cls, path: PathLike, *, need_config: bool = False) -> RunDir:
         """An existing run directory (one-line ``UserError`` when it is missing, or has no config.json
         and ``need_config``)."""
         run = cls(path)
@@ -192,6 +196,19 @@ class RunDir:
     def judged_csv(self, cond: Condition | str) -> Path:
         """``judged_{stem}.csv`` of a condition (or stem)."""
         return self.path / f"{JUDGED_PREFIX}{_stem(cond)}.csv"
+
+    def measures(self, cond: Condition | str) -> Path:
+        """``measures_{stem}.json`` of a condition (or stem)."""
+        return self.path / f"{MEASURES_PREFIX}{_stem(cond)}.json"
+
+    @property
+    def measures_journal_path(self) -> Path:
+        """``measures_journal.jsonl``: the measures stage's resumable journal."""
+        return self.path / MEASURES_JOURNAL_FILE
+
+    def measures_files(self) -> dict[str, Path]:
+        """``{stem: path}`` of every ``measures_*.json``, sorted by stem."""
+        return self._files(MEASURES_PREFIX, ".json")
 
     def generation_files(self) -> dict[str, Path]:
         """``{stem: path}`` of every ``generations_*.json`` (sorted, the journal and manifest excluded)."""
@@ -304,5 +321,6 @@ def _describe_holder(text: str) -> str:
 
 __all__ = [
     "BASELINE_STEM", "CONFIG_FILE", "CONFIG_SCHEMA", "JOURNAL_FILE", "JUDGE_CACHE_FILE", "MANIFEST_FILE",
+    "MEASURES_JOURNAL_FILE",
     "PLOTS_DIR", "REPORT_FILE", "SUMMARY_FILE", "RunDir", "RunManifest", "check_writable_dir",
 ]

@@ -29,6 +29,7 @@ def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true",
                    help="with --resume: regenerate with changed generation settings")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    add_measures_arguments(p)
     ModelSettings.add_arguments(p, skip=("revision",))
     GridSettings.add_arguments(p)
     GenerationSettings.add_arguments(p)
@@ -104,8 +105,20 @@ def main(argv: list[str]) -> int:
         config, run_dir=run_dir, output_dir=args.output_dir, skip_generation=args.skip_generation,
         skip_judging=args.skip_judging, overwrite=args.overwrite,
         make_report=not args.no_report, command=["interp-playground", "eval", *argv],
+        skip_measures=args.skip_measures, measures_batch_size=args.measures_batch_size,
     )
     return 0
+
+
+def add_measures_arguments(p: argparse.ArgumentParser) -> None:
+    """``--skip-measures`` and ``--measures-batch-size`` (the judge-free measures stage)."""
+    from ..measures_stage import DEFAULT_MEASURES_BATCH_SIZE
+
+    g = p.add_argument_group("measures")
+    g.add_argument("--skip-measures", action="store_true",
+                   help="skip the judge-free measures (NLL, repetition, projections under the unsteered model)")
+    g.add_argument("--measures-batch-size", type=int, default=DEFAULT_MEASURES_BATCH_SIZE, metavar="N",
+                   help=f"answers per forward pass of the measures (default: {DEFAULT_MEASURES_BATCH_SIZE})")
 
 
 def _run_dir_parser(prog: str, what: str) -> argparse.ArgumentParser:
