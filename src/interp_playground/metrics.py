@@ -18,7 +18,11 @@ Input is the judged rows of a run (``judged_{stem}.json``); output is the conten
   length), and ``projection``: the mean projection of the condition's answers onto its own steering
   direction (``vector@layer``; single-layer steered conditions) with its CI, beside the baseline's
   answers on that same direction (``baseline_mean`` and CI); all with deltas vs baseline. The CIs
-  come from the same bootstrap, each (condition, measure) with its own stream.
+  come from the same bootstrap, each (condition, measure) with its own stream. The NLL and
+  projection deltas also get a CI of the difference (``vs_baseline_ci_low`` / ``_high`` in ``nll``
+  and ``projection``: the condition's and the baseline's answers resampled independently), so "the
+  NLL rose by a margin its CI separates from 0" reads off one field even when the two groups' own
+  CIs overlap.
 * **projection vs aligned**: the Spearman rank correlation (ties get average ranks) between an
   answer's projection and its aligned score, over answers with both numeric: per condition, and
   per direction pooled over the conditions steered along it plus the baseline's answers (answers
@@ -149,6 +153,30 @@ def bootstrap_mean_ci(
     return float(lo), float(hi)
 
 
+def bootstrap_diff_ci(
+    values: Sequence[float] | np.ndarray,
+    reference: Sequence[float] | np.ndarray,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    level: float = CI_LEVEL,
+) -> tuple[float | None, float | None]:
+    """Percentile-bootstrap CI of ``mean(values) - mean(reference)``, the two groups resampled
+    independently (``(None, None)`` when either is empty or ``n_bootstrap`` is 0)."""
+    a, b = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    if a.size == 0 or b.size == 0 or n_bootstrap <= 0:
+        return None, None
+    diffs = np.empty(n_bootstrap, dtype=float)
+    block = max(1, _BOOTSTRAP_BLOCK // max(a.size, b.size))
+    for start in range(0, n_bootstrap, block):
+        stop = min(n_bootstrap, start + block)
+        ia = rng.integers(0, a.size, size=(stop - start, a.size))
+        ib = rng.integers(0, b.size, size=(stop - start, b.size))
+        diffs[start:stop] = a[ia].mean(axis=1) - b[ib].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(diffs, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
@@ -276,8 +304,13 @@ def _measure_stats(cond: str, m: _Measures, direction: str | None, base: _Measur
     base_stat = _stat(base_values, n_bootstrap, _rng_for(seed, BASELINE, "projection", direction))
     projection.update({f"baseline_{k}": v for k, v in base_stat.items()})
     rho = _rho(m.pairs)
+    projection["vs_baseline_ci_low"], projection["vs_baseline_ci_high"] = bootstrap_diff_ci(
+        m.projection, base_values, n_bootstrap, _rng_for(seed, cond, "projection", "vs_baseline"))
+    nll = _stat(m.nll, n_bootstrap, _rng_for(seed, cond, "nll"))
+    nll["vs_baseline_ci_low"], nll["vs_baseline_ci_high"] = bootstrap_diff_ci(
+        m.nll, base.nll if base is not None else [], n_bootstrap, _rng_for(seed, cond, "nll", "vs_baseline"))
     return {
-        "nll": _stat(m.nll, n_bootstrap, _rng_for(seed, cond, "nll")),
+        "nll": nll,
         "repetition": _stat(m.repetition, n_bootstrap, _rng_for(seed, cond, "repetition")),
         "answer_tokens": {"mean": _mean(m.tokens), "n": len(m.tokens)},
         "projection": projection,
@@ -774,6 +807,7 @@ __all__ = [
     "BASELINE",
     "LABELS",
     "SUMMARY_FILE",
+    "bootstrap_diff_ci",
     "bootstrap_mean_ci",
     "condition_meta",
     "config_value",

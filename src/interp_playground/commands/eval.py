@@ -165,9 +165,11 @@ def demo_main(argv: list[str]) -> int:
     p.add_argument("--model", default=d.model, help=f"(default: {d.model})")
     p.add_argument("--judge-model", default=d.judge_model, help=f"(default: {d.judge_model})")
     p.add_argument("--max-samples", type=int, default=d.max_samples, help=f"questions (default: {d.max_samples})")
-    p.add_argument("--layers", nargs="+", default=None, help="default: two middle layers")
-    p.add_argument("--alphas", nargs="+", default=[str(a) for a in d.alphas], help="(default: -4 0 4)")
-    p.add_argument("--transforms", nargs="+", default=list(d.transforms), help="(default: all)")
+    p.add_argument("--layers", nargs="+", default=None, help="default: the middle layer (n // 2)")
+    p.add_argument("--alphas", nargs="+", default=[str(a) for a in d.alphas],
+                   help=f"(default: {' '.join(f'{a:g}' for a in d.alphas)})")
+    p.add_argument("--transforms", nargs="+", default=list(d.transforms),
+                   help=f"(default: {' '.join(d.transforms)})")
     p.add_argument("--n-pairs", type=int, default=d.n_pairs, help=f"contrast pairs (default: {d.n_pairs})")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"(default: {d.max_new_tokens})")
     args = p.parse_args(argv)
