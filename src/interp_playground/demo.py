@@ -39,6 +39,8 @@ class DemoOptions:
     # would leave almost every answer unscored: the demo takes the renormalised mean over numbers.
     # Its scores show the plumbing, not a verdict; use a real judge for science.
     judge_min_mass: float = 0.0
+    # Judge-free: the measures (NLL, repetition, projection) alone, a minute or so quicker.
+    skip_judging: bool = False
 
 
 def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
@@ -62,13 +64,13 @@ def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
         (model, tokenizer), transforms=transforms, dataset="bundled", n_samples=o.n_pairs,
         output_dir=vectors_dir,
     )
-    judge = (HFBackend(model, tokenizer=tokenizer, min_numeric_mass=o.judge_min_mass)
-             if o.judge_model == o.model
-             else make_backend("hf", model=o.judge_model, min_numeric_mass=o.judge_min_mass))
+    judge = None if o.skip_judging else (
+        HFBackend(model, tokenizer=tokenizer, min_numeric_mass=o.judge_min_mass) if o.judge_model == o.model
+        else make_backend("hf", model=o.judge_model, min_numeric_mass=o.judge_min_mass))
     config = EvalConfig.build(
         model=o.model, transforms=transforms, layers=layers, alphas=alphas, max_samples=o.max_samples,
         vectors_dir=str(vectors_dir), max_new_tokens=o.max_new_tokens, do_sample=False,
         judge_backend="hf", judge_model=o.judge_model, judge_min_mass=o.judge_min_mass,
     )
     return run_eval(config, run_dir=run, model_and_tokenizer=(model, tokenizer), judge_backend=judge,
-                    progress=progress, command=["interp-playground", "demo"])
+                    skip_judging=o.skip_judging, progress=progress, command=["interp-playground", "demo"])

@@ -320,14 +320,17 @@ def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: li
         if plan is not None:
             plan.run(model, tokenizer, progress)
             del plan, vectors
+        stems = [c.stem for c in conditions]
+        if backend is None:  # --skip-judging only checks the stored judgments: before the measures' work
+            judged = _judge_stage(run, backend, config, stems, progress, say)
         measured = measures_batch_size is not None and _measures_stage(
             run, config, prepared, conditions, (model, tokenizer) if model is not None else None,
             measures_batch_size, overwrite, progress, say)
         del model, tokenizer  # the judge may need the memory
         if owns_model:
             _release_memory()
-        stems = [c.stem for c in conditions]
-        judged = _judge_stage(run, backend, config, stems, progress, say)
+        if backend is not None:
+            judged = _judge_stage(run, backend, config, stems, progress, say)
         if measured:
             from .measures_stage import annotate_judged
 

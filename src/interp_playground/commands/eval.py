@@ -172,11 +172,14 @@ def demo_main(argv: list[str]) -> int:
                    help=f"(default: {' '.join(d.transforms)})")
     p.add_argument("--n-pairs", type=int, default=d.n_pairs, help=f"contrast pairs (default: {d.n_pairs})")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"(default: {d.max_new_tokens})")
+    p.add_argument("--skip-judging", action="store_true",
+                   help="judge-free: the measures (NLL, repetition, projection) without the local judge")
     args = p.parse_args(argv)
     options = DemoOptions(
         output_dir=args.output_dir, model=args.model, judge_model=args.judge_model,
         max_samples=args.max_samples, layers=args.layers, alphas=args.alphas,
         transforms=args.transforms, n_pairs=args.n_pairs, max_new_tokens=args.max_new_tokens,
+        skip_judging=args.skip_judging,
     )
     run = run_demo(options)
     print(f"\nDone. Open {run / 'report.html'}", file=sys.stdout)
