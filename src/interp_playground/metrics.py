@@ -628,8 +628,8 @@ def summary_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 def run_description(config: Mapping[str, Any]) -> dict[str, str]:
     """Human-readable ``model`` and ``judge`` strings for titles (``"?"`` when unknown)."""
     model = config_value(config, "model.name", "model", default="?")
-    if isinstance(model, Mapping):
-        model = model.get("id") or "?"
+    if isinstance(model, Mapping):  # model_info ({"id": ...}) or the model settings ({"model": ...})
+        model = model.get("id") or model.get("model") or "?"
     backend = config_value(config, "judge.backend", "judge_backend")
     jmodel = config_value(config, "judge.model", "judge_model")
     mode = config_value(config, "judge.mode", "judge_mode")

@@ -556,9 +556,9 @@ def _plot_fluency(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
     conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     base = summary["conditions"].get(BASELINE)
     transforms = _transforms(conds) or [None]
-    fig = _figure(4.8 * len(transforms) + 0.8, 7.4)
-    _title(fig, "Fluency under the unsteered model against alpha (mean, 95% bootstrap CI)", info,
-           "top: NLL per answer token (higher = less fluent); bottom: share of repeated 3-grams (loops)")
+    fig = _figure(max(9.0, 4.8 * len(transforms) + 0.8), 7.6)
+    _title(fig, "Fluency against alpha (unsteered model; mean, 95% CI)", info,
+           "top: NLL per answer token (higher: less fluent)\nbottom: share of repeated 3-grams (loops)")
     axes = np.atleast_2d(fig.subplots(2, len(transforms), squeeze=False))
     labels = sorted({lab for t in transforms if t for m in ("nll", "repetition")
                      for lab in _alpha_series(conds, t, m)}, key=lambda x: [int(v) for v in x.split("+")])
@@ -587,10 +587,10 @@ def _plot_projection(summary: Mapping[str, Any], info: Mapping[str, str], path: 
     conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     transforms = _transforms(conds) or [None]
     nrows, ncols = _grid(len(transforms))
-    fig = _figure(5.2 * ncols + 0.6, 4.4 * nrows + 0.9)
-    _title(fig, "Projection of the answers onto the steering direction against alpha (mean, 95% CI)", info,
-           "residual stream at the steered layer, unsteered model, mean over answer tokens; dashed: the "
-           "baseline's answers on the same direction")
+    fig = _figure(max(9.0, 5.2 * ncols + 0.6), 4.4 * nrows + 1.3)
+    _title(fig, "Projection onto the steering direction against alpha (mean, 95% CI)", info,
+           "residual stream at the steered layer, unsteered model, mean over answer tokens\n"
+           "dashed: the baseline's answers on the same direction")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     labels = sorted({lab for t in transforms if t for lab in _alpha_series(conds, t, "projection")},
                     key=lambda x: [int(v) for v in x.split("+")])
