@@ -229,7 +229,8 @@ class _Measures:
             value = _finite(row.get(key))
             if value is not None:
                 target.append(value)
-        projections = row.get("projections") if isinstance(row.get("projections"), Mapping) else {}
+        raw_projections = row.get("projections")
+        projections: Mapping[str, Any] = raw_projections if isinstance(raw_projections, Mapping) else {}
         for key, raw in projections.items():
             value = _finite(raw)
             if value is not None:

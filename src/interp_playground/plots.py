@@ -555,7 +555,7 @@ def _draw_series(ax: Any, series: Mapping[str, list[tuple[float, tuple[float, fl
 def _plot_fluency(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
     conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     base = summary["conditions"].get(BASELINE)
-    transforms = _transforms(conds) or [None]
+    transforms: list[str | None] = list(_transforms(conds)) or [None]
     fig = _figure(max(9.0, 4.8 * len(transforms) + 0.8), 7.6)
     _title(fig, "Fluency against alpha (unsteered model; mean, 95% CI)", info,
            "top: NLL per answer token (higher: less fluent)\nbottom: share of repeated 3-grams (loops)")
@@ -585,7 +585,7 @@ def _plot_fluency(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
 
 def _plot_projection(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
     conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
-    transforms = _transforms(conds) or [None]
+    transforms: list[str | None] = list(_transforms(conds)) or [None]
     nrows, ncols = _grid(len(transforms))
     fig = _figure(max(9.0, 5.2 * ncols + 0.6), 4.4 * nrows + 1.3)
     _title(fig, "Projection onto the steering direction against alpha (mean, 95% CI)", info,
