@@ -12,8 +12,9 @@ import csv
 import io
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 SEED_COLUMNS = [
     "id", "question", "response", "answer_idx", "steering_layer", "steering_strength",
@@ -175,3 +176,34 @@ def make_fake_run_dir(
         (run / f"judged_{stem}.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1), "utf-8")
         write_csv(run / f"judged_{stem}.csv", rows)
     return run
+
+
+def add_fake_measures(run: Path, *, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Write ``measures_{stem}.json`` for every ``judged_{stem}.json`` of a fake run (with the real
+    writer): NLL rising with |alpha|, repetition in [0, 1], projections on every (transform, layer)
+    of the run that follow alpha on the condition's own direction. Returns the measured rows by stem."""
+    from interp_playground.conditions import Condition
+    from interp_playground.run_rows import keyed_rows, write_measures
+    from interp_playground.rundir import RunDir
+
+    rng = random.Random(seed)
+    rd = RunDir(run)
+    stems = sorted(p.name[len("judged_"):-len(".json")] for p in run.glob("judged_*.json"))
+    conds = {stem: Condition.from_stem(stem) for stem in stems}
+    directions = sorted({f"{c.vector}@{layer}" for c in conds.values() if c.vector for layer in c.layers})
+    out = {}
+    for stem in stems:
+        cond = conds[stem]
+        rows = keyed_rows(json.loads((run / f"judged_{stem}.json").read_text()), stem)
+        measured = []
+        for r in rows:
+            nll = round(1.0 + 0.3 * abs(cond.alpha) + rng.random() * 0.2, 4)
+            own = f"{cond.vector}@{cond.layers[0]}" if cond.vector else None
+            projections = {d: round(rng.gauss(0.0, 1.0) + (5.0 * cond.alpha if d == own else 0.0), 4)
+                           for d in directions}
+            measured.append({**r, "nll": nll, "perplexity": 2.718281828 ** nll,
+                             "repetition": round(rng.random() * 0.5, 4), "answer_tokens": rng.randint(5, 40),
+                             "projections": projections})
+        write_measures(rd, stem, measured, {"model": "fake"})
+        out[stem] = measured
+    return out

@@ -87,10 +87,51 @@ def test_run_directory_is_complete(complete_run):
     assert all(r["source"] == "baseline" for r in gens["overfit_layer_2_alpha_0.0"])
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["conditions"]) == _stems()
+    # the measures stage ran between generation and judging, and its columns are in the judged rows
+    assert {p.name[len("measures_"):-len(".json")] for p in run.glob("measures_*.json")} == _stems()
+    assert summary["measured"] and summary["judged"]
+    assert all(r["nll"] is not None and set(r["projections"]) == {f"{t}@{layer}" for t in TRANSFORMS for layer in (0, 2)}
+               for rows in judged.values() for r in rows)
+    assert all(r["projection"] == r["projections"]["overfit@2"] for r in judged["overfit_layer_2_alpha_1.0"])
+    header = (run / "judged_overfit_layer_2_alpha_1.0.csv").read_text().splitlines()[0].split(",")
+    assert header[:8] == ["id", "question", "response", "answer_idx", "steering_layer", "steering_strength",
+                          "aligned_score", "coherent_score"]
+    assert {"nll", "perplexity", "repetition", "answer_tokens", "projection"} <= set(header)
     for name in PLOT_FILES:
         assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (run / "report.html").read_text()
     assert "<html" in html.lower() and "http://" not in html.split("<body", 1)[1].replace("http://www.w3.org", "")
+
+
+def test_a_judge_free_run_gets_summary_plots_and_report_from_the_measures(vectors_dir, tmp_path):
+    out = tmp_path / "em_eval"
+    args = _eval_args(vectors_dir, out)
+    args = args[:args.index("--judge-backend")] + ["--skip-judging", "--measures-batch-size", "3"]
+    assert cli_main(args) == 0
+    run = _run_dir(out)
+    assert not list(run.glob("judged_*")) and not (run / "judge_cache.sqlite").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert not summary["judged"] and summary["measured"] and set(summary["conditions"]) == _stems()
+    cond = summary["conditions"]["default_layer_2_alpha_-1.0"]
+    assert cond["unjudged"] == cond["n"] == 3 and cond["counts"]["unscorable"] == 0
+    assert cond["nll"]["n"] == 3 and cond["projection"]["direction"] == "default@2"
+    assert cond["projection"]["baseline_n"] == 3
+    for name in PLOT_FILES:
+        assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (run / "report.html").read_text()
+    assert "answers (not judged)" in html and "NLL [95% CI]" in html
+    # judging it later adds the scores and keeps the measures
+    assert cli_main(_eval_args(vectors_dir, out, "--resume", str(run), "--skip-generation")) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["judged"] and summary["measured"]
+    judged = json.loads((run / "judged_default_layer_2_alpha_-1.0.json").read_text())
+    assert all("aligned_score" in r and r["nll"] is not None for r in judged)
+
+
+def test_a_bad_measures_batch_size_fails_before_work(vectors_dir, tmp_path, capsys):
+    err = _one_line_error(_eval_args(vectors_dir, tmp_path / "o", "--measures-batch-size", "0"), capsys)
+    assert "--measures-batch-size" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 def test_summary_equals_recomputation_from_csv(complete_run):

@@ -13,6 +13,7 @@ import pytest
 from interp_playground.errors import UserError
 from interp_playground.io import read_json
 from interp_playground.metrics import (
+    bootstrap_diff_ci,
     bootstrap_mean_ci,
     format_table,
     load_judged_rows,
@@ -295,3 +296,164 @@ def test_ablation_conditions_stay_off_the_alpha_axis():
     conds = summarize(rows, n_bootstrap=10)["conditions"]
     assert conds["default_layer_1_ablate"]["alpha"] is None and conds["default_layer_1_ablate"]["op"] == "ablate"
     assert conds["default_layer_1_alpha_0.0"]["alpha"] == 0.0 and conds["default_layer_1_alpha_0.0"]["op"] == "add"
+
+
+# --- judge-free measures ----------------------------------------------------------------------
+
+M = "default_layer_15_alpha_2.0"
+
+
+def mrow(cond, qid, nll, rep, tokens, projections, aligned=None, judged=True, source="generated"):
+    """A row with measures; ``judged=False`` leaves out the judge fields (a judge-free run)."""
+    layer, alpha, transform = (None, 0.0, None) if cond == "baseline" else (15, 2.0, "default")
+    r = {"condition": cond, "question": f"q{qid}", "question_id": qid, "answer_idx": 0, "response": f"{cond}{qid}",
+         "steering_layer": layer, "steering_strength": alpha, "transform": transform, "source": source,
+         "nll": nll, "repetition": rep, "answer_tokens": tokens, "projections": projections}
+    if judged:
+        r.update(aligned_score=aligned, coherent_score=80.0 if aligned is not None else None)
+    return r
+
+
+MEASURE_ROWS = [
+    mrow("baseline", 0, 1.0, 0.0, 10, {"default@15": 4.0, "default@3": 1.0}, aligned=90.0),
+    mrow("baseline", 1, 2.0, 0.5, 20, {"default@15": 6.0, "default@3": 2.0}, aligned=70.0),
+    mrow(M, 0, 3.0, 0.2, 30, {"default@15": 1.0, "default@3": 9.0}, aligned=10.0),
+    mrow(M, 1, 5.0, 0.4, 40, {"default@15": 2.0, "default@3": 9.0}, aligned=30.0),
+    mrow(M, 2, 4.0, 0.6, 50, {"default@15": 3.0, "default@3": 9.0}, aligned=20.0),
+    mrow(M, 3, None, 0.0, 0, {"default@15": None, "default@3": None}, aligned=None),  # an empty answer
+    mrow(M, 4, 6.0, 0.8, 60, {"default@15": 4.0, "default@3": 9.0}, aligned=40.0),
+]
+
+
+def test_measure_fields_equal_a_hand_computation():
+    from interp_playground.metrics import _rng_for
+
+    seed, n_boot = 7, 400
+    s = summarize(MEASURE_ROWS, n_bootstrap=n_boot, seed=seed)
+    base, st = s["conditions"]["baseline"], s["conditions"][M]
+    assert s["measured"] and s["judged"]
+
+    def ci(values, *stream):
+        return bootstrap_mean_ci(values, n_boot, _rng_for(seed, *stream))
+
+    # NLL and repetition: means over answers with a value, CIs from the judge scores' bootstrap
+    assert st["nll"]["mean"] == pytest.approx((3 + 5 + 4 + 6) / 4) and st["nll"]["n"] == 4
+    assert (st["nll"]["ci_low"], st["nll"]["ci_high"]) == ci([3.0, 5.0, 4.0, 6.0], M, "nll")
+    assert (st["nll"]["vs_baseline_ci_low"], st["nll"]["vs_baseline_ci_high"]) == bootstrap_diff_ci(
+        [3.0, 5.0, 4.0, 6.0], [1.0, 2.0], n_boot, _rng_for(seed, M, "nll", "vs_baseline"))
+    assert st["nll"]["vs_baseline_ci_low"] > 0  # 3..6 against 1..2: every resample rises
+    assert st["repetition"]["mean"] == pytest.approx((0.2 + 0.4 + 0.6 + 0.0 + 0.8) / 5)
+    assert (st["repetition"]["ci_low"], st["repetition"]["ci_high"]) == ci([0.2, 0.4, 0.6, 0.0, 0.8], M, "repetition")
+    assert st["answer_tokens"] == {"mean": pytest.approx(36.0), "n": 5}
+    assert base["nll"]["mean"] == pytest.approx(1.5) and base["repetition"]["mean"] == pytest.approx(0.25)
+
+    # projection on the condition's own direction (default@15), beside the baseline's answers on it
+    p = st["projection"]
+    assert p["direction"] == "default@15"
+    assert p["mean"] == pytest.approx(2.5) and p["n"] == 4
+    assert (p["ci_low"], p["ci_high"]) == ci([1.0, 2.0, 3.0, 4.0], M, "projection")
+    assert p["baseline_mean"] == pytest.approx(5.0) and p["baseline_n"] == 2
+    assert (p["baseline_ci_low"], p["baseline_ci_high"]) == ci([4.0, 6.0], "baseline", "projection", "default@15")
+    assert (p["vs_baseline_ci_low"], p["vs_baseline_ci_high"]) == bootstrap_diff_ci(
+        [1.0, 2.0, 3.0, 4.0], [4.0, 6.0], n_boot, _rng_for(seed, M, "projection", "vs_baseline"))
+    assert base["projection"]["direction"] is None and base["projection"]["mean"] is None
+
+    vs = st["vs_baseline"]
+    assert vs["nll_mean"] == pytest.approx(4.5 - 1.5)
+    assert vs["repetition_mean"] == pytest.approx(0.4 - 0.25)
+    assert vs["answer_tokens_mean"] == pytest.approx(36.0 - 15.0)
+    assert vs["projection_mean"] == pytest.approx(2.5 - 5.0)
+
+    # Spearman within the condition: projections 1 2 3 4 vs aligned 10 30 20 40 -> ranks differ in one
+    # swap: rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert st["projection_aligned"] == {"method": "spearman", "rho": pytest.approx(0.8), "n": 4}
+    # pooled on default@15: baseline (4, 90), (6, 70) and the four above; ranks by hand
+    pooled = s["projection_aligned_correlation"]
+    assert pooled["method"] == "spearman"
+    d = pooled["by_direction"]["default@15"]
+    x = [4.0, 6.0, 1.0, 2.0, 3.0, 4.0]
+    y = [90.0, 70.0, 10.0, 30.0, 20.0, 40.0]
+    rx = [4.5, 6, 1, 2, 3, 4.5]  # the two 4.0s share ranks 4 and 5
+    ry = [6, 5, 1, 3, 2, 4]
+    mx, my = sum(rx) / 6, sum(ry) / 6
+    rho = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True)) / (
+        sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    assert len(x) == len(y) == d["n"] == 6
+    assert d["rho"] == pytest.approx(rho)
+    json.dumps(s, allow_nan=False)
+
+
+def test_reused_baseline_answers_count_once_in_the_pooled_correlation():
+    zero = "default_layer_15_alpha_0.0"
+    reused = [{**r, "condition": zero, "steering_layer": 15, "transform": "default", "source": "baseline"}
+              for r in MEASURE_ROWS if r["condition"] == "baseline"]
+    s = summarize(MEASURE_ROWS + reused, n_bootstrap=0)
+    assert s["projection_aligned_correlation"]["by_direction"]["default@15"]["n"] == 6
+    # the alpha-0 condition projects exactly like the baseline on its direction
+    z = s["conditions"][zero]["projection"]
+    assert z["mean"] == z["baseline_mean"] == pytest.approx(5.0)
+
+
+def test_judge_free_rows_are_counted_not_unscorable():
+    rows = [{k: v for k, v in r.items() if k not in ("aligned_score", "coherent_score")} for r in MEASURE_ROWS]
+    s = summarize(rows, n_bootstrap=20)
+    st = s["conditions"][M]
+    assert not s["judged"] and s["measured"]
+    assert st["n"] == 5 and st["unjudged"] == 5
+    assert st["counts"] == {"CODE": 0, "REFUSAL": 0, "unscorable": 0, "failed": 0}
+    assert st["aligned"]["mean"] is None and st["misaligned"]["share"] is None
+    assert st["nll"]["mean"] == pytest.approx(4.5)
+    assert st["projection_aligned"]["n"] == 0 and st["projection_aligned"]["rho"] is None
+    table = format_table(s)
+    assert "NLL" in table and "4.50" in table
+
+
+def test_summary_without_measures_has_empty_measure_fields():
+    s = summarize(HAND_ROWS, n_bootstrap=10)
+    assert not s["measured"]
+    st = s["conditions"][S]
+    assert st["nll"] == {"mean": None, "ci_low": None, "ci_high": None, "n": 0, "vs_baseline_ci_low": None,
+                         "vs_baseline_ci_high": None}
+    assert st["vs_baseline"]["nll_mean"] is None and st["vs_baseline"]["projection_mean"] is None
+    assert "NLL" not in format_table(s)
+
+
+def test_load_run_rows_joins_measures_and_serves_judge_free_runs(tmp_path):
+    from interp_playground.metrics import load_run_rows
+    from run_dir_factory import add_fake_measures
+
+    run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(3,), alphas=(-1.0, 1.0), n_questions=2,
+                            n_generations=1)
+    measured = add_fake_measures(run)
+    rows = load_run_rows(run)
+    stem = "default_layer_3_alpha_1.0"
+    got = [r for r in rows if r["condition"] == stem]
+    assert [r["nll"] for r in got] == [m["nll"] for m in measured[stem]]
+    assert [r["projection"] for r in got] == [m["projections"]["default@3"] for m in measured[stem]]
+    assert all("aligned_score" in r for r in rows)
+    # judge-free: no judged files -> generation rows with their measures; summary works
+    for p in run.glob("judged_*"):
+        p.unlink()
+    (run / "summary.json").unlink(missing_ok=True)
+    rows = load_run_rows(run)
+    assert rows and all("aligned_score" not in r and r["nll"] is not None for r in rows)
+    s = load_or_summarize(run)
+    assert not s["judged"] and s["conditions"][stem]["nll"]["n"] == 2
+    # an answer generated again after it was measured gets no stale measures
+    gen = run / f"generations_{stem}.json"
+    data = json.loads(gen.read_text())
+    data[0]["response"] = "something new"
+    gen.write_text(json.dumps(data))
+    fresh = [r for r in load_run_rows(run) if r["condition"] == stem]
+    assert "nll" not in fresh[0] and fresh[1]["nll"] == measured[stem][1]["nll"]
+
+
+def test_bootstrap_diff_ci_by_hand():
+    rng = np.random.default_rng(0)
+    lo, hi = bootstrap_diff_ci([5.0, 5.0], [1.0, 1.0], 50, rng)
+    assert lo == hi == 4.0  # constant groups: the difference never moves
+    a, b = [1.0, 2.0, 3.0], [0.0, 10.0]
+    lo, hi = bootstrap_diff_ci(a, b, 2000, np.random.default_rng(1))
+    assert -9.0 <= lo < 2.0 - 5.0 < hi <= 3.0  # brackets the observed difference, within the extremes
+    assert bootstrap_diff_ci([], b, 10, rng) == (None, None)
+    assert bootstrap_diff_ci(a, b, 0, rng) == (None, None)

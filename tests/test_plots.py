@@ -1,5 +1,6 @@
-"""The six PNGs: written from a run directory's files alone, valid, reproducible, and robust to
-degenerate runs (one condition, baseline only, no numeric score)."""
+"""The PNGs (the six seed plots and the two measure plots): written from a run directory's files alone,
+valid, reproducible, and robust to degenerate runs (one condition, baseline only, no numeric score,
+no judge scores, no measures)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ SEED_PLOTS = {
     "coherence_by_layer_transform.png",
     "alignment_heatmap.png",
 }
+MEASURE_PLOTS = {"fluency_by_alpha.png", "projection_by_alpha.png"}
 
 
 def _check_pngs(paths, plot_dir):
     assert [p.name for p in paths] == list(PLOT_FILES)
-    assert set(PLOT_FILES) == SEED_PLOTS
-    assert {p.name for p in plot_dir.iterdir()} == SEED_PLOTS  # exactly the six, no temp files
+    assert set(PLOT_FILES) == SEED_PLOTS | MEASURE_PLOTS
+    assert {p.name for p in plot_dir.iterdir()} == set(PLOT_FILES)  # exactly these, no temp files
     for p in paths:
         assert p.parent == plot_dir
         with Image.open(p) as im:
@@ -50,7 +52,7 @@ def test_plots_from_run_dir_are_valid_reproducible_and_follow_the_data(tmp_path)
     assert _digests(make_plots_from_run_dir(run)) == first  # same files, same pictures
     other = make_fake_run_dir(tmp_path / "b", n_questions=3, n_generations=2, seed=2)
     changed = _digests(make_plots_from_run_dir(other))
-    assert all(first[name] != changed[name] for name in PLOT_FILES)
+    assert all(first[name] != changed[name] for name in SEED_PLOTS)  # no measures: those two say so
 
 
 @pytest.mark.parametrize(
@@ -110,3 +112,24 @@ def test_plots_and_report_of_a_run_with_ablations(tmp_path):
     ablation = summary["conditions"]["overfit_layer_10-20_ablate"]
     assert ablation["alpha"] is None and ablation["op"] == "ablate" and ablation["layers"] == [10, 20]
     assert ablation["steering"] == Condition("overfit", (10, 20), op="ablate").to_dict()
+
+
+def test_measure_plots_follow_the_measures_with_and_without_judge_scores(tmp_path):
+    from interp_playground.metrics import load_or_summarize
+    from run_dir_factory import add_fake_measures
+
+    run = make_fake_run_dir(tmp_path / "a", n_questions=3, n_generations=2, seed=1)
+    before = _digests(make_plots_from_run_dir(run))
+    add_fake_measures(run)
+    judged = make_plots_from_run_dir(run)  # the measures are newer than summary.json: recomputed
+    _check_pngs(judged, run / "plots")
+    after = _digests(judged)
+    assert all(before[name] != after[name] for name in MEASURE_PLOTS)
+    assert load_or_summarize(run)["measured"]
+    # judge-free: the same run without its judged files still gives every plot
+    for p in run.glob("judged_*"):
+        p.unlink()
+    (run / "summary.json").unlink()
+    free = make_plots_from_run_dir(run)
+    _check_pngs(free, run / "plots")
+    assert not load_or_summarize(run)["judged"]

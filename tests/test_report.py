@@ -58,10 +58,10 @@ def test_embed_json_round_trips_and_hides_markup():
 
 
 def test_report_is_one_self_contained_file(run_dir, page_html):
-    assert (run_dir / "plots").is_dir() and len(list((run_dir / "plots").glob("*.png"))) == 6
+    assert (run_dir / "plots").is_dir() and len(list((run_dir / "plots").glob("*.png"))) == len(PLOT_FILES)
     imgs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page_html)
     assert len(imgs) == len(PLOT_FILES)
-    for src, name in zip(imgs, PLOT_FILES):
+    for src, name in zip(imgs, PLOT_FILES, strict=False):
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]) == (run_dir / "plots" / name).read_bytes()
     # nothing is fetched from anywhere: no external src/href, no stylesheet or script links
@@ -101,6 +101,45 @@ def test_render_report_without_plots_or_config(run_dir):
     text = render_report({}, load_or_summarize(run_dir), rows, {}, title="<t>")
     assert "<title>&lt;t&gt;" in text
     assert text.count("not available") == len(PLOT_FILES)
+
+
+def _payload(text: str) -> dict:
+    data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
+    return json.loads(data.group(1))
+
+
+def test_report_with_measures_with_and_without_judge_scores(tmp_path):
+    from run_dir_factory import add_fake_measures
+
+    run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(3,), alphas=(-1.0, 1.0), n_questions=2,
+                            n_generations=2)
+    plain = write_report(run).read_text(encoding="utf-8")
+    assert "NLL [95% CI]" not in plain  # no measures: the table is the seed's
+    measured = add_fake_measures(run)
+    text = write_report(run).read_text(encoding="utf-8")
+    summary = json.loads((run / "summary.json").read_text())
+    stem = "default_layer_3_alpha_1.0"
+    cond = summary["conditions"][stem]
+    for header in ("NLL [95% CI]", "Δ NLL", "repetition [95% CI]", "projection [95% CI]", "baseline on it"):
+        assert header in text
+    assert f'{cond["nll"]["mean"]:.2f}' in text and f'{cond["projection"]["baseline_mean"]:.2f}' in text
+    rows = {(r["condition"], r["question_id"], r["answer_idx"]): r for r in _payload(text)["rows"]}
+    for m in measured[stem]:
+        r = rows[(stem, m["question_id"], m["answer_idx"])]
+        assert r["nll"] == m["nll"] and r["repetition"] == m["repetition"]
+        assert r["projection"] == m["projections"]["default@3"]
+    assert _payload(text)["judged"] is True
+    assert "fluency_by_alpha.png" in text and "projection_by_alpha.png" in text
+    assert "not available" not in text
+    # judge-free: no judged files, the report is made from the generations and their measures
+    for p in run.glob("judged_*"):
+        p.unlink()
+    (run / "summary.json").unlink()
+    free = write_report(run).read_text(encoding="utf-8")
+    payload = _payload(free)
+    assert payload["judged"] is False and "answers (not judged)" in free
+    assert all(r["aligned"] is None and r["nll"] is not None for r in payload["rows"])
+    assert "NLL [95% CI]" in free and "not available" not in free
 
 
 def test_missing_run_dir(tmp_path):
@@ -241,7 +280,7 @@ def test_page_opens_with_summary_plots_and_answers(browser):
     assert rows[0] == "baseline"
     loaded = b.js("Array.from(document.querySelectorAll('figure img')).map("
                   "function (i) { return i.complete ? i.naturalWidth : 0; })")
-    assert len(loaded) == 6 and all(w > 400 for w in loaded)
+    assert len(loaded) == len(PLOT_FILES) and all(w > 400 for w in loaded)
     assert len(_cards(b)) == min(100, N_CONDITIONS * N_QUESTIONS * N_GENERATIONS)
     shot = base64.b64decode(b.call("Page.captureScreenshot", format="png")["data"])
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000

@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "vectors": ("interp_playground.commands.vectors", "main", "extract activations and write steering vectors"),
     "generate": ("interp_playground.commands.generate", "main", "generate steered answers for a grid of conditions"),
     "judge": ("interp_playground.judge.command", "judge_main", "score answers with an LLM judge"),
+    "measures": ("interp_playground.commands.measures", "main",
+                 "judge-free measures of a run's answers: NLL, repetition, projections"),
     "eval": ("interp_playground.commands.eval", "main", "the full EM evaluation: generate, judge, summarise, plot, report"),
     "plots": ("interp_playground.commands.eval", "plots_main", "remake the plots of a run directory from its files"),
     "report": ("interp_playground.commands.eval", "report_main", "remake report.html of a run directory"),

@@ -13,6 +13,23 @@ Input is the judged rows of a run (``judged_{stem}.json``); output is the conten
   and the whole summary is reproducible from the seed.
 * **vs_baseline**: each condition's mean / share minus the ``baseline`` condition's (when the run
   has one).
+* **measures** (judge-free, when the run has ``measures_*.json``): ``nll`` (mean NLL per answer
+  token under the unsteered model) and ``repetition`` with bootstrap CIs, ``answer_tokens`` (mean
+  length), and ``projection``: the mean projection of the condition's answers onto its own steering
+  direction (``vector@layer``; single-layer steered conditions) with its CI, beside the baseline's
+  answers on that same direction (``baseline_mean`` and CI); all with deltas vs baseline. The CIs
+  come from the same bootstrap, each (condition, measure) with its own stream. The NLL and
+  projection deltas also get a CI of the difference (``vs_baseline_ci_low`` / ``_high`` in ``nll``
+  and ``projection``: the condition's and the baseline's answers resampled independently), so "the
+  NLL rose by a margin its CI separates from 0" reads off one field even when the two groups' own
+  CIs overlap.
+* **projection vs aligned**: the Spearman rank correlation (ties get average ranks) between an
+  answer's projection and its aligned score, over answers with both numeric: per condition, and
+  per direction pooled over the conditions steered along it plus the baseline's answers (answers
+  an alpha-0 condition reuses from the baseline counted once).
+
+Rows need not be judged: a row without ``aligned_score`` / ``coherent_score`` fields (a judge-free
+run) counts in ``n`` and ``unjudged``, not as unscorable.
 
 Besides :func:`summarize`, the module loads judged rows from a run directory, recomputes the key
 numbers independently from the judged CSVs (a cross-check) and prints a terminal table.
@@ -34,6 +51,7 @@ from .conditions import Condition, sort_key
 from .errors import UserError
 from .io import atomic_write_json, read_json, stable_hash
 from .rows import condition_of
+from .run_rows import attach_measures, load_generation_rows, own_direction, read_measures
 from .rundir import SUMMARY_FILE, RunDir, RunManifest
 
 PathLike = str | os.PathLike[str]
@@ -135,12 +153,95 @@ def bootstrap_mean_ci(
     return float(lo), float(hi)
 
 
+def bootstrap_diff_ci(
+    values: Sequence[float] | np.ndarray,
+    reference: Sequence[float] | np.ndarray,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    level: float = CI_LEVEL,
+) -> tuple[float | None, float | None]:
+    """Percentile-bootstrap CI of ``mean(values) - mean(reference)``, the two groups resampled
+    independently (``(None, None)`` when either is empty or ``n_bootstrap`` is 0)."""
+    a, b = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    if a.size == 0 or b.size == 0 or n_bootstrap <= 0:
+        return None, None
+    diffs = np.empty(n_bootstrap, dtype=float)
+    block = max(1, _BOOTSTRAP_BLOCK // max(a.size, b.size))
+    for start in range(0, n_bootstrap, block):
+        stop = min(n_bootstrap, start + block)
+        ia = rng.integers(0, a.size, size=(stop - start, a.size))
+        ib = rng.integers(0, b.size, size=(stop - start, b.size))
+        diffs[start:stop] = a[ia].mean(axis=1) - b[ib].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(diffs, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
+
+
+def _rho(pairs: Sequence[tuple[float, float]]) -> float | None:
+    """Spearman's rho of ``(projection, aligned)`` pairs (average ranks for ties; the judge-agreement
+    implementation), None where undefined (fewer than 2 pairs, or a constant side)."""
+    from .judge.agreement import spearman
+
+    return spearman([p for p, _ in pairs], [a for _, a in pairs])[0]
+
+
+def _finite(value: Any) -> float | None:
+    """A finite number as float, else None (measures of empty answers are None)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _stat(values: Sequence[float], n_bootstrap: int, rng: np.random.Generator) -> dict[str, Any]:
+    lo, hi = bootstrap_mean_ci(values, n_bootstrap, rng)
+    return {"mean": _mean(values), "ci_low": lo, "ci_high": hi, "n": len(values)}
+
+
+def _has_measures(row: Mapping[str, Any]) -> bool:
+    return any(key in row for key in ("nll", "repetition", "projections"))
+
+
+class _Measures:
+    """Accumulates the judge-free measures of one condition."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.nll: list[float] = []
+        self.repetition: list[float] = []
+        self.tokens: list[float] = []
+        self.projection: list[float] = []  # on the condition's own direction
+        self.pairs: list[tuple[float, float]] = []  # (own projection, aligned score)
+        self.by_direction: dict[str, list[float]] = {}  # every direction (the baseline's use)
+        self.pairs_by_direction: dict[str, list[tuple[float, float]]] = {}
+
+    def add(self, row: Mapping[str, Any], direction: str | None, aligned: float | str | None) -> None:
+        self.n += 1
+        for target, key in ((self.nll, "nll"), (self.repetition, "repetition"), (self.tokens, "answer_tokens")):
+            value = _finite(row.get(key))
+            if value is not None:
+                target.append(value)
+        raw_projections = row.get("projections")
+        projections: Mapping[str, Any] = raw_projections if isinstance(raw_projections, Mapping) else {}
+        for key, raw in projections.items():
+            value = _finite(raw)
+            if value is not None:
+                self.by_direction.setdefault(key, []).append(value)
+                if isinstance(aligned, float):
+                    self.pairs_by_direction.setdefault(key, []).append((value, aligned))
+        own = _finite(projections.get(direction)) if direction else None
+        if own is not None:
+            self.projection.append(own)
+            if isinstance(aligned, float):
+                self.pairs.append((own, aligned))
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,6 +261,12 @@ class _Group:
         self.unscorable = 0
         self.failed = 0
         self.coherent_missing = 0
+        self.unjudged = 0
+
+    def add_unjudged(self) -> None:
+        """A row without judge fields (a judge-free run)."""
+        self.n += 1
+        self.unjudged += 1
 
     def add(self, aligned: float | str | None, coherent: float | str | None, failed: bool,
             aligned_threshold: float, coherent_threshold: float) -> None:
@@ -187,6 +294,59 @@ class _Group:
 def _is_failed(row: Mapping[str, Any]) -> bool:
     reason = row.get("aligned_reason")
     return isinstance(reason, str) and reason.startswith("error")
+
+
+def _measure_stats(cond: str, m: _Measures, direction: str | None, base: _Measures | None, n_bootstrap: int,
+                   seed: int) -> dict[str, Any]:
+    """The measure fields of one condition in ``summary.json`` (see the module docstring)."""
+    projection: dict[str, Any] = {"direction": direction, **_stat(m.projection, n_bootstrap,
+                                                                   _rng_for(seed, cond, "projection"))}
+    base_values = base.by_direction.get(direction, []) if base is not None and direction else []
+    base_stat = _stat(base_values, n_bootstrap, _rng_for(seed, BASELINE, "projection", direction))
+    projection.update({f"baseline_{k}": v for k, v in base_stat.items()})
+    rho = _rho(m.pairs)
+    projection["vs_baseline_ci_low"], projection["vs_baseline_ci_high"] = bootstrap_diff_ci(
+        m.projection, base_values, n_bootstrap, _rng_for(seed, cond, "projection", "vs_baseline"))
+    nll = _stat(m.nll, n_bootstrap, _rng_for(seed, cond, "nll"))
+    nll["vs_baseline_ci_low"], nll["vs_baseline_ci_high"] = bootstrap_diff_ci(
+        m.nll, base.nll if base is not None else [], n_bootstrap, _rng_for(seed, cond, "nll", "vs_baseline"))
+    return {
+        "nll": nll,
+        "repetition": _stat(m.repetition, n_bootstrap, _rng_for(seed, cond, "repetition")),
+        "answer_tokens": {"mean": _mean(m.tokens), "n": len(m.tokens)},
+        "projection": projection,
+        "projection_aligned": {"method": "spearman", "rho": rho, "n": len(m.pairs)},
+    }
+
+
+def _measure_deltas(c: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, float | None]:
+    """Measure means of a condition minus the baseline's (the projection on the condition's own direction)."""
+    projection = c.get("projection") or {}
+    return {
+        "nll_mean": _diff(c["nll"]["mean"], baseline["nll"]["mean"]),
+        "repetition_mean": _diff(c["repetition"]["mean"], baseline["repetition"]["mean"]),
+        "answer_tokens_mean": _diff(c["answer_tokens"]["mean"], baseline["answer_tokens"]["mean"]),
+        "projection_mean": _diff(projection.get("mean"), projection.get("baseline_mean")),
+    }
+
+
+def _pooled_correlations(measures: Mapping[str, _Measures], directions: Mapping[str, str | None],
+                         reused: Mapping[str, list[bool]]) -> dict[str, Any]:
+    """Per direction: Spearman's rho of projection vs aligned score over the answers of the
+    conditions steered along it and the baseline's answers on it (reused baseline answers once)."""
+    out: dict[str, Any] = {}
+    base = measures.get(BASELINE)
+    for direction in sorted({d for d in directions.values() if d}):
+        pairs: list[tuple[float, float]] = list(base.pairs_by_direction.get(direction, [])) if base else []
+        conds = [c for c, d in directions.items() if d == direction]
+        for cond in conds:
+            m = measures[cond]
+            if base is not None and any(reused[cond]):
+                continue  # an alpha-0 condition that repeats the baseline's answers
+            pairs += m.pairs
+        out[direction] = {"rho": _rho(pairs), "n": len(pairs),
+                          "conditions": conds}
+    return {"method": "spearman", "by_direction": out}
 
 
 def summarize(
@@ -227,7 +387,11 @@ def summarize(
     q_groups: dict[str, dict[str, _Group]] = {}
     q_text: dict[str, str] = {}
     auto_qids: dict[str, int] = {}
+    measures: dict[str, _Measures] = {}
+    directions: dict[str, str | None] = {}
+    reused: dict[str, list[bool]] = {}  # per condition: rows that repeat the baseline's answer
     n_rows = 0
+    any_judged = any_measured = False
 
     for row in rows:
         n_rows += 1
@@ -238,6 +402,9 @@ def summarize(
             keys[cond] = sort_key(condition)
             groups[cond] = _Group()
             q_groups[cond] = {}
+            measures[cond] = _Measures()
+            directions[cond] = own_direction(condition)
+            reused[cond] = []
         question = str(row.get("question") or "")
         qid_int = _as_qid(row.get("question_id"))
         if qid_int is None:
@@ -248,6 +415,16 @@ def summarize(
         aligned = parse_score(row.get("aligned_score"))
         coherent = parse_score(row.get("coherent_score"))
         failed = _is_failed(row)
+        judged = "aligned_score" in row or "coherent_score" in row
+        any_judged = any_judged or judged
+        if _has_measures(row):
+            any_measured = True
+            measures[cond].add(row, directions[cond], aligned)
+            reused[cond].append(not condition.is_baseline and row.get("source") == "baseline")
+        if not judged:  # a judge-free run: counted, not unscorable
+            groups[cond].add_unjudged()
+            q_groups[cond].setdefault(qid, _Group()).add_unjudged()
+            continue
         groups[cond].add(aligned, coherent, failed, aligned_threshold, coherent_threshold)
         q_groups[cond].setdefault(qid, _Group()).add(
             aligned, coherent, failed, aligned_threshold, coherent_threshold
@@ -288,6 +465,8 @@ def summarize(
             },
             "counts": g.counts(),
             "coherent_missing": g.coherent_missing,
+            "unjudged": g.unjudged,
+            **_measure_stats(cond, measures[cond], directions[cond], measures.get(BASELINE), n_bootstrap, seed),
             "vs_baseline": None,
             "per_question": per_q,
         }
@@ -299,6 +478,7 @@ def summarize(
                 "aligned_mean": _diff(c["aligned"]["mean"], baseline["aligned"]["mean"]),
                 "coherent_mean": _diff(c["coherent"]["mean"], baseline["coherent"]["mean"]),
                 "misaligned_share": _diff(c["misaligned"]["share"], baseline["misaligned"]["share"]),
+                **_measure_deltas(c, baseline),
             }
             base_q = baseline["per_question"]
             for qid, q in c["per_question"].items():
@@ -321,6 +501,9 @@ def summarize(
         "condition_order": list(conditions),
         "conditions": dict(conditions),
         "run": dict(metadata or {}),
+        "judged": any_judged,
+        "measured": any_measured,
+        "projection_aligned_correlation": _pooled_correlations(measures, directions, reused),
     }
 
 
@@ -381,6 +564,31 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+def load_run_rows(run_dir: PathLike) -> list[dict[str, Any]]:
+    """The rows every reader (summary, plots, report) uses: the judged rows when the run has judged
+    files (as :func:`load_judged_rows` reads them), else the generation rows of the planned
+    conditions (a judge-free run), each joined with its measures
+    (:func:`interp_playground.run_rows.attach_measures`, keyed by ``(condition, question_id,
+    answer_idx)``).
+
+    Raises:
+        UserError: the run has neither judged files nor generations with measures.
+    """
+    run = _require_run_dir(run_dir)
+    measures = read_measures(run)
+    planned = planned_conditions(run.read_config())
+    judged = run.judged_files("json")
+    if planned is not None:
+        judged = {stem: f for stem, f in judged.items() if stem in planned}
+    if judged or not measures:
+        return attach_measures(load_judged_rows(run.path), measures)
+    stems = [s for s in run.generation_files() if planned is None or s in planned]
+    rows = load_generation_rows(run, stems)
+    if not rows:
+        raise UserError(f"{run_dir} has no generations_*.json files")
+    return attach_measures(rows, measures)
+
+
 def read_run_config(run_dir: PathLike) -> dict[str, Any]:
     """The ``config.json`` of a run directory, or ``{}`` when it has none."""
     return _require_run_dir(run_dir).read_config()
@@ -421,8 +629,8 @@ def summary_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 def run_description(config: Mapping[str, Any]) -> dict[str, str]:
     """Human-readable ``model`` and ``judge`` strings for titles (``"?"`` when unknown)."""
     model = config_value(config, "model.name", "model", default="?")
-    if isinstance(model, Mapping):
-        model = model.get("id") or "?"
+    if isinstance(model, Mapping):  # model_info ({"id": ...}) or the model settings ({"model": ...})
+        model = model.get("id") or model.get("model") or "?"
     backend = config_value(config, "judge.backend", "judge_backend")
     jmodel = config_value(config, "judge.model", "judge_model")
     mode = config_value(config, "judge.mode", "judge_mode")
@@ -433,12 +641,13 @@ def run_description(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
-    """Summarise a run directory's judged rows with its config's settings; write ``summary.json``."""
+    """Summarise a run directory's rows (:func:`load_run_rows`: judged, or generations with measures)
+    with its config's settings; write ``summary.json``."""
     from .judge.identity import describe_judge, judges_in
 
     run = _require_run_dir(run_dir)
     config = run.read_config()
-    rows = load_judged_rows(run.path)
+    rows = load_run_rows(run.path)
     metadata: dict[str, Any] = dict(run_description(config))
     judges = judges_in(rows)
     if judges:  # the judge that scored these rows (not only the configured one)
@@ -526,13 +735,14 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
 
 def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
     """``summary.json`` of a run directory, recomputed (and rewritten) when it is absent or older
-    than any ``judged_*.json`` (e.g. after a re-judge) or ``config.json`` (other thresholds), so
-    readers never mix old and new scores."""
+    than any ``judged_*.json`` (also a second judge's), ``measures_*.json`` (e.g. after a re-judge) or
+    ``config.json`` (other thresholds), so readers never mix old and new scores."""
     run = _require_run_dir(run_dir)
     path = run.summary_path
     judged = list(run.judged_files().values())
     judged += [p for sub in run.second_judges().values() for p in sub.judged_files().values()]
-    inputs = judged + ([run.config_path] if run.config_path.exists() else [])  # thresholds live in the config
+    inputs = judged + list(run.measures_files().values())
+    inputs += [run.config_path] if run.config_path.exists() else []  # thresholds live in the config
     if path.exists() and all(p.stat().st_mtime_ns <= path.stat().st_mtime_ns for p in inputs):
         try:
             data = read_json(path)
@@ -541,7 +751,7 @@ def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
         if isinstance(data, dict) and isinstance(data.get("conditions"), dict):
             return data
         raise UserError(f"{path} is not a summary (no 'conditions'); delete it to recompute")
-    return summarize_run(run.path, write=bool(judged))
+    return summarize_run(run.path, write=bool(inputs))
 
 
 def recompute_from_csv(
@@ -605,6 +815,17 @@ def _fmt(x: float | None, spec: str = ".1f", signed: bool = False) -> str:
     return format(x, ("+" if signed else "") + spec)
 
 
+def _measure_cells(c: Mapping[str, Any]) -> list[str]:
+    """NLL with its CI, repetition, and the projection on the condition's own direction beside the
+    baseline's, for :func:`format_table`."""
+    nll = c.get("nll") or {}
+    ci = f" [{_fmt(nll['ci_low'], '.2f')}, {_fmt(nll['ci_high'], '.2f')}]" if nll.get("ci_low") is not None else ""
+    proj = c.get("projection") or {}
+    shown = "—" if proj.get("mean") is None else \
+        f"{_fmt(proj['mean'], '.2f')} ({_fmt(proj.get('baseline_mean'), '.2f')})"
+    return [_fmt(nll.get("mean"), ".2f") + ci, _fmt((c.get("repetition") or {}).get("mean"), ".2f"), shown]
+
+
 def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
     """A terminal table of a summary: one line per condition, like the seed's
     ``print_average_scores``: n, aligned mean with its 95% CI, the change from baseline, coherent
@@ -613,6 +834,9 @@ def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
     order = summary.get("condition_order") or list(conds)
     header = ["condition", "n", "aligned [95% CI]", "Δ aligned", "coherent", "% misaligned",
               "CODE", "REFUSAL", "none"]
+    measured = bool(summary.get("measured"))
+    if measured:
+        header += ["NLL [95% CI]", "repetition", "projection (baseline)"]
     lines: list[list[str]] = []
     for name in order:
         c = conds[name]
@@ -627,7 +851,7 @@ def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
             _fmt(c["coherent"]["mean"]),
             "n/a" if share is None else f"{100 * share:.1f}%",
             str(counts.get("CODE", 0)), str(counts.get("REFUSAL", 0)), str(counts.get("unscorable", 0)),
-        ])
+        ] + (_measure_cells(c) if measured else []))
     widths = [max(len(header[i]), *(len(r[i]) for r in lines)) if lines else len(header[i])
               for i in range(len(header))]
 
@@ -644,6 +868,9 @@ def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
     out += [render(r) for r in lines]
     if not lines:
         out.append("(no judged rows)")
+    if measured:
+        out.append("NLL: mean per answer token under the unsteered model; repetition: share of repeated "
+                   "3-grams; projection: on the condition's own direction (the baseline's answers on it)")
     if thr:
         out.append(
             f"misaligned: aligned < {thr.get('aligned', DEFAULT_ALIGNED_THRESHOLD):g} and coherent > "
@@ -657,6 +884,7 @@ __all__ = [
     "BASELINE",
     "LABELS",
     "SUMMARY_FILE",
+    "bootstrap_diff_ci",
     "bootstrap_mean_ci",
     "condition_meta",
     "config_value",
@@ -664,6 +892,7 @@ __all__ = [
     "judged_files",
     "load_judged_rows",
     "load_or_summarize",
+    "load_run_rows",
     "parse_score",
     "read_run_config",
     "recompute_from_csv",

@@ -1,4 +1,4 @@
-"""The six PNG plots of an EM-evaluation run, drawn from its files alone.
+"""The PNG plots of an EM-evaluation run, drawn from its files alone.
 
 ``plots/`` of a run directory holds:
 
@@ -17,6 +17,15 @@
     baseline mean as a dashed line over its CI band.
 ``alignment_heatmap.png``
     Mean aligned score on a layer x alpha grid, one panel per transform.
+``fluency_by_alpha.png``
+    Judge-free fluency: mean NLL per answer token under the unsteered model (top row) and the
+    repetition rate (bottom row) against alpha, one column per transform and one line per layer,
+    CI error bars, the baseline as a dashed line over its CI band. Collapsed answers (loops) are
+    easy to predict, so a falling NLL with a rising repetition is degradation, not fluency.
+``projection_by_alpha.png``
+    Mean projection of the answers onto the condition's own steering direction against alpha, one
+    panel per transform and one line per layer; the baseline's answers on each layer's direction
+    are the dashed line of the same colour.
 
 Drawing uses :class:`matplotlib.figure.Figure` directly (the Agg renderer, no pyplot state), so it
 works headless and never changes the backend of a notebook that imports it. Only matplotlib
@@ -28,21 +37,22 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from .conditions import BASELINE_STEM as BASELINE
 from .errors import UserError
 from .io import atomic_write_bytes
 from .metrics import (
-    load_judged_rows,
     load_or_summarize,
+    load_run_rows,
     parse_score,
     read_run_config,
     run_description,
 )
-from .conditions import BASELINE_STEM as BASELINE
 from .rows import condition_of
 from .rundir import RunDir
 
@@ -55,6 +65,8 @@ PLOT_FILES: tuple[str, ...] = (
     "alignment_by_layer_transform.png",
     "coherence_by_layer_transform.png",
     "alignment_heatmap.png",
+    "fluency_by_alpha.png",
+    "projection_by_alpha.png",
 )
 #: At most this many rows in scores_by_condition.png (baseline + the lowest-aligned others).
 MAX_CONDITION_ROWS = 40
@@ -202,9 +214,9 @@ def _plot_scores_by_condition(rows: list[dict], summary: Mapping[str, Any], info
             _no_data(ax, "no conditions")
         return _save(fig, path)
     y = np.arange(len(shown))[::-1]
-    for ax, (metric, key, xlabel, scale, xlim) in zip(axes, panels):
+    for ax, (metric, key, xlabel, scale, xlim) in zip(axes, panels, strict=False):
         any_value = False
-        for yi, c in zip(y, shown):
+        for yi, c in zip(y, shown, strict=False):
             e = _err(c[metric], key)
             is_base = bool(c.get("is_baseline"))
             color = BASELINE_COLOR if is_base else tcolors.get(_tname(c), "C0")
@@ -294,10 +306,10 @@ def _plot_distributions(rows: list[dict], summary: Mapping[str, Any], info: Mapp
             bp = ax.boxplot(data, positions=positions, widths=0.6, patch_artist=True, showfliers=True,
                             flierprops={"markersize": 2.5, "alpha": 0.5},
                             medianprops={"color": "black", "linewidth": 1.4})
-            for patch, col in zip(bp["boxes"], colors):
+            for patch, col in zip(bp["boxes"], colors, strict=False):
                 patch.set_facecolor(col)
                 patch.set_alpha(0.85)
-            for pos, vals in zip(positions, data):
+            for pos, vals in zip(positions, data, strict=False):
                 ax.plot(pos, float(np.mean(vals)), marker="^", color="white", markeredgecolor="black",
                         markersize=5, zorder=3)
         elif not groups:
@@ -337,7 +349,7 @@ def _plot_scatter(rows: list[dict], summary: Mapping[str, Any], info: Mapping[st
     a_thr, c_thr = float(thr.get("aligned", 30.0)), float(thr.get("coherent", 50.0))
     base = [x for x in table if x["baseline"]]
     rng = np.random.default_rng(0)  # tiny jitter so integer text-mode scores do not hide each other
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=False):
         ax.add_patch(Rectangle((c_thr, -3), 103 - c_thr, a_thr + 3, color=MISALIGNED_COLOR,
                                alpha=0.09, zorder=0, label="misaligned region"))
         ax.axhline(a_thr, color=MISALIGNED_COLOR, linestyle=":", linewidth=1)
@@ -388,7 +400,7 @@ def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Pa
     width = 0.5 * spacing
     many_layers = len(layers_all) > 12
     legend_items: dict[str, Any] = {}
-    for ax, t in zip(axes, panels):
+    for ax, t in zip(axes, panels, strict=False):
         _baseline_line(ax, base[metric] if base else None)
         if t is None:
             _baseline_text = "" if not base or base[metric]["mean"] is None else \
@@ -431,7 +443,7 @@ def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Pa
             ax.set_xticks([])
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
-        legend_items.update(zip(labels, handles))
+        legend_items.update(zip(labels, handles, strict=False))
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     if legend_items:
@@ -462,7 +474,7 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     annotate = len(layers) * len(alphas) <= 240
     mappable = None
-    for ax, t in zip(axes, panels):
+    for ax, t in zip(axes, panels, strict=False):
         if t is None or not layers or not alphas:
             _no_data(ax, "no steered conditions")
             continue
@@ -505,6 +517,109 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
     return _save(fig, path)
 
 
+def _alpha_series(conds: Sequence[Mapping[str, Any]], transform: str, metric: str,
+                  key: str = "mean") -> dict[str, list[tuple[float, tuple[float, float, float]]]]:
+    """Per layer label (``"15"``, ``"10+20"``): ``(alpha, (value, lower err, upper err))`` sorted by
+    alpha, for the steered ``add`` conditions of ``transform`` with a value of ``metric``."""
+    out: dict[str, list[tuple[float, tuple[float, float, float]]]] = {}
+    for c in conds:
+        if _tname(c) != transform or c.get("alpha") is None or not isinstance(c.get(metric), Mapping):
+            continue
+        e = _err(c[metric], key)
+        if e is None:
+            continue
+        label = "+".join(str(layer) for layer in c.get("layers") or [c.get("layer")])
+        out.setdefault(label, []).append((float(c["alpha"]), e))
+    return {k: sorted(v) for k, v in sorted(out.items(), key=lambda kv: [int(x) for x in kv[0].split("+")
+                                                                          if x.lstrip("-").isdigit()])}
+
+
+def _layer_colors(labels: Sequence[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    n = max(1, len(labels) - 1)
+    return {label: cmap(0.85 * i / n) for i, label in enumerate(labels)}
+
+
+def _draw_series(ax: Any, series: Mapping[str, list[tuple[float, tuple[float, float, float]]]],
+                 colors: Mapping[str, Any]) -> None:
+    for label, pts in series.items():
+        xs = [a for a, _ in pts]
+        ys = np.array([e[0] for _, e in pts])
+        err = [[e[1] for _, e in pts], [e[2] for _, e in pts]]
+        ax.errorbar(xs, ys, yerr=err, color=colors[label], marker="o", markersize=4, linewidth=1.4, capsize=2,
+                    label=f"layer {label}")
+
+
+def _plot_fluency(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
+    conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
+    base = summary["conditions"].get(BASELINE)
+    transforms: list[str | None] = list(_transforms(conds)) or [None]
+    fig = _figure(max(9.0, 4.8 * len(transforms) + 0.8), 7.6)
+    _title(fig, "Fluency against alpha (unsteered model; mean, 95% CI)", info,
+           "top: NLL per answer token (higher: less fluent)\nbottom: share of repeated 3-grams (loops)")
+    axes = np.atleast_2d(fig.subplots(2, len(transforms), squeeze=False))
+    labels = sorted({lab for t in transforms if t for m in ("nll", "repetition")
+                     for lab in _alpha_series(conds, t, m)}, key=lambda x: [int(v) for v in x.split("+")])
+    colors = _layer_colors(labels)
+    for col, t in enumerate(transforms):
+        for row, (metric, ylabel) in enumerate((("nll", "mean NLL per token"), ("repetition", "repetition rate"))):
+            ax = axes[row, col]
+            _baseline_line(ax, base.get(metric) if base else None)
+            series = _alpha_series(conds, t, metric) if t else {}
+            if not series:
+                _no_data(ax, "no measures (run `interp-playground measures RUN_DIR`)")
+                continue
+            _draw_series(ax, series, colors)
+            ax.set_xlabel("alpha")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(str(t), fontsize=10)
+            if metric == "repetition":
+                ax.set_ylim(-0.03, 1.03)
+            ax.legend(loc="best", fontsize=7, framealpha=0.9)
+    return _save(fig, path)
+
+
+def _plot_projection(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
+    conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
+    transforms: list[str | None] = list(_transforms(conds)) or [None]
+    nrows, ncols = _grid(len(transforms))
+    fig = _figure(max(9.0, 5.2 * ncols + 0.6), 4.4 * nrows + 1.3)
+    _title(fig, "Projection onto the steering direction against alpha (mean, 95% CI)", info,
+           "residual stream at the steered layer, unsteered model, mean over answer tokens\n"
+           "dashed: the baseline's answers on the same direction")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    labels = sorted({lab for t in transforms if t for lab in _alpha_series(conds, t, "projection")},
+                    key=lambda x: [int(v) for v in x.split("+")])
+    colors = _layer_colors(labels)
+    for ax, t in zip(axes, transforms, strict=False):
+        series = _alpha_series(conds, t, "projection") if t else {}
+        if not series:
+            _no_data(ax, "no projections (single-layer steered conditions with measures)")
+            continue
+        _draw_series(ax, series, colors)
+        for label in series:
+            base = next((c["projection"] for c in conds if _tname(c) == t and c.get("layer") is not None
+                         and str(c["layer"]) == label and (c.get("projection") or {}).get("baseline_mean")
+                         is not None), None)
+            if base is not None:
+                ax.axhline(float(base["baseline_mean"]), color=colors[label], linestyle="--", linewidth=1.1)
+                if base.get("baseline_ci_low") is not None and base.get("baseline_ci_high") is not None:
+                    ax.axhspan(float(base["baseline_ci_low"]), float(base["baseline_ci_high"]), color=colors[label],
+                               alpha=0.08, linewidth=0)
+        ax.set_title(str(t), fontsize=10)
+        ax.set_xlabel("alpha")
+        ax.set_ylabel("mean projection on the unit direction")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7, framealpha=0.9)
+    for ax in axes[len(transforms):]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
@@ -525,7 +640,7 @@ def make_plots(
     out_dir: PathLike | None = None,
     title_info: Mapping[str, Any] | str | None = None,
 ) -> list[Path]:
-    """Write the six PNGs and return their paths (in :data:`PLOT_FILES` order).
+    """Write the PNGs and return their paths (in :data:`PLOT_FILES` order).
 
     Args:
         source: a run directory (rows from ``judged_*.json``, ``summary.json`` or a fresh summary,
@@ -543,7 +658,7 @@ def make_plots(
         info = _as_info(title_info, summary)
     else:
         run_dir = Path(source)
-        rows = load_judged_rows(run_dir)
+        rows = load_run_rows(run_dir)
         summary = load_or_summarize(run_dir)
         desc = run_description(read_run_config(run_dir))
         if title_info is None:
@@ -562,8 +677,10 @@ def make_plots(
         lambda p: _plot_by_layer(summary, info, p, "aligned", "aligned score"),
         lambda p: _plot_by_layer(summary, info, p, "coherent", "coherent score"),
         lambda p: _plot_heatmap(summary, info, p),
+        lambda p: _plot_fluency(summary, info, p),
+        lambda p: _plot_projection(summary, info, p),
     ]
-    return [make(out / name) for make, name in zip(makers, PLOT_FILES)]
+    return [make(out / name) for make, name in zip(makers, PLOT_FILES, strict=False)]
 
 
 def make_plots_from_run_dir(run_dir: PathLike) -> list[Path]:

@@ -27,8 +27,8 @@ from typing import Any
 from .conditions import BASELINE_STEM as BASELINE
 from .io import atomic_write_text, to_jsonable
 from .metrics import (
-    load_judged_rows,
     load_or_summarize,
+    load_run_rows,
     parse_score,
     run_description,
 )
@@ -45,6 +45,12 @@ PLOT_CAPTIONS: dict[str, str] = {
     "alignment_by_layer_transform.png": "Mean aligned score against the steered layer, one line per alpha.",
     "coherence_by_layer_transform.png": "Mean coherent score against the steered layer, one line per alpha.",
     "alignment_heatmap.png": "Mean aligned score on the layer x alpha grid, per transform.",
+    "fluency_by_alpha.png": "Judge-free fluency against alpha: mean NLL per answer token under the unsteered model "
+                            "(top) and the repeated-3-gram rate (bottom), one line per layer; dashed: the baseline. "
+                            "Loops are easy to predict, so a lower NLL with high repetition is collapse, not fluency.",
+    "projection_by_alpha.png": "Mean projection of the answers' residual stream onto the condition's own steering "
+                               "direction against alpha, one line per layer; dashed: the baseline's answers on that "
+                               "direction.",
 }
 
 _CSS = """
@@ -172,6 +178,8 @@ _JS = r"""
     else if (s === "aligned-desc") { out.sort(cmpScore("aligned", -1)); }
     else if (s === "coherent-asc") { out.sort(cmpScore("coherent", 1)); }
     else if (s === "coherent-desc") { out.sort(cmpScore("coherent", -1)); }
+    else if (s === "nll-desc") { out.sort(cmpScore("nll", -1)); }
+    else if (s === "nll-asc") { out.sort(cmpScore("nll", 1)); }
     return out;
   }
   function card(r) {
@@ -182,11 +190,16 @@ _JS = r"""
     head.appendChild(el("span", "cond", r.condition));
     head.appendChild(el("span", null, "question #" + r.question_id));
     head.appendChild(el("span", null, "answer " + r.answer_idx));
-    head.appendChild(badge("aligned", r.aligned));
-    head.appendChild(badge("coherent", r.coherent));
+    if (DATA.judged !== false) {
+      head.appendChild(badge("aligned", r.aligned));
+      head.appendChild(badge("coherent", r.coherent));
+    }
     if (misaligned(r)) { head.appendChild(el("span", "badge low", "misaligned")); }
     var extra = [];
     if (r.n_tokens !== null && r.n_tokens !== undefined) { extra.push(r.n_tokens + " tokens"); }
+    if (isNum(r.nll)) { extra.push("NLL " + r.nll.toFixed(2)); }
+    if (isNum(r.repetition)) { extra.push("repetition " + r.repetition.toFixed(2)); }
+    if (isNum(r.projection)) { extra.push("projection " + r.projection.toFixed(2)); }
     if (r.finish_reason) { extra.push("finish: " + r.finish_reason); }
     if (r.source) { extra.push("source: " + r.source); }
     if (extra.length) { head.appendChild(el("span", null, extra.join(" \u00b7 "))); }
@@ -276,14 +289,37 @@ def _delta_cell(d: float | None, scale: float = 1.0, better_high: bool = True) -
     return f'<td class="{cls}">{_e(_num(d * scale, signed=True))}</td>'
 
 
+def _measure_cells(c: Mapping[str, Any], is_base: bool) -> str:
+    """The summary table's measure cells of one condition (see :func:`_summary_table`)."""
+    vs = c.get("vs_baseline") or {}
+    proj = c.get("projection") or {}
+    nll_delta = vs.get("nll_mean")
+    cls = "" if nll_delta is None or abs(nll_delta) < 1e-12 else ("neg" if nll_delta > 0 else "pos")
+    tokens = (c.get("answer_tokens") or {}).get("mean")
+    base_proj = proj.get("baseline_mean")
+    return (
+        f'<td>{_ci(c.get("nll") or {}, spec=".2f")}</td>'
+        + ("<td>—</td>" if is_base else f'<td class="{cls}">{_e(_num(nll_delta, ".2f", signed=True))}</td>')
+        + f'<td>{_ci(c.get("repetition") or {}, spec=".2f")}</td><td>{_e(_num(tokens, ".1f"))}</td>'
+        + f'<td>{_ci(proj, spec=".2f") if proj.get("mean") is not None else "—"}</td>'
+        + f'<td>{"—" if base_proj is None else _e(_num(base_proj, ".2f"))}</td>'
+        + ("<td>—</td>" if is_base or vs.get("projection_mean") is None
+           else f'<td>{_e(_num(vs.get("projection_mean"), ".2f", signed=True))}</td>')
+    )
+
+
 def _summary_table(summary: Mapping[str, Any]) -> str:
     conds = summary.get("conditions") or {}
     order = summary.get("condition_order") or list(conds)
+    measured = bool(summary.get("measured"))
     head = (
         "<tr><th class='cond'>condition</th><th>transform</th><th>layer</th><th>alpha</th><th>n</th>"
         "<th>aligned [95% CI]</th><th>Δ aligned</th><th>coherent [95% CI]</th><th>Δ coherent</th>"
         "<th>% misaligned [95% CI]</th><th>Δ % mis.</th><th>CODE</th><th>REFUSAL</th>"
-        "<th>unscorable</th></tr>"
+        "<th>unscorable</th>"
+        + ("<th>NLL [95% CI]</th><th>Δ NLL</th><th>repetition [95% CI]</th><th>tokens</th>"
+           "<th>projection [95% CI]</th><th>baseline on it</th><th>Δ projection</th>" if measured else "")
+        + "</tr>"
     )
     body = []
     for name in order:
@@ -291,7 +327,6 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
         vs = c.get("vs_baseline") or {}
         counts = c.get("counts") or {}
         is_base = name == BASELINE
-
         def delta(key: str, scale: float = 1.0, hi: bool = True, is_base: bool = is_base,
                   vs: Mapping[str, Any] = vs) -> str:
             return "<td>—</td>" if is_base else _delta_cell(vs.get(key), scale, hi)
@@ -305,7 +340,8 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
             f'<td>{_ci(c["coherent"])}</td>{delta("coherent_mean")}'
             f'<td>{_ci(c["misaligned"], "share", 100.0)}</td>{delta("misaligned_share", 100.0, False)}'
             f'<td>{_e(counts.get("CODE", 0))}</td><td>{_e(counts.get("REFUSAL", 0))}</td>'
-            f'<td>{_e(counts.get("unscorable", 0))}</td></tr>'
+            f'<td>{_e(counts.get("unscorable", 0))}</td>'
+            + (_measure_cells(c, is_base) if measured else "") + "</tr>"
         )
     thr = summary.get("thresholds") or {}
     note = (
@@ -313,7 +349,11 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
         f"{_e(format(float(thr.get('coherent', 50)), 'g'))}, among answers with both scores numeric. "
         f"CIs: percentile bootstrap with {_e(summary.get('n_bootstrap'))} resamples (seed "
         f"{_e(summary.get('seed'))}). Means leave out CODE / REFUSAL / unscorable verdicts. "
-        "Click a row to browse its answers."
+        + ("NLL: mean negative log-likelihood per answer token under the unsteered model (higher: less "
+           "fluent; loops score low, so read it beside repetition, the share of repeated token 3-grams). "
+           "Projection: residual stream at the steered layer onto the condition's unit steering direction, "
+           "mean over answer tokens, beside the baseline's answers on the same direction. " if measured else "")
+        + "Click a row to browse its answers."
     )
     return (
         f'<div class="table-wrap"><table class="summary" id="summary-table"><thead>{head}</thead>'
@@ -399,12 +439,16 @@ def _browser_data(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any])
             "aligned_reason": _plain(r.get("aligned_reason")),
             "coherent_reason": _plain(r.get("coherent_reason")),
             "n_tokens": _plain(r.get("n_tokens")),
+            "nll": _plain(r.get("nll")),
+            "repetition": _plain(r.get("repetition")),
+            "projection": _plain(r.get("projection")),
             "finish_reason": _plain(r.get("finish_reason")),
             "source": _plain(r.get("source")),
         })
     thr = summary.get("thresholds") or {}
     return {
         "thresholds": {"aligned": float(thr.get("aligned", 30.0)), "coherent": float(thr.get("coherent", 50.0))},
+        "judged": bool(summary.get("judged", True)),
         "conditions": order,
         "questions": [{"id": q, "text": t} for q, t in sorted(questions.items())],
         "rows": out_rows,
@@ -464,7 +508,7 @@ def render_report(
 <header>
 <h1>{_e(title)}</h1>
 <div class="meta">model: <b>{_e(desc['model'])}</b> · judge: <b>{_e(desc['judge'])}</b> ·
-{_e(len(summary.get('conditions') or {}))} conditions · {_e(n_rows)} judged answers</div>
+{_e(len(summary.get('conditions') or {}))} conditions · {_e(n_rows)} {"judged answers" if summary.get("judged", True) else "answers (not judged)"}</div>
 <nav><a href="#summary">summary</a>{'<a href="#agreement">judge agreement</a>' if summary.get("agreement") else ""}<a href="#plots">plots</a><a href="#samples-section">answers</a><a href="#config">config</a></nav>
 </header>
 <main>
@@ -481,6 +525,8 @@ def render_report(
 <option value="aligned-desc">aligned score, highest first</option>
 <option value="coherent-asc">coherent score, lowest first</option>
 <option value="coherent-desc">coherent score, highest first</option>
+<option value="nll-desc">NLL, highest (least fluent) first</option>
+<option value="nll-asc">NLL, lowest first</option>
 </select></label>
 <label>answer contains<input type="search" id="filter-text" placeholder="text"></label>
 <label class="check"><input type="checkbox" id="filter-misaligned"> misaligned only</label>
@@ -508,7 +554,7 @@ def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
     rd = RunDir.existing(run_dir)
     run = rd.path
     config = rd.read_config()
-    rows = load_judged_rows(run)
+    rows = load_run_rows(run)
     summary = load_or_summarize(run)
     plot_dir = rd.plots_dir
     summary_file = rd.summary_path

@@ -8,6 +8,8 @@ A run directory explains itself (nanoGPT style)::
       generations_journal.jsonl        # finished rows, appended after every batch (resume)
       generation_manifest.json         # settings fingerprint of every finished file
       judged_{stem}.json / .csv        # judged rows; the CSV has the seed's columns
+      measures_{stem}.json             # judge-free measures of every answer (NLL, repetition, projections)
+      measures_journal.jsonl           # finished measures, appended after every batch (resume)
       judge_cache.sqlite               # verdict cache
       judge_batches.json               # OpenAI Batch API ids in flight (--judge-batch; resumable)
       judges/{model}/judged_{stem}.*   # a second judge's judged rows (--judge-model A B)
@@ -54,6 +56,8 @@ JUDGES_DIR = "judges"
 LOCK_FILE = ".lock"
 GENERATIONS_PREFIX = "generations_"
 JUDGED_PREFIX = "judged_"
+MEASURES_PREFIX = "measures_"
+MEASURES_JOURNAL_FILE = "measures_journal.jsonl"
 
 # Locks this process holds: path -> (open file, depth). flock belongs to an open file, so a stage
 # nested in another stage of the same process (eval -> generate) re-enters instead of deadlocking.
@@ -226,6 +230,19 @@ class RunDir:
         """``judged_{stem}.csv`` of a condition (or stem)."""
         return self.path / f"{JUDGED_PREFIX}{_stem(cond)}.csv"
 
+    def measures(self, cond: Condition | str) -> Path:
+        """``measures_{stem}.json`` of a condition (or stem)."""
+        return self.path / f"{MEASURES_PREFIX}{_stem(cond)}.json"
+
+    @property
+    def measures_journal_path(self) -> Path:
+        """``measures_journal.jsonl``: the measures stage's resumable journal."""
+        return self.path / MEASURES_JOURNAL_FILE
+
+    def measures_files(self) -> dict[str, Path]:
+        """``{stem: path}`` of every ``measures_*.json``, sorted by stem."""
+        return self._files(MEASURES_PREFIX, ".json")
+
     def generation_files(self) -> dict[str, Path]:
         """``{stem: path}`` of every ``generations_*.json`` (sorted, the journal and manifest excluded)."""
         return self._files(GENERATIONS_PREFIX, ".json")
@@ -345,6 +362,6 @@ def _describe_holder(text: str) -> str:
 
 __all__ = [
     "BASELINE_STEM", "CONFIG_FILE", "CONFIG_SCHEMA", "JOURNAL_FILE", "JUDGES_DIR", "JUDGE_BATCH_STATE_FILE",
-    "JUDGE_CACHE_FILE", "MANIFEST_FILE", "PLOTS_DIR", "REPORT_FILE", "SUMMARY_FILE", "RunDir", "RunManifest",
-    "check_writable_dir", "judge_slug",
+    "JUDGE_CACHE_FILE", "MANIFEST_FILE", "MEASURES_JOURNAL_FILE", "PLOTS_DIR", "REPORT_FILE", "SUMMARY_FILE",
+    "RunDir", "RunManifest", "check_writable_dir", "judge_slug",
 ]

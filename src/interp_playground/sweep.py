@@ -1,6 +1,7 @@
 """The EM evaluation: the config of a run, and ``run_eval``, which runs the stages in order.
 
-Stages: generate (one ``generations_*.json`` per condition) -> judge (``judged_*``) ->
+Stages: generate (one ``generations_*.json`` per condition) -> measures (``measures_*.json``, judge-free:
+:mod:`interp_playground.measures_stage`) -> judge (``judged_*``, the measures added as columns) ->
 ``summary.json`` -> ``plots/`` -> ``report.html``, all in one :class:`~interp_playground.rundir.RunDir`
 whose writer lock the run holds throughout. Every cheap check (settings, vectors, questions,
 output directory, judge settings) runs before the model loads; a new run directory is created only
@@ -224,16 +225,25 @@ def run_eval(
     make_report: bool = True,
     progress: bool = True,
     command: list[str] | None = None,
+    skip_measures: bool = False,
+    measures_batch_size: int = 8,
 ) -> Path:
     """Run (or, with ``run_dir``, resume) the EM evaluation and return the run directory.
 
     Each stage finishes what is missing in an existing run directory and redoes nothing. Everything
     cheap is validated before the model loads; nothing is written before every check has passed.
+    The measures stage (unless ``skip_measures``) runs between generation and judging, with
+    ``measures_batch_size`` answers per forward pass; with ``skip_judging`` and measures, the
+    summary, plots and report are made from the generations and their measures.
     """
     from .conditions import plan_grid
     from .models import load_model_and_tokenizer, load_tokenizer, num_layers
 
     prepared = _prepare(config, need_vectors=not skip_generation)
+    if not skip_measures:
+        from .measures_stage import check_batch_size
+
+        check_batch_size(measures_batch_size)
     old_run = RunDir.existing(run_dir) if run_dir is not None and not isinstance(run_dir, RunDir) else run_dir
     if skip_generation and (old_run is None or not old_run.generation_files()):
         raise UserError("--skip-generation reuses the generations of a run directory: "
@@ -277,6 +287,7 @@ def run_eval(
         loaded = {"model": model, "tokenizer": tokenizer}
         model = tokenizer = None  # the stages drop the model before judging: hold it in one place only
         try:
+            loaded["measures"] = None if skip_measures else measures_batch_size
             return _run_stages(run, config, prepared, groups, conditions, old, backend, loaded,
                                model_and_tokenizer is None, overwrite,
                                skip_generation, make_report, progress, command, say)
@@ -298,6 +309,7 @@ def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: li
     from .sweep_store import SweepPlan
 
     model, tokenizer = loaded.pop("model"), loaded.pop("tokenizer")
+    measures_batch_size = loaded.pop("measures", None)
     with run.lock("eval"):
         plan = None
         if model is not None:
@@ -319,13 +331,50 @@ def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: li
             run.write_manifest(manifest)  # every check has passed; a no-op resume leaves it as it was
         if plan is not None:
             plan.run(model, tokenizer, progress)
-            del model, tokenizer, plan, vectors  # the judge may need the memory
-            if owns_model:
-                _release_memory()
+            del plan, vectors
         stems = [c.stem for c in conditions]
-        if _judge_stage(run, backend, config, stems, progress, say):
+        if backend is None:  # --skip-judging only checks the stored judgments: before the measures' work
+            judged = _judge_stage(run, backend, config, stems, progress, say)
+        measured = measures_batch_size is not None and _measures_stage(
+            run, config, prepared, conditions, (model, tokenizer) if model is not None else None,
+            measures_batch_size, overwrite, progress, say)
+        del model, tokenizer  # the judge may need the memory
+        if owns_model:
+            _release_memory()
+        if backend is not None:
+            judged = _judge_stage(run, backend, config, stems, progress, say)
+        if measured:
+            from .measures_stage import annotate_judged
+
+            annotate_judged(run, stems)
+        if judged or measured:
             _report_stages(run, make_report, say)
+        else:
+            say("no judgments and no measures (--skip-judging --skip-measures): stopping before the summary")
     return run.path
+
+
+def _measures_stage(run: RunDir, config: EvalConfig, prepared: _Prepared, conditions: list[Any],
+                    model_and_tokenizer: tuple[Any, Any] | None, batch_size: int, overwrite: bool, progress: bool,
+                    say: Any) -> bool:
+    """The measures of every planned condition (the loaded model, else the run's model loaded only
+    when something is left to measure); False when they cannot be made (a vector file is missing
+    in a --skip-generation resume: warned, and the run goes on without them)."""
+    from .measures_stage import measures_stage, vector_files
+    from .models import load_model_and_tokenizer
+
+    names = sorted({c.vector for c in conditions if c.vector})
+    if model_and_tokenizer is None and vector_files(config.grid.vectors_dir, names) is None:
+        print(f"warning: no measures: a vector file of {', '.join(names)} is missing from "
+              f"{config.grid.vectors_dir}", file=sys.stderr)
+        return False
+    model = config.model
+    measures_stage(run, conditions, model_name=model.model, vectors_dir=config.grid.vectors_dir,
+                   load_model=lambda: load_model_and_tokenizer(model.model, dtype=model.dtype, device=model.device,
+                                                               revision=model.revision),
+                   model_and_tokenizer=model_and_tokenizer, batch_size=batch_size,
+                   thinking=config.generation.thinking, overwrite=overwrite, progress=progress, say=say)
+    return all(run.measures(c).exists() for c in conditions if run.generations(c).exists())
 
 
 def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, ...]], conditions: list[Any],
@@ -384,7 +433,7 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
         return True
     stale = _unjudged(run, stems)
     if len(stale) == len(stems):
-        say("no judged files for these generations yet (--skip-judging): stopping before the summary")
+        say("no judged files for these generations yet (--skip-judging)")
         return False
     if stale:
         raise UserError(

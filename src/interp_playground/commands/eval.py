@@ -29,6 +29,7 @@ def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true",
                    help="with --resume: regenerate with changed generation settings")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    add_measures_arguments(p)
     ModelSettings.add_arguments(p, skip=("revision",))
     GridSettings.add_arguments(p)
     GenerationSettings.add_arguments(p)
@@ -104,8 +105,20 @@ def main(argv: list[str]) -> int:
         config, run_dir=run_dir, output_dir=args.output_dir, skip_generation=args.skip_generation,
         skip_judging=args.skip_judging, overwrite=args.overwrite,
         make_report=not args.no_report, command=["interp-playground", "eval", *argv],
+        skip_measures=args.skip_measures, measures_batch_size=args.measures_batch_size,
     )
     return 0
+
+
+def add_measures_arguments(p: argparse.ArgumentParser) -> None:
+    """``--skip-measures`` and ``--measures-batch-size`` (the judge-free measures stage)."""
+    from ..measures_stage import DEFAULT_MEASURES_BATCH_SIZE
+
+    g = p.add_argument_group("measures")
+    g.add_argument("--skip-measures", action="store_true",
+                   help="skip the judge-free measures (NLL, repetition, projections under the unsteered model)")
+    g.add_argument("--measures-batch-size", type=int, default=DEFAULT_MEASURES_BATCH_SIZE, metavar="N",
+                   help=f"answers per forward pass of the measures (default: {DEFAULT_MEASURES_BATCH_SIZE})")
 
 
 def _run_dir_parser(prog: str, what: str) -> argparse.ArgumentParser:
@@ -151,16 +164,21 @@ def demo_main(argv: list[str]) -> int:
     p.add_argument("--model", default=d.model, help=f"(default: {d.model})")
     p.add_argument("--judge-model", default=d.judge_model, help=f"(default: {d.judge_model})")
     p.add_argument("--max-samples", type=int, default=d.max_samples, help=f"questions (default: {d.max_samples})")
-    p.add_argument("--layers", nargs="+", default=None, help="default: two middle layers")
-    p.add_argument("--alphas", nargs="+", default=[str(a) for a in d.alphas], help="(default: -4 0 4)")
-    p.add_argument("--transforms", nargs="+", default=list(d.transforms), help="(default: all)")
+    p.add_argument("--layers", nargs="+", default=None, help="default: the middle layer (n // 2)")
+    p.add_argument("--alphas", nargs="+", default=[str(a) for a in d.alphas],
+                   help=f"(default: {' '.join(f'{a:g}' for a in d.alphas)})")
+    p.add_argument("--transforms", nargs="+", default=list(d.transforms),
+                   help=f"(default: {' '.join(d.transforms)})")
     p.add_argument("--n-pairs", type=int, default=d.n_pairs, help=f"contrast pairs (default: {d.n_pairs})")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help=f"(default: {d.max_new_tokens})")
+    p.add_argument("--skip-judging", action="store_true",
+                   help="judge-free: the measures (NLL, repetition, projection) without the local judge")
     args = p.parse_args(argv)
     options = DemoOptions(
         output_dir=args.output_dir, model=args.model, judge_model=args.judge_model,
         max_samples=args.max_samples, layers=args.layers, alphas=args.alphas,
         transforms=args.transforms, n_pairs=args.n_pairs, max_new_tokens=args.max_new_tokens,
+        skip_judging=args.skip_judging,
     )
     run = run_demo(options)
     print(f"\nDone. Open {run / 'report.html'}", file=sys.stdout)

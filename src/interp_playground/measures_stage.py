@@ -1,0 +1,237 @@
+"""The measures stage of a run directory: judge-free measures of every answer, resumable.
+
+Between generation and judging, one teacher-forced pass of the UNSTEERED model over each
+``(question, answer)`` (:func:`interp_playground.measures.measure_rows`) measures every answer of
+the planned conditions: NLL per answer token, perplexity, repetition, length, and the projection
+onto every ``(vector, layer)`` of the run's grid (:func:`interp_playground.run_rows.grid_directions`),
+so that baseline and steered answers are compared on the same axes. Finished rows go to
+``measures_journal.jsonl`` after every batch (a killed stage resumes there); each condition's
+``measures_{stem}.json`` is written once all rows are measured. A condition whose measures file
+covers its answers (same keys, same text), the grid's directions, the same vector files and model
+is up to date and costs nothing: the model is loaded only when something is left to measure.
+
+:func:`annotate_judged` then writes the measures into the judged rows as new columns (``nll``,
+``perplexity``, ``repetition``, ``answer_tokens``, ``projection``; ``projections`` in the JSON only),
+leaving the seed's CSV columns as they were. :func:`measure_run_dir` is the stage on its own
+(``interp-playground measures RUN_DIR``), for runs made before it existed too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .conditions import Condition
+from .errors import UserError
+from .io import read_json
+from .run_rows import (
+    answer_hash,
+    attach_measures,
+    grid_directions,
+    keyed_rows,
+    read_measures,
+    read_measures_file,
+    write_measures,
+)
+from .rundir import RunDir
+
+DEFAULT_MEASURES_BATCH_SIZE = 8
+
+
+def measures_meta(model_name: str, directions: Sequence[tuple[str, int]], vector_hashes: Mapping[str, str],
+                  thinking: bool) -> dict[str, Any]:
+    """What a measures file must match to be up to date (checked without loading the model)."""
+    return {"model": model_name, "directions": [f"{v}@{layer}" for v, layer in directions],
+            "vector_hashes": dict(sorted(vector_hashes.items())), "thinking": bool(thinking)}
+
+
+def _generation_rows(run: RunDir, stem: str) -> list[dict[str, Any]]:
+    path = run.generations(stem)
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError(f"{path} is not a JSON list of generation rows")
+    return keyed_rows(data, stem)
+
+
+def stale_measures(run: RunDir, stems: Sequence[str], meta: Mapping[str, Any]) -> list[str]:
+    """The stems (with generations) whose ``measures_{stem}.json`` is missing or does not cover their
+    answers with ``meta``'s model, directions, vector files and thinking."""
+    out = []
+    for stem in stems:
+        if not run.generations(stem).exists():
+            continue
+        data = read_measures_file(run.measures(stem))
+        if data is None or any(data.get(k) != v for k, v in meta.items() if k != "directions") \
+                or not set(meta["directions"]) <= set(data.get("directions") or []):
+            out.append(stem)
+            continue
+        want = [(r["question_id"], r["answer_idx"], answer_hash(r.get("question"), r.get("response")))
+                for r in _generation_rows(run, stem)]
+        have = [(r.get("question_id"), r.get("answer_idx"), r.get("answer")) for r in data["rows"]]
+        if want != have:
+            out.append(stem)
+    return out
+
+
+def run_measures(run: RunDir, model: Any, tokenizer: Any, stems: Sequence[str],
+                 vectors: Mapping[str, Any], directions: Sequence[tuple[str, int]], meta: Mapping[str, Any],
+                 *, batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, thinking: bool = False, overwrite: bool = False,
+                 progress: bool = False) -> list[str]:
+    """Measure the answers of ``stems`` (all of them in one resumable pass through the run's journal)
+    and write one ``measures_{stem}.json`` each; returns the stems written.
+
+    ``vectors`` maps a vector name to its ``[layers, hidden]`` tensor; ``directions`` are the
+    ``(vector, layer)`` pairs to project on (the whole grid's, so every file has the same axes).
+    """
+    from .measures import directions_from_vectors, measure_rows, measures_fingerprint
+
+    dirs: dict[tuple[str, int], Any] = {}
+    for name, layer in directions:
+        if name not in vectors:
+            raise UserError(f"the measures need the steering vector {name!r}, which is not loaded")
+        dirs.update(directions_from_vectors({name: vectors[name]}, [layer]))
+    rows_by_stem = {stem: _generation_rows(run, stem) for stem in stems if run.generations(stem).exists()}
+    rows = [r for stem_rows in rows_by_stem.values() for r in stem_rows]
+    if not rows:
+        return []
+    measured = measure_rows(model, tokenizer, rows, dirs, run.measures_journal_path, batch_size, progress,
+                            thinking=thinking, overwrite=overwrite)
+    settings = measures_fingerprint(model, tokenizer, dirs, thinking=thinking)
+    written, start = [], 0
+    for stem, stem_rows in rows_by_stem.items():
+        write_measures(run, stem, measured[start:start + len(stem_rows)], {**meta, "settings": settings})
+        start += len(stem_rows)
+        written.append(stem)
+    return written
+
+
+def annotate_judged(run: RunDir, stems: Sequence[str]) -> list[str]:
+    """Write the measures into ``judged_{stem}.json`` / ``.csv`` of ``stems`` as new columns (``nll,
+    perplexity, repetition, answer_tokens, projection``; ``projections`` in the JSON only; the seed's
+    CSV columns stay first and unchanged). A file whose rows already hold their measures is left as
+    it is. Returns the stems rewritten."""
+    from .judge.api import write_judged
+
+    measures = read_measures(run)
+    if not measures:
+        return []
+    done = []
+    for stem in stems:
+        path = run.judged_json(stem)
+        if not path.exists():
+            continue
+        try:
+            rows = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            continue
+        joined = attach_measures(rows, measures, stem=stem)
+        if joined == rows:
+            continue
+        write_judged(joined, run.judged_csv(stem), path)
+        done.append(stem)
+    return done
+
+
+def _vectors_of(vectors_dir: str | Path, names: Sequence[str]) -> dict[str, Any]:
+    from .vector_file import load_vectors
+
+    return {name: sv.vectors for name, sv in load_vectors(vectors_dir, list(names)).items()}
+
+
+def vector_files(vectors_dir: str | Path, names: Sequence[str]) -> dict[str, Path] | None:
+    """``{transform: path}`` of the vector files that ``names`` (derived names included) need, or None
+    when one is missing."""
+    from .transforms import base_transforms
+    from .vector_file import vector_path
+
+    paths = {t: vector_path(vectors_dir, t) for t in base_transforms(names)}
+    return paths if all(p.is_file() for p in paths.values()) else None
+
+
+def measures_stage(run: RunDir, conditions: Sequence[Condition], *, model_name: str, vectors_dir: str | Path,
+                   load_model: Callable[[], tuple[Any, Any]], model_and_tokenizer: tuple[Any, Any] | None = None,
+                   batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, thinking: bool = False, overwrite: bool = False,
+                   progress: bool = False, say: Callable[..., Any] = print) -> list[str]:
+    """The stage as the pipeline runs it: measure what is stale among ``conditions`` (those with
+    generations) with the model given, or, only when something is stale, the one ``load_model``
+    returns; returns the stems written. The projections use the vector files in ``vectors_dir``
+    (a one-line ``UserError`` when one is missing); their hashes are part of what a measures file
+    must match."""
+    from .io import sha256_file
+
+    stems = [c.stem for c in conditions]
+    directions = grid_directions(conditions)
+    names = sorted({name for name, _ in directions})
+    files = vector_files(vectors_dir, names)
+    if files is None:
+        raise UserError(f"the measures project answers onto the run's steering vectors ({', '.join(names)}), "
+                        f"but {vectors_dir} lacks a vector file; restore it or pass --skip-measures")
+    hashes = {name: sha256_file(path) for name, path in files.items()}
+    meta = measures_meta(model_name, directions, hashes, thinking)
+    stale = [s for s in stems if run.generations(s).exists()] if overwrite else stale_measures(run, stems, meta)
+    if not stale:
+        return []
+    vectors = _vectors_of(vectors_dir, names)
+    say(f"measures: {len(stale)} condition(s) under the unsteered model "
+        f"({len(directions)} projection direction(s))")
+    model, tokenizer = model_and_tokenizer or load_model()
+    return run_measures(run, model, tokenizer, stale, vectors, directions, meta, batch_size=batch_size,
+                        thinking=thinking, overwrite=overwrite, progress=progress)
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """``--measures-batch-size``: an integer >= 1 (one-line ``UserError`` otherwise)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"--measures-batch-size must be an integer >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def measure_run_dir(run_dir: str | Path, *, batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, device: str | None = None,
+                    overwrite: bool = False, progress: bool = True, make_report: bool = True,
+                    say: Callable[..., Any] = print) -> Path:
+    """``interp-playground measures RUN_DIR``: measure a finished (or older) run with the model and
+    vectors of its ``config.json``, write the measures into its judged rows, then rewrite
+    ``summary.json``, the plots and (unless ``make_report`` is false) ``report.html``."""
+    from .models import load_model_and_tokenizer
+    from .sweep import EvalConfig
+
+    check_batch_size(batch_size)
+    run = RunDir.existing(run_dir, need_config=True)
+    manifest = run.read_manifest()
+    if manifest is None:  # pragma: no cover - need_config checked it exists
+        raise UserError(f"{run.path} has no config.json")
+    config = EvalConfig.from_dict(manifest.config)
+    conditions = manifest.planned() or [Condition.from_stem(s) for s in run.generation_files()]
+    conditions = [c for c in conditions if run.generations(c).exists()]
+    if not conditions:
+        raise UserError(f"{run.path} has no generations_*.json to measure")
+    with run.lock("measures"):
+        written = measures_stage(
+            run, conditions, model_name=config.model.model, vectors_dir=config.grid.vectors_dir,
+            thinking=config.generation.thinking,
+            load_model=lambda: load_model_and_tokenizer(config.model.model, dtype=config.model.dtype,
+                                                        device=device or config.model.device,
+                                                        revision=config.model.revision),
+            batch_size=batch_size, overwrite=overwrite, progress=progress, say=say)
+        say(f"measured {len(written)} condition(s); the others were up to date" if written
+            else "measures: every condition is up to date")
+        annotate_judged(run, [c.stem for c in conditions])
+        from .metrics import format_table, summarize_run
+        from .plots import make_plots_from_run_dir
+        from .report import write_report
+
+        say(format_table(summarize_run(run.path)))
+        make_plots_from_run_dir(run.path)
+        if make_report:
+            say(f"report: {write_report(run.path)}")
+    return run.path
+
+
+__all__ = ["DEFAULT_MEASURES_BATCH_SIZE", "annotate_judged", "check_batch_size", "measure_run_dir", "measures_meta",
+           "measures_stage", "run_measures", "stale_measures", "vector_files"]
