@@ -14,8 +14,8 @@ Planning (:meth:`SweepPlan.prepare`) reads and checks everything and writes noth
 can refuse bad input before touching the directory; :meth:`SweepPlan.run` holds the run
 directory's writer lock while it generates.
 
-Under torchrun (several ranks, :mod:`interp_playground.distributed`) rank 0's list of missing rows
-is broadcast, every rank generates its cost-balanced share and journals it to its own
+Under torchrun (several ranks, :mod:`interp_playground.distributed`) every rank plans the same
+missing rows (checked by a digest), generates its cost-balanced share and journals it to its own
 ``generations_journal.rank{r}.jsonl``; after a barrier rank 0 reads every journal and writes the
 condition files and the manifest exactly as a single process would. Planning reads every journal
 present, so a rerun with any number of ranks (one without torchrun included) finishes what a
@@ -259,16 +259,18 @@ class SweepPlan:
     def run(self, model: torch.nn.Module, tokenizer: Any, progress: bool = True) -> dict[str, Path]:
         """Generate what is missing under the run directory's writer lock; ``{stem: path}``.
 
-        In a torchrun job every rank calls this with a plan of the same directory: rank 0's missing
-        rows are broadcast, each rank generates its share (:func:`shard_requests`) into its own
-        journal, and after a barrier rank 0 writes every file the journals complete."""
+        In a torchrun job every rank calls this with a plan of the same directory, prepared under the
+        job's lock before anyone wrote (so every rank lists the same missing rows; checked), each
+        rank generates its share (:func:`shard_requests`) into its own journal, and after a barrier
+        rank 0 writes every file the journals complete."""
         job = distributed.job()
         with self.rundir.lock("generate"):
             if job.is_main:
                 self.rundir.path.mkdir(parents=True, exist_ok=True)
                 self.write_ready()
-            requests = distributed.broadcast_object(self.requests() if job.is_main else None)
+            requests = self.requests()
             if job.distributed:
+                _check_same_plan(requests)
                 self.journal = self.rundir.rank_journal_path(job.rank)
                 requests = shard_requests(tokenizer, requests, self.settings)
             batches = generate_batches(model, tokenizer, requests, self.vectors, self.settings,
@@ -308,6 +310,14 @@ def _read_journals(run: RunDir, wanted: Mapping[str, str]
             else:
                 stale.add(stem)
     return done, stale
+
+
+def _check_same_plan(requests: Sequence[GenerationRequest]) -> None:
+    """Make sure every rank of the job lists the same missing rows (they planned from the same files)."""
+    digest = stable_hash([[r.condition.stem, r.question_id, r.answer_idx] for r in requests])
+    if len(set(distributed.all_gather_object(digest))) != 1:
+        raise RuntimeError("the ranks of this job planned different rows; was the run directory changed "
+                           "while they started? Rerun the command")
 
 
 def expected_tokens(tokenizer: Any, requests: Sequence[GenerationRequest], settings: GenerationSettings) -> list[int]:
