@@ -303,7 +303,8 @@ def _read_journals(run: RunDir, wanted: Mapping[str, str]
     for path in run.journal_paths():
         for rec in read_jsonl(path):
             stem = rec.get("condition") if isinstance(rec, dict) else None
-            if stem not in wanted or not {"question_id", "answer_idx", "response"} <= set(rec):
+            if not isinstance(stem, str) or stem not in wanted \
+                    or not {"question_id", "answer_idx", "response"} <= set(rec):
                 continue
             if rec.get("fp") == wanted[stem]:
                 done[stem][(rec["question_id"], rec["answer_idx"])] = rec
