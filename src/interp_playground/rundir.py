@@ -17,8 +17,9 @@ A run directory explains itself (nanoGPT style)::
 
 Every stage takes a :class:`RunDir`. :meth:`RunDir.lock` makes a writing stage exclusive: a
 second writer gets a one-line ``UserError`` naming the holder. In a torchrun job the lock belongs
-to the job: rank 0 holds the ``flock`` and every rank learns whether it got it before going on. :meth:`RunDir.create` makes a
-fresh, uniquely named directory (two runs started in the same second get different names).
+to the job: rank 0 holds the ``flock`` and every rank learns whether it got it before going on.
+:meth:`RunDir.create` makes a fresh, uniquely named directory (two runs started in the same
+second get different names).
 """
 
 from __future__ import annotations
