@@ -5,6 +5,10 @@ input cheaply (transforms, counts, output folder, dataset, model name via its to
 loads the model only if some transform still needs extracting, and writes one
 ``steering_vectors_{transform}.pt`` per transform (:mod:`interp_playground.vector_file`) plus the
 diagnostics plot (:mod:`interp_playground.vector_plots`).
+
+Under ``torchrun --nproc-per-node N -m interp_playground vectors ...`` every rank loads the model on
+its own GPU and extracts its share of the contrast rows; the sums are all-reduced
+(:func:`interp_playground.extract.extract_means_sharded`) and only rank 0 writes files and the plot.
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ def create_steering_vectors(
     overwrite: bool = False,
     dtype: str | torch.dtype | None = "auto",
     device: str | None = None,
+    device_map: str | None = None,
     revision: str | None = None,
     thinking: bool = False,
     plot: bool = True,
@@ -110,7 +115,12 @@ def create_steering_vectors(
     settings is an error (nothing is overwritten without ``overwrite``). With ``save_activations``,
     per-token answer activations go to ``{activations_dir}/{transform}/{side}/layer_{L}.pt``
     (default ``{output_dir}/activations``). With ``skip_extraction`` no model is loaded: vectors
-    are rebuilt from such saved activations.
+    are rebuilt from such saved activations. ``device_map`` (e.g. ``"auto"``) spreads the model
+    over several GPUs of this process.
+
+    Under torchrun every rank calls this with the same arguments: each extracts a share of the pairs
+    on its own device (``cuda:LOCAL_RANK``), the sums are all-reduced, and only rank 0 writes files,
+    the plot and messages; every rank returns once the files are written.
 
     Args:
         model: a model name for :func:`interp_playground.models.load_model_and_tokenizer`, or an
@@ -125,7 +135,11 @@ def create_steering_vectors(
     Returns:
         ``{transform: vector file path}``.
     """
-    say = log or (lambda _msg: None)
+    from . import distributed
+
+    job = distributed.job()
+    say = (log if job.is_main else None) or (lambda _msg: None)
+    progress = progress and job.is_main
     names = base_transforms(resolve_transforms(transforms))
     if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= 0):
         raise UserError(f"--n-samples must be a positive integer, got {n_samples!r}")
@@ -136,11 +150,14 @@ def create_steering_vectors(
     act_root = Path(activations_dir) if activations_dir is not None else output_dir / "activations"
     if save_activations and not skip_extraction:
         check_writable_dir(act_root, "--activations-dir")
+    if save_activations and not skip_extraction and job.distributed:
+        raise UserError("--save-activations runs in one process; run it without torchrun")
     paths = {t: vector_path(output_dir, t) for t in names}
+    device = distributed.init(device, device_map=device_map)
 
-    if skip_extraction:
-        return _rebuild_from_activations(names, paths, act_root, output_dir, overwrite=overwrite, plot=plot,
-                                         say=say)
+    if skip_extraction:  # no model: rank 0 alone rebuilds
+        return distributed.on_main(lambda: _rebuild_from_activations(
+            names, paths, act_root, output_dir, overwrite=overwrite, plot=plot, say=say))
 
     pairs, stats = load_contrast_pairs(
         dataset, prompt_column=prompt_column, positive_column=positive_column,
@@ -195,12 +212,14 @@ def create_steering_vectors(
             from .models import load_model_and_tokenizer
 
             say(f"loading {model_name} ...")
-            loaded, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype, device=device, revision=revision)
+            loaded, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype, device=device,
+                                                         device_map=device_map, revision=revision)
         _extract_and_save(loaded, tokenizer, model_name, pairs, stats, todo, paths, configs,
                           batch_size=batch_size, thinking=thinking,
                           act_root=act_root if save_activations else None, progress=progress, say=say)
-    if plot:
+    if plot and job.is_main:
         _plot(output_dir, names, say)
+    distributed.barrier()  # every rank returns once rank 0 has written the files
     return paths
 
 
@@ -229,6 +248,7 @@ def _extract_and_save(model: Any, tokenizer: Any, model_name: str, pairs: Sequen
                       stats: DatasetStats, todo: Sequence[str], paths: Mapping[str, Path],
                       configs: Mapping[str, Any], *, batch_size: int, thinking: bool, act_root: Path | None,
                       progress: bool, say: Callable[[str], None]) -> None:
+    from . import distributed
     from .extract import extract_pair_means
     from .models import model_info
 
@@ -264,6 +284,8 @@ def _extract_and_save(model: Any, tokenizer: Any, model_name: str, pairs: Sequen
             "config": configs[t],
             "config_hash": stable_hash(configs[t]),
         }
+        if not distributed.is_main():  # every rank has the vectors; rank 0 writes them
+            continue
         SteeringVectors(vectors, meta, means).save(paths[t])
         if folder is not None:
             manifest = dict(meta)

@@ -36,7 +36,12 @@ def _usage() -> str:
 
 
 def run_command(name: str, argv: Sequence[str]) -> int:
-    """Run subcommand ``name`` with ``argv``; a ``UserError`` becomes ``error: ...`` and exit 2."""
+    """Run subcommand ``name`` with ``argv``; a ``UserError`` becomes ``error: ...`` and exit 2.
+
+    Under torchrun each rank runs the command (see :mod:`interp_playground.distributed`); the
+    process group, if the command joined one, is left on the way out."""
+    from . import distributed
+
     module_name, func_name, _ = COMMANDS[name]
     try:
         func = getattr(importlib.import_module(module_name), func_name)
@@ -49,6 +54,8 @@ def run_command(name: str, argv: Sequence[str]) -> int:
         hint = f"resume with: {resume}" if resume else "rerun the same command to resume"
         print(f"interrupted; finished work is saved; {hint}", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

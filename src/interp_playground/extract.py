@@ -11,6 +11,10 @@ Batches are padded on the tokenizer's padding side with explicit position ids, s
 side does not change the result. Optionally, the selected answer-token activations are streamed to
 disk per layer (:class:`ActivationWriter`) and turned into plain ``[num_tokens, hidden]`` half
 precision tensors in ``layer_{L}.pt`` files that ``torch.load(..., weights_only=True)`` reads.
+
+Under torchrun (several ranks) :func:`extract_pair_means` gives each rank a token-balanced share
+of the examples (:func:`extract_means_sharded`) and all-reduces the float32 sums and token counts,
+so every rank gets the statistics of all examples, equal to a one-process run up to float rounding.
 """
 
 from __future__ import annotations
@@ -309,6 +313,45 @@ def extract_means(
     )
 
 
+def extract_means_sharded(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    examples: Sequence[tuple[str, str]],
+    batch_size: int = 8,
+    *,
+    thinking: bool = False,
+    progress: bool = False,
+    desc: str | None = None,
+) -> AnswerStats:
+    """:func:`extract_means` of all ``examples`` with the work split over the ranks of a torchrun job.
+
+    Every rank checks and tokenizes all examples (cheap), runs the forward passes of its share
+    (:func:`interp_playground.distributed.shard`, balanced by token count), and the per-layer sums,
+    norm sums and per-example token counts are combined over the ranks, so every rank returns the
+    statistics of all examples. In a single process this is :func:`extract_means`.
+    """
+    from . import distributed
+
+    if distributed.world_size() == 1:
+        return extract_means(model, tokenizer, examples, batch_size, thinking=thinking, progress=progress, desc=desc)
+    if not examples:
+        raise UserError("no examples to extract from")
+    encoded = encode_examples(tokenizer, examples, thinking=thinking)  # every rank refuses the same bad example
+    mine = distributed.shard([len(ids) for ids, _ in encoded])
+    if mine:
+        local = extract_means(model, tokenizer, [examples[i] for i in mine], batch_size, thinking=thinking,
+                              progress=progress, desc=desc)
+    else:  # more ranks than examples
+        n_layers, h = len(decoder_layers(model)), hidden_size(model)
+        local = AnswerStats(torch.zeros(n_layers, h), torch.zeros(n_layers), [])
+    counts = [0] * len(examples)
+    for indices, token_counts in distributed.all_gather_object((mine, local.token_counts)):
+        for i, n in zip(indices, token_counts, strict=True):
+            counts[i] = n
+    return AnswerStats(sums=distributed.all_reduce_sum(local.sums.contiguous()),
+                       norm_sums=distributed.all_reduce_sum(local.norm_sums.contiguous()), token_counts=counts)
+
+
 def pairs_examples(pairs: Sequence[ContrastPair], side: str, transform: str = "default") -> list[tuple[str, str]]:
     """``(transformed prompt, answer)`` for one side of every pair, in order."""
     t = get_transform(transform)
@@ -330,7 +373,18 @@ def extract_pair_means(
 
     With ``activations_dir``, answer-token activations go to
     ``{activations_dir}/{side}/layer_{L}.pt`` (half precision; examples in input order).
+
+    Under torchrun (several ranks) each rank extracts its share and every rank returns the stats of
+    all pairs (:func:`extract_means_sharded`); saving activations then is refused.
     """
+    from . import distributed
+
+    if distributed.world_size() > 1:
+        if activations_dir is not None:
+            raise UserError("saving activations runs in one process; run without torchrun for --save-activations")
+        return {side: extract_means_sharded(model, tokenizer, pairs_examples(pairs, side, transform), batch_size,
+                                            thinking=thinking, progress=progress, desc=f"{transform}/{side}")
+                for side in SIDES}
     out: dict[str, AnswerStats] = {}
     for side in SIDES:
         writer = None

@@ -6,6 +6,7 @@ A run directory explains itself (nanoGPT style)::
       config.json                      # RunManifest: resolved config, versions, hashes (schema 2)
       generations_{stem}.json          # one per condition (stem: Condition.stem)
       generations_journal.jsonl        # finished rows, appended after every batch (resume)
+      generations_journal.rank{r}.jsonl  # the same, of rank r of a torchrun job (one file per rank)
       generation_manifest.json         # settings fingerprint of every finished file
       judged_{stem}.json / .csv        # judged rows; the CSV has the seed's columns
       measures_{stem}.json             # judge-free measures of every answer (NLL, repetition, projections)
@@ -17,8 +18,10 @@ A run directory explains itself (nanoGPT style)::
       .lock                            # held by the process that writes (flock; gone with it)
 
 Every stage takes a :class:`RunDir`. :meth:`RunDir.lock` makes a writing stage exclusive: a
-second writer gets a one-line ``UserError`` naming the holder. :meth:`RunDir.create` makes a
-fresh, uniquely named directory (two runs started in the same second get different names).
+second writer gets a one-line ``UserError`` naming the holder. In a torchrun job the lock belongs
+to the job: rank 0 holds the ``flock`` and every rank learns whether it got it before going on.
+:meth:`RunDir.create` makes a fresh, uniquely named directory (two runs started in the same
+second get different names).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 JOURNAL_FILE = "generations_journal.jsonl"
+RANK_JOURNAL_PREFIX = "generations_journal.rank"
+RANK_JOURNAL_SUFFIX = ".jsonl"
 MANIFEST_FILE = "generation_manifest.json"
 JUDGE_CACHE_FILE = "judge_cache.sqlite"
 JUDGE_BATCH_STATE_FILE = "judge_batches.json"
@@ -183,6 +188,22 @@ class RunDir:
     def journal_path(self) -> Path:
         return self.path / JOURNAL_FILE
 
+    def rank_journal_path(self, rank: int) -> Path:
+        """``generations_journal.rank{rank}.jsonl``: the journal rank ``rank`` of a torchrun job appends to."""
+        return self.path / f"{RANK_JOURNAL_PREFIX}{int(rank)}{RANK_JOURNAL_SUFFIX}"
+
+    def journal_paths(self) -> list[Path]:
+        """Every journal present: the single-process one first, then the ranks' in rank order."""
+        out = [self.journal_path] if self.journal_path.is_file() else []
+        ranks = []
+        if self.path.is_dir():
+            for p in self.path.iterdir():
+                middle = p.name[len(RANK_JOURNAL_PREFIX): -len(RANK_JOURNAL_SUFFIX)]
+                if p.name.startswith(RANK_JOURNAL_PREFIX) and p.name.endswith(RANK_JOURNAL_SUFFIX) \
+                        and middle.isdigit() and p.is_file():
+                    ranks.append((int(middle), p))
+        return out + [p for _, p in sorted(ranks)]
+
     @property
     def manifest_path(self) -> Path:
         return self.path / MANIFEST_FILE
@@ -291,7 +312,16 @@ class RunDir:
     def lock(self, stage: str) -> Iterator[None]:
         """Hold the directory's writer lock for ``stage``; a second process gets a one-line
         ``UserError`` naming the holder (pid, host, stage, command, since when). Re-entrant within
-        a process. The lock is an ``flock`` on ``.lock``: it dies with its process."""
+        a process. The lock is an ``flock`` on ``.lock``: it dies with its process.
+
+        In a torchrun job of several ranks the lock is the job's: rank 0 takes the ``flock`` and all
+        ranks agree on the outcome (a refusal is the same ``UserError`` on every rank) before any of
+        them goes on. Ranks > 0 take no ``flock`` of their own; they write only their own journal
+        (:meth:`rank_journal_path`), and only while rank 0 holds the lock (rank 0 leaves the
+        generation stage last, after a barrier). Every rank must enter and leave the lock in the
+        same order, as the stages do."""
+        from . import distributed
+
         self.path.mkdir(parents=True, exist_ok=True)
         key = str(self.path.resolve())
         held = _HELD.get(key)
@@ -303,6 +333,23 @@ class RunDir:
                 fh, depth = _HELD[key]
                 _HELD[key] = (fh, depth - 1)
             return
+        job = distributed.job()
+        fh = distributed.agree(lambda: self._acquire(stage, job.world_size) if job.is_main else None)
+        _HELD[key] = (fh, 1)
+        try:
+            yield
+        finally:
+            _, depth = _HELD[key]
+            if depth <= 1:
+                del _HELD[key]
+                if fh is not None:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                    fh.close()
+            else:  # pragma: no cover - unbalanced exits cannot happen with the context manager
+                _HELD[key] = (fh, depth - 1)
+
+    def _acquire(self, stage: str, ranks: int = 1) -> Any:
+        """Take the ``flock`` and record the holder; the open lock file. ``UserError`` when held."""
         lock_path = self.path / LOCK_FILE
         fh = open(lock_path, "a+", encoding="utf-8")
         try:
@@ -316,25 +363,18 @@ class RunDir:
         try:
             fh.seek(0)
             fh.truncate()
-            fh.write(json.dumps({
+            info: dict[str, Any] = {
                 "pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
                 "command": " ".join(sys.argv[:1] + sys.argv[1:])[:300],
                 "since": _dt.datetime.now().isoformat(timespec="seconds"),
-            }))
+            }
+            if ranks > 1:
+                info["ranks"] = ranks
+            fh.write(json.dumps(info))
             fh.flush()
         except OSError:
             pass
-        _HELD[key] = (fh, 1)
-        try:
-            yield
-        finally:
-            _, depth = _HELD[key]
-            if depth <= 1:
-                del _HELD[key]
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-                fh.close()
-            else:  # pragma: no cover - unbalanced exits cannot happen with the context manager
-                _HELD[key] = (fh, depth - 1)
+        return fh
 
 
 def judge_slug(model: str) -> str:
@@ -355,6 +395,8 @@ def _describe_holder(text: str) -> str:
     except ValueError:
         return "holder unknown"
     parts = [f"pid {info.get('pid')} on {info.get('host')}", f"stage {info.get('stage')}"]
+    if info.get("ranks"):
+        parts.append(f"rank 0 of a {info['ranks']}-rank job")
     if info.get("since"):
         parts.append(f"since {info['since']}")
     return ", ".join(parts)
@@ -362,6 +404,6 @@ def _describe_holder(text: str) -> str:
 
 __all__ = [
     "BASELINE_STEM", "CONFIG_FILE", "CONFIG_SCHEMA", "JOURNAL_FILE", "JUDGES_DIR", "JUDGE_BATCH_STATE_FILE",
-    "JUDGE_CACHE_FILE", "MANIFEST_FILE", "MEASURES_JOURNAL_FILE", "PLOTS_DIR", "REPORT_FILE", "SUMMARY_FILE",
-    "RunDir", "RunManifest", "check_writable_dir", "judge_slug",
+    "JUDGE_CACHE_FILE", "MANIFEST_FILE", "MEASURES_JOURNAL_FILE", "PLOTS_DIR", "RANK_JOURNAL_PREFIX", "REPORT_FILE",
+    "SUMMARY_FILE", "RunDir", "RunManifest", "check_writable_dir", "judge_slug",
 ]

@@ -136,8 +136,11 @@ class ModelSettings(Settings):
     group_title: ClassVar[str] = "model"
     model: str = option("--model", "Qwen/Qwen3-8B", help="hub id, local folder, smollm2-135m (embedded) or tiny-<arch>")
     dtype: str = option("--dtype", "auto", help="model dtype: auto, bfloat16, float16, float32")
-    device: str | None = option("--device", None, help="cuda, cpu, ... (default: cuda when available)",
-                                show_default=None)
+    device: str | None = option("--device", None, help="cuda, cpu, ... (default: cuda when available; "
+                                "under torchrun cuda:LOCAL_RANK)", show_default=None)
+    device_map: str | None = option("--device-map", None, show_default=None,
+                                    help="spread one model over several GPUs of one process (accelerate), "
+                                         "e.g. auto; not with torchrun")
     revision: str | None = option("--revision", None, help="hub revision of the model", show_default=None)
 
 

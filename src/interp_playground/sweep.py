@@ -235,7 +235,13 @@ def run_eval(
     The measures stage (unless ``skip_measures``) runs between generation and judging, with
     ``measures_batch_size`` answers per forward pass; with ``skip_judging`` and measures, the
     summary, plots and report are made from the generations and their measures.
+
+    Under torchrun every rank calls it with the same arguments: each loads the model on its own
+    device and generates its share of the rows; rank 0 names a new run directory (the others take
+    its name), writes ``config.json`` and every shared file, and alone judges, summarises, plots and
+    reports. The other ranks return after the generation stage.
     """
+    from . import distributed
     from .conditions import plan_grid
     from .models import load_model_and_tokenizer, load_tokenizer, num_layers
 
@@ -244,6 +250,8 @@ def run_eval(
         from .measures_stage import check_batch_size
 
         check_batch_size(measures_batch_size)
+    job = distributed.job()
+    device = distributed.init(config.model.device, device_map=config.model.device_map)
     old_run = RunDir.existing(run_dir) if run_dir is not None and not isinstance(run_dir, RunDir) else run_dir
     if skip_generation and (old_run is None or not old_run.generation_files()):
         raise UserError("--skip-generation reuses the generations of a run directory: "
@@ -259,8 +267,10 @@ def run_eval(
     if not skip_judging:  # every judge setting is checked before the first stage starts
         if judge_backend is None:
             config.judge.validate()
-        backend = judge_backend or _make_judge(config)
-    say = print if progress else (lambda *a, **k: None)
+        # the judge runs on rank 0 only
+        backend = distributed.agree(lambda: (judge_backend or _make_judge(config)) if job.is_main else None)
+    say = print if progress and job.is_main else (lambda *a, **k: None)
+    progress = progress and job.is_main
     try:
         if model_and_tokenizer is None and not skip_generation:
             load_tokenizer(config.model.model)  # a clear error now for an unreachable hub id
@@ -270,7 +280,7 @@ def run_eval(
         model = tokenizer = None
         if not skip_generation:
             model, tokenizer = model_and_tokenizer or load_model_and_tokenizer(
-                config.model.model, dtype=config.model.dtype, device=config.model.device,
+                config.model.model, dtype=config.model.dtype, device=device, device_map=config.model.device_map,
                 revision=config.model.revision)
             if groups is None:
                 from .conditions import parse_layer_groups
@@ -282,7 +292,8 @@ def run_eval(
                 raise UserError(f"--skip-generation: {old_run} records no layers; pass --layers")
             groups = [tuple(g) if isinstance(g, list) else (int(g),) for g in stored_layers]
         conditions = plan_grid(prepared.transforms, groups, prepared.alphas, ablate=config.grid.ablate)
-        run = old_run if old_run is not None else RunDir.create(output_dir)
+        # rank 0 names a new run directory; every rank takes that name
+        run = old_run if old_run is not None else distributed.on_main(lambda: RunDir.create(output_dir))
         say(f"run directory: {run}")
         loaded = {"model": model, "tokenizer": tokenizer}
         model = tokenizer = None  # the stages drop the model before judging: hold it in one place only
@@ -305,33 +316,37 @@ def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: li
                 skip_generation: bool, make_report: bool, progress: bool, command: list[str] | None,
                 say: Any) -> Path:
     """The stages of :func:`run_eval` under the run directory's lock, once every cheap check has passed."""
+    from . import distributed
     from .models import model_info
     from .sweep_store import SweepPlan
 
     model, tokenizer = loaded.pop("model"), loaded.pop("tokenizer")
     measures_batch_size = loaded.pop("measures", None)
-    with run.lock("eval"):
+    with run.lock("eval"):  # in a torchrun job: rank 0's lock, agreed by every rank
         plan = None
         if model is not None:
             from .vector_file import load_vectors
 
             vectors = {name: sv.vectors
                        for name, sv in load_vectors(config.grid.vectors_dir, prepared.transforms).items()}
-            plan = SweepPlan.prepare(
+            plan = distributed.agree(lambda: SweepPlan.prepare(
                 model, tokenizer, conditions, prepared.questions, vectors, run,
                 n_generations=config.grid.n_generations, settings=config.generation, overwrite=overwrite,
                 reuse_baseline=config.grid.reuse_baseline,
                 extra_fingerprint={"vector_hashes": vector_hashes(prepared.vector_files)},
-            )
-        nothing_new = plan is None or not plan.requests()
-        manifest = _manifest(config, prepared, groups, conditions, old, backend, command,
-                             model_info(model) if model is not None else None,
-                             keep_generation=skip_generation or (old is not None and nothing_new))
-        if old is None or manifest.to_dict() != old.to_dict():
-            run.write_manifest(manifest)  # every check has passed; a no-op resume leaves it as it was
+            ))
+        if distributed.is_main():
+            nothing_new = plan is None or not plan.requests()
+            manifest = _manifest(config, prepared, groups, conditions, old, backend, command,
+                                 model_info(model) if model is not None else None,
+                                 keep_generation=skip_generation or (old is not None and nothing_new))
+            if old is None or manifest.to_dict() != old.to_dict():
+                run.write_manifest(manifest)  # every check has passed; a no-op resume leaves it as it was
         if plan is not None:
             plan.run(model, tokenizer, progress)
             del plan, vectors
+        if not distributed.is_main():  # measures, judging, summary, plots and report are rank 0's
+            return run.path
         stems = [c.stem for c in conditions]
         if backend is None:  # --skip-judging only checks the stored judgments: before the measures' work
             judged = _judge_stage(run, backend, config, stems, progress, say)

@@ -13,6 +13,13 @@ into a run directory and can be rerun to finish what is missing:
 Planning (:meth:`SweepPlan.prepare`) reads and checks everything and writes nothing, so callers
 can refuse bad input before touching the directory; :meth:`SweepPlan.run` holds the run
 directory's writer lock while it generates.
+
+Under torchrun (several ranks, :mod:`interp_playground.distributed`) every rank plans the same
+missing rows (checked by a digest), generates its cost-balanced share and journals it to its own
+``generations_journal.rank{r}.jsonl``; after a barrier rank 0 reads every journal and writes the
+condition files and the manifest exactly as a single process would. Planning reads every journal
+present, so a rerun with any number of ranks (one without torchrun included) finishes what a
+killed job left.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .conditions import BASELINE_STEM, Condition, check_questions
 from .engine import generate_batches
 from .engine.base import GenerationRequest, check_conditions, check_vectors
@@ -84,6 +92,7 @@ class SweepPlan:
     manifest: dict[str, Any]
     done: dict[str, dict[tuple[int, int], dict[str, Any]]]
     finished: set[str] = field(default_factory=set)
+    journal: Path | None = None  # where :meth:`record` appends (None: the run's single-process journal)
 
     @classmethod
     def prepare(
@@ -99,7 +108,7 @@ class SweepPlan:
         overwrite: bool = False,
         reuse_baseline: bool = True,
         extra_fingerprint: dict[str, Any] | None = None,
-    ) -> "SweepPlan":
+    ) -> SweepPlan:
         """Check everything (layers, vector names and sizes, questions, settings, files already in
         the directory) and plan; one-line ``UserError`` on any problem. Writes nothing."""
         settings = (settings or GenerationSettings()).validate()
@@ -152,16 +161,7 @@ class SweepPlan:
                 raise UserError(f"{run.manifest_path} is unreadable ({exc}); move it away or use another "
                                 "directory") from exc
         wanted = {p.gen.stem: p.gen_fingerprint for p in files.values()}
-        done: dict[str, dict[tuple[int, int], dict[str, Any]]] = {stem: {} for stem in wanted}
-        stale_rows: set[str] = set()
-        for rec in read_jsonl(run.journal_path):
-            stem = rec.get("condition") if isinstance(rec, dict) else None
-            if stem not in wanted or not {"question_id", "answer_idx", "response"} <= set(rec):
-                continue
-            if rec.get("fp") == wanted[stem]:
-                done[stem][(rec["question_id"], rec["answer_idx"])] = rec
-            else:
-                stale_rows.add(stem)
+        done, stale_rows = _read_journals(run, wanted)
         plan = cls(run, questions, n_generations, settings, checked, files, settings_key, base_fp, manifest, done)
 
         conflicts: list[str] = []
@@ -186,6 +186,12 @@ class SweepPlan:
                 f"{' ...' if len(conflicts) > 3 else ''}; pass --overwrite to replace them or use another directory"
             )
         return plan
+
+    def reload_journals(self) -> None:
+        """Read every journal of the run directory again (after other ranks have added rows)."""
+        done, _ = _read_journals(self.rundir, {p.gen.stem: p.gen_fingerprint for p in self.files.values()})
+        for stem, rows in done.items():
+            self.done[stem].update(rows)
 
     def _complete(self, stem: str) -> bool:
         return len(self.done[stem]) >= len(self.questions) * self.n_generations
@@ -216,8 +222,9 @@ class SweepPlan:
             rec = {"fp": wanted[stem], **data}
             records.append(rec)
             self.done[stem][(row.question_id, row.answer_idx)] = rec
-        append_jsonl(self.rundir.journal_path, records)
-        self.write_ready()
+        append_jsonl(self.journal or self.rundir.journal_path, records)
+        if distributed.is_main():  # other ranks only journal; rank 0 writes the shared files
+            self.write_ready()
 
     def write_ready(self) -> None:
         """Write the condition files whose rows are all journaled, then the manifest."""
@@ -234,7 +241,10 @@ class SweepPlan:
             }
             self.finished.add(stem)
             changed = True
-        if changed:
+        if changed:  # entries in plan order, so the bytes do not depend on which file finished first
+            entries = self.manifest["conditions"]
+            ordered = {stem: entries[stem] for stem in self.files if stem in entries}
+            self.manifest["conditions"] = {**ordered, **{k: v for k, v in entries.items() if k not in ordered}}
             atomic_write_json(self.rundir.manifest_path, self.manifest)
 
     def _file_rows(self, fp: _FilePlan) -> list[dict[str, Any]]:
@@ -247,20 +257,90 @@ class SweepPlan:
         return rows
 
     def run(self, model: torch.nn.Module, tokenizer: Any, progress: bool = True) -> dict[str, Path]:
-        """Generate what is missing under the run directory's writer lock; ``{stem: path}``."""
+        """Generate what is missing under the run directory's writer lock; ``{stem: path}``.
+
+        In a torchrun job every rank calls this with a plan of the same directory, prepared under the
+        job's lock before anyone wrote (so every rank lists the same missing rows; checked), each
+        rank generates its share (:func:`shard_requests`) into its own journal, and after a barrier
+        rank 0 writes every file the journals complete."""
+        job = distributed.job()
         with self.rundir.lock("generate"):
-            self.rundir.path.mkdir(parents=True, exist_ok=True)
-            self.write_ready()
-            for rows in generate_batches(model, tokenizer, self.requests(), self.vectors, self.settings, progress):
+            if job.is_main:
+                self.rundir.path.mkdir(parents=True, exist_ok=True)
+                self.write_ready()
+            requests = self.requests()
+            if job.distributed:
+                _check_same_plan(requests)
+                self.journal = self.rundir.rank_journal_path(job.rank)
+                requests = shard_requests(tokenizer, requests, self.settings)
+            batches = generate_batches(model, tokenizer, requests, self.vectors, self.settings,
+                                       progress and job.is_main)
+            for n_batches, rows in enumerate(batches, 1):
                 self.record(rows)
+                distributed.exit_for_test(n_batches)
+            if job.distributed:
+                distributed.barrier()  # every rank's rows are journaled (and fsync'd)
+                if job.is_main:
+                    self.reload_journals()
+                    self.write_ready()
         missing = [stem for stem in self.files if stem not in self.finished]
-        if missing:  # cannot happen unless the engine dropped rows
+        if missing and job.is_main:  # cannot happen unless the engine dropped rows
             raise RuntimeError(f"generation finished without rows for {missing[:3]}")
         return {stem: fp.path for stem, fp in self.files.items()}
 
     def run_lock(self) -> Any:
         """The run directory's writer lock for the generation stage."""
         return self.rundir.lock("generate")
+
+
+def _read_journals(run: RunDir, wanted: Mapping[str, str]
+                   ) -> tuple[dict[str, dict[tuple[int, int], dict[str, Any]]], set[str]]:
+    """Rows of every journal of ``run`` (the single-process one and each rank's) made with the
+    wanted fingerprints, by generated stem and ``(question_id, answer_idx)`` (a row journaled twice
+    counts once); and the stems with rows made with other settings."""
+    done: dict[str, dict[tuple[int, int], dict[str, Any]]] = {stem: {} for stem in wanted}
+    stale: set[str] = set()
+    for path in run.journal_paths():
+        for rec in read_jsonl(path):
+            stem = rec.get("condition") if isinstance(rec, dict) else None
+            if not isinstance(stem, str) or stem not in wanted \
+                    or not {"question_id", "answer_idx", "response"} <= set(rec):
+                continue
+            if rec.get("fp") == wanted[stem]:
+                done[stem][(rec["question_id"], rec["answer_idx"])] = rec
+            else:
+                stale.add(stem)
+    return done, stale
+
+
+def _check_same_plan(requests: Sequence[GenerationRequest]) -> None:
+    """Make sure every rank of the job lists the same missing rows (they planned from the same files)."""
+    digest = stable_hash([[r.condition.stem, r.question_id, r.answer_idx] for r in requests])
+    if len(set(distributed.all_gather_object(digest))) != 1:
+        raise RuntimeError("the ranks of this job planned different rows; was the run directory changed "
+                           "while they started? Rerun the command")
+
+
+def expected_tokens(tokenizer: Any, requests: Sequence[GenerationRequest], settings: GenerationSettings) -> list[int]:
+    """The expected cost of each request: its prompt's length in tokens plus ``max_new_tokens``."""
+    from .chat import prompt_ids
+
+    lengths: dict[str, int] = {}
+    out = []
+    for req in requests:
+        if req.question not in lengths:
+            lengths[req.question] = len(prompt_ids(tokenizer, req.question, thinking=settings.thinking))
+        out.append(lengths[req.question] + settings.max_new_tokens)
+    return out
+
+
+def shard_requests(tokenizer: Any, requests: Sequence[GenerationRequest],
+                   settings: GenerationSettings) -> list[GenerationRequest]:
+    """This rank's share of ``requests`` (all of them in a single process), balanced by
+    :func:`expected_tokens`, in their original order."""
+    if distributed.world_size() == 1:
+        return list(requests)
+    return [requests[i] for i in distributed.shard(expected_tokens(tokenizer, requests, settings))]
 
 
 def generate_sweep(
@@ -286,16 +366,19 @@ def generate_sweep(
     baseline's answers with the condition's own fields and ``source: "baseline"``. A second
     process writing the same directory is refused. Returns ``{stem: path}`` for every requested
     condition (plus ``baseline`` when it was generated for reuse).
+
+    Under torchrun every rank calls it with the same arguments and generates its share of the rows
+    (see the module docstring); a refusal is the same ``UserError`` on every rank.
     """
     run = out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"{run.path} exists and is not a directory")
     args = (model, tokenizer, conditions, questions, vectors, run, n_generations, settings, overwrite, reuse_baseline,
             extra_fingerprint)
-    SweepPlan.prepare(*args)  # every check before the directory is touched
+    distributed.agree(lambda: SweepPlan.prepare(*args))  # every check before the directory is touched
     with run.lock("generate"):  # plan again under the lock: a plan read before another writer finished is stale
-        plan = SweepPlan.prepare(*args)
+        plan = distributed.agree(lambda: SweepPlan.prepare(*args))
         return plan.run(model, tokenizer, progress)
 
 
-__all__ = ["SweepPlan", "generate_sweep"]
+__all__ = ["SweepPlan", "expected_tokens", "generate_sweep", "shard_requests"]

@@ -39,7 +39,8 @@ def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParse
 
 
 # Settings a resumed run may change: they do not change the answers.
-_FREE_ON_RESUME = {("model", "device"), ("generation", "batch_size"), ("generation", "engine")}
+_FREE_ON_RESUME = {("model", "device"), ("model", "device_map"), ("generation", "batch_size"),
+                   ("generation", "engine")}
 
 
 def _norm(value: Any) -> Any:

@@ -6,6 +6,10 @@ planner ``eval`` uses too). Output files, resume rules and the reuse of the base
 those of :func:`interp_playground.sweep_store.generate_sweep`; rerunning the same command in the
 same directory finishes what is missing. Every input is checked before the model is loaded where
 possible, and always before the first token is generated.
+
+Under ``torchrun --nproc-per-node N -m interp_playground generate ...`` every rank loads the model
+on its own GPU and generates its share of the rows; rank 0 writes the files (see
+:mod:`interp_playground.sweep_store`).
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ def build_parser(prog: str = "interp-playground generate") -> argparse.ArgumentP
 
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (``UserError`` is handled by the CLI dispatcher)."""
+    from .. import distributed
     from ..conditions import check_questions, parse_layer_groups, plan_grid, validate_alphas
     from ..io import check_writable_dir
     from ..questions import QUESTIONS, load_questions, select_questions
 
     args = build_parser().parse_args(argv)
     model_s = ModelSettings.from_args(args)
+    device = distributed.init(model_s.device, device_map=model_s.device_map)
     grid = GridSettings.from_args(args, GridSettings(layers=["all"])).validate()
     settings = GenerationSettings.from_args(args).validate()
     # ---- cheap checks first: nothing is loaded yet ----
@@ -68,12 +74,13 @@ def main(argv: list[str]) -> int:
     load_tokenizer(model_s.model, revision=model_s.revision)  # a clear error now for an unreachable hub id
     depth, hidden = model_shape(model_s.model, revision=model_s.revision)
     for warning in check_vectors_match_model(loaded, model_s.model, depth, hidden, vectors_dir=grid.vectors_dir):
-        print(f"warning: {warning}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"warning: {warning}", file=sys.stderr)
     groups = parse_layer_groups(grid.layers or ["all"], n_layers=depth)
 
     # ---- the model ----
-    model, tokenizer = load_model_and_tokenizer(model_s.model, dtype=model_s.dtype, device=model_s.device,
-                                                revision=model_s.revision)
+    model, tokenizer = load_model_and_tokenizer(model_s.model, dtype=model_s.dtype, device=device,
+                                                device_map=model_s.device_map, revision=model_s.revision)
 
     from ..sweep import vector_hashes
     from ..sweep_store import generate_sweep
@@ -91,6 +98,8 @@ def main(argv: list[str]) -> int:
             {name: vector_path(grid.vectors_dir, name) for name in base_transforms(transforms)})},
         progress=not args.quiet,
     )
+    if not distributed.is_main():
+        return 0
     print(f"{len(paths)} condition file(s) in {args.output_dir} "
           f"({len(questions)} questions x {grid.n_generations} answers, {time.perf_counter() - started:.1f}s)")
     return 0

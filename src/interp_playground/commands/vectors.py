@@ -61,7 +61,10 @@ def build_parser(prog: str = "interp-playground vectors") -> argparse.ArgumentPa
     p.add_argument("--thinking", action="store_true",
                    help="render Qwen3-style chat templates with thinking enabled (off by default)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--device", default=None,
+                   help="cuda, cpu, ... (default: cuda when available; under torchrun cuda:LOCAL_RANK)")
+    p.add_argument("--device-map", default=None,
+                   help="spread one model over several GPUs of one process (accelerate), e.g. auto; not with torchrun")
     p.add_argument("--revision", default=None, help="hub revision of the model")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 helps on a busy machine)")
@@ -108,10 +111,14 @@ def main(argv: list[str]) -> int:
         overwrite=args.overwrite,
         dtype=args.dtype,
         device=args.device,
+        device_map=args.device_map,
         revision=args.revision,
         thinking=args.thinking,
         plot=not args.no_plot,
         progress=not args.quiet,
     )
-    print(f"wrote {len(paths)} vector file(s) to {args.output_dir}")
+    from .. import distributed
+
+    if distributed.is_main():
+        print(f"wrote {len(paths)} vector file(s) to {args.output_dir}")
     return 0
