@@ -137,12 +137,12 @@ def test_rerun_skips_finished_and_refuses_other_settings(tiny_models, tokenizer,
     model = tiny_models("qwen3")
     conds = CONDITIONS[:4]
     generate_sweep(model, tokenizer, conds, QUESTIONS, _vectors(), tmp_path, settings=GREEDY, progress=False)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ".lock"}
 
     calls = _count_batches(monkeypatch)
     generate_sweep(model, tokenizer, conds, QUESTIONS, _vectors(), tmp_path, settings=GREEDY, progress=False)
     assert calls == []
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ".lock"} == before
 
     other = GenerationSettings(max_new_tokens=5, do_sample=False, batch_size=5)
     with pytest.raises(UserError, match=r"different settings \(differing: settings.max_new_tokens\).*overwrite"):
@@ -154,7 +154,7 @@ def test_rerun_skips_finished_and_refuses_other_settings(tiny_models, tokenizer,
     with pytest.raises(UserError, match="different settings"):
         generate_sweep(model, tokenizer, conds, QUESTIONS, changed, tmp_path, settings=GREEDY, progress=False)
     assert calls == []
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing was damaged
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ".lock"} == before  # nothing was damaged
 
     # a condition that does not use the changed vector is still reused; a new one is simply added
     generate_sweep(model, tokenizer, [Condition(), Condition("dont_overfit", (2,), 1.0)], QUESTIONS, changed,

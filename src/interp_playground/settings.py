@@ -159,7 +159,8 @@ class GridSettings(Settings):
                                help="steering strengths")
     ablate: bool = option("--ablate", False, action="store_true",
                           help="also a directional-ablation condition per vector and layer group")
-    max_samples: int = option("--max-samples", 50, type=int, help="number of questions (the first N)")
+    max_samples: int | None = option("--max-samples", None, type=int, show_default="all (the built-in 50)",
+                                     help="number of questions (the first N)")
     n_generations: int = option("--n-generations", 1, type=int, help="answers per question and condition")
     questions_file: str | None = option("--questions", None, metavar="FILE", show_default="the built-in 50",
                                         help="question file: txt (one per line), json list or yaml")
@@ -172,7 +173,8 @@ class GridSettings(Settings):
         from .conditions import parse_layer_groups, validate_alphas
 
         _integer("--", "n-generations", self.n_generations, 1)
-        _integer("--", "max-samples", self.max_samples, 1)
+        if self.max_samples is not None:
+            _integer("--", "max-samples", self.max_samples, 1)
         validate_alphas(self.alphas)
         specs = [s for s in (self.layers or []) if str(s).strip().lower() != "all"]
         if specs:
