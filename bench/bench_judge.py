@@ -20,7 +20,7 @@ import sys
 import time
 
 
-def _serve(latency: float, queue: "mp.Queue[str]") -> None:
+def _serve(latency: float, queue: mp.Queue[str]) -> None:
     from interp_playground.judge.testing import FakeOpenAIServer
 
     server = FakeOpenAIServer(latency=latency).start()

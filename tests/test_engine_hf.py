@@ -184,7 +184,7 @@ def test_smollm_mixed_batch_rows_equal_each_row_alone(smollm, tmp_path):
     rows = list(generate_rows(model, tokenizer, requests, vectors, settings, progress=False))
     eos = engine_base.eos_ids(model, tokenizer)
     for row, req in zip(sorted(rows, key=lambda r: (r["condition"], r["question_id"])),
-                        sorted(requests, key=lambda r: (r.condition.stem, r.question_id))):
+                        sorted(requests, key=lambda r: (r.condition.stem, r.question_id)), strict=True):
         want = _alone(model, tokenizer, req.question, req.condition, vectors, 6, eos, tokenizer.pad_token_id)
         assert row["token_ids"] == want, req.condition.stem
     # the steering is strong enough to change the answers

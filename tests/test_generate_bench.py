@@ -20,7 +20,7 @@ def test_bench_tiny_writes_results(tmp_path):
     assert result["card"] and result["device"] == "cpu"
     assert result["seed"]["tokens"] == 4 and result["seed"]["tokens_per_s"] > 0
     assert result["hf_batched"]["tokens"] == 9 * 4
-    for res, bs in zip(result["engine"], (3, 5)):
+    for res, bs in zip(result["engine"], (3, 5), strict=True):
         # 2 full batches of a mixed sweep: baseline + 2 vectors x 2 layers x 1 alpha, fixed-length answers
         assert res["batch_size"] == bs and res["rows"] == 2 * bs
         assert res["conditions"] == min(5, 2 * bs)

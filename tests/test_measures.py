@@ -88,7 +88,7 @@ def test_nll_and_projections_match_hand_computation(arch, padding_side, batch_si
     model = tiny_models(arch)
     got = measure_answers(model, tokenizer, ITEMS, _directions(), batch_size=batch_size, padding_side=padding_side)
     assert len(got) == len(ITEMS)
-    for m, (nll, n, proj) in zip(got, references(arch)):
+    for m, (nll, n, proj) in zip(got, references(arch), strict=True):
         assert m.n_tokens == n
         assert m.nll == pytest.approx(nll, rel=1e-5, abs=1e-5)
         assert m.perplexity == pytest.approx(math.exp(nll), rel=1e-5)
@@ -157,7 +157,7 @@ def test_repetition_rate_by_hand():
 def test_repetition_uses_the_answer_tokens(tiny_models, tokenizer):
     model = tiny_models("qwen3")
     got = measure_answers(model, tokenizer, ITEMS, ngram=2)
-    for m, (prompt, answer) in zip(got, ITEMS):
+    for m, (prompt, answer) in zip(got, ITEMS, strict=True):
         ids, start = _ids(tokenizer, prompt, answer)
         assert m.repetition == repetition_rate(ids[start:], 2)
     assert got[5].repetition > 0.5  # "0 1 2 3" three times
@@ -177,7 +177,7 @@ def test_projection_of_vectors_matches_per_layer_rows(tiny_models, tokenizer):
     vectors = torch.randn(3, 32, generator=torch.Generator().manual_seed(3))
     a = measure_answers(model, tokenizer, ITEMS[:3], directions_from_vectors({"v": vectors}, [0, 1, 2]))
     b = measure_answers(model, tokenizer, ITEMS[:3], {("v", 2): 10 * vectors[2]})  # scale does not matter
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert set(x.projections) == {"v@0", "v@1", "v@2"}
         assert x.projections["v@2"] == pytest.approx(y.projections["v@2"], rel=1e-5)
 
@@ -262,7 +262,7 @@ def test_measure_rows_kill_and_resume(tmp_path, tiny_models, tokenizer):
 
     fresh = measure_rows(model, tokenizer, rows, directions, tmp_path / "fresh.jsonl", batch_size=3)
     assert len(resumed) == len(fresh) == len(rows)
-    for got, want, row in zip(resumed, fresh, rows):
+    for got, want, row in zip(resumed, fresh, rows, strict=True):
         assert {k: got[k] for k in row} == row  # the row's own fields, n_tokens included, untouched
         assert got["answer_tokens"] == want["answer_tokens"] and got["repetition"] == want["repetition"]
         if want["nll"] is None:
@@ -298,7 +298,7 @@ def test_changed_direction_is_refused_or_recomputed(tmp_path, tiny_models, token
     fp = [r["fp"] for r in read_jsonl(journal)]
     assert len(set(fp)) == 1 and len(_records(journal)) == len(rows)  # the old records are gone
     expected = measure_answers(model, tokenizer, [(r["question"], r["response"]) for r in rows], changed)
-    for b, a, e in zip(before, after, expected):
+    for b, a, e in zip(before, after, expected, strict=True):
         if e.nll is None:
             continue
         assert a["projections"]["a@1"] == pytest.approx(e.projections["a@1"], rel=1e-5)

@@ -50,7 +50,7 @@ def test_seed_api_greedy_matches_plain_hf(tiny_models, tokenizer, tmp_path):
     rows = generate_with_steering(model, tokenizer, QUESTIONS[:2], vec, 2, steering_strength=-1.0,
                                   num_answers_per_question=1, max_new_tokens=6,
                                   output_path=str(tmp_path / "s.json"), do_sample=False, progress=False)
-    for r, q in zip(rows, QUESTIONS[:2]):
+    for r, q in zip(rows, QUESTIONS[:2], strict=True):
         want = _alone(model, tokenizer, q, Condition("v", (2,), -1.0), {"v": vec}, 6,
                       [tokenizer.eos_token_id], tokenizer.pad_token_id)
         assert r["n_tokens"] == len(want)

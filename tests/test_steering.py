@@ -74,7 +74,7 @@ def test_vector_per_layer_mapping_and_matrix(tiny_models):
         a = _forward_capture(model, ids)
     with steer(model, {1: mat[1], 2: mat[2]}, layers=[1, 2], alpha=3.0):
         b = _forward_capture(model, ids)
-    assert all(torch.equal(a[l], b[l]) for l in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
     with steer(model, mat[1], layers=1, alpha=3.0):
         c = _forward_capture(model, ids)
     assert torch.equal(a[1], c[1])
@@ -131,7 +131,7 @@ def test_row_steering_matches_each_row_alone(arch, tiny_models, tokenizer):
     for layer in batch:
         assert torch.equal(batch[layer][0], base_batch[layer][0])
     # every row equals that row run alone with its own steering
-    for i, (seq, row) in enumerate(zip(seqs, rows)):
+    for i, (seq, row) in enumerate(zip(seqs, rows, strict=True)):
         alone_ids = torch.tensor([seq])
         if row is None:
             alone = _forward_capture(model, alone_ids)
@@ -153,7 +153,7 @@ def test_hooks_removed_after_exception(tiny_models):
     layers = decoder_layers(model)
 
     def count() -> int:
-        return sum(len(l._forward_hooks) for l in layers)
+        return sum(len(layer._forward_hooks) for layer in layers)
 
     # transformers may keep hooks of its own (output_hidden_states installs capturing hooks)
     before = count()

@@ -250,7 +250,7 @@ class Condition:
                 "stem": self.stem}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Condition":
+    def from_dict(cls, data: Mapping[str, Any]) -> Condition:
         """Inverse of :meth:`to_dict` (``stem`` is ignored)."""
         op = data.get("op") or "add"
         alpha = data.get("alpha")
@@ -258,7 +258,7 @@ class Condition:
                    alpha=0.0 if alpha is None else alpha, op=op)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> "Condition":
+    def from_row(cls, row: Mapping[str, Any]) -> Condition:
         """The condition of an output row: from its ``steering`` data when present (rows written by
         this version), else from the seed fields (``transform``, ``steering_layer``,
         ``steering_strength``) and, for the op of rows written before ``steering`` existed, the stem."""
@@ -276,7 +276,7 @@ class Condition:
         return cls(vector=name, layers=layers, alpha=row.get("steering_strength") or 0.0)
 
     @classmethod
-    def from_stem(cls, stem: str) -> "Condition":
+    def from_stem(cls, stem: str) -> Condition:
         """Inverse of :attr:`stem` (a ``generations_`` prefix and ``.json`` suffix are tolerated)."""
         text = stem
         if text.startswith("generations_"):

@@ -466,7 +466,7 @@ def measure_rows(
 
     results: list[dict[str, Any] | None] = [None] * len(rows)
     todo: dict[tuple[str, str], list[int]] = {}
-    for i, (key, text) in enumerate(zip(keys, texts)):
+    for i, (key, text) in enumerate(zip(keys, texts, strict=True)):
         rec = done.get(key)
         if rec is not None and rec.get("answer") == _answer_hash(*text):
             results[i] = AnswerMeasures.from_columns(rec).columns()
@@ -483,4 +483,4 @@ def measure_rows(
                 journal.append({"kind": "measures", "fp": fp, "condition": condition, "question_id": question_id,
                                 "answer_idx": answer_idx, "answer": _answer_hash(*items[j]), **results[i]})
         append_jsonl(journal_path, journal)
-    return [{**row, **cols} for row, cols in zip(rows, results)]  # type: ignore[dict-item]
+    return [{**row, **cols} for row, cols in zip(rows, results, strict=True)]  # type: ignore[dict-item]

@@ -77,7 +77,7 @@ class GenerationRow:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GenerationRow":
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationRow:
         """A row read back from a generation file or journal record (older rows included)."""
         return cls(
             question=data.get("question", ""),
@@ -93,7 +93,7 @@ class GenerationRow:
             token_ids=data.get("token_ids"),
         )
 
-    def as_condition(self, condition: Condition, *, source: str, row_id: int | None = None) -> "GenerationRow":
+    def as_condition(self, condition: Condition, *, source: str, row_id: int | None = None) -> GenerationRow:
         """This answer filed under another condition (an alpha-0 file reusing the baseline's answers)."""
         return GenerationRow(self.question, self.response, self.answer_idx, condition, self.question_id,
                              self.n_tokens, self.finish_reason, source, self.reasoning, row_id, None)

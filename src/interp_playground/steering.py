@@ -228,7 +228,7 @@ class RowSteer:
     op: Op = "add"
 
     @staticmethod
-    def at(layer: int | Sequence[int], vector: VectorLike, alpha: float = 1.0, op: Op = "add") -> "RowSteer":
+    def at(layer: int | Sequence[int], vector: VectorLike, alpha: float = 1.0, op: Op = "add") -> RowSteer:
         """Convenience constructor taking one layer or several."""
         layers = (layer,) if isinstance(layer, int) else tuple(layer)
         return RowSteer(layers=layers, vector=vector, alpha=alpha, op=op)

@@ -353,7 +353,7 @@ def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: li
         measured = measures_batch_size is not None and _measures_stage(
             run, config, prepared, conditions, (model, tokenizer) if model is not None else None,
             measures_batch_size, overwrite, progress, say)
-        del model, tokenizer  # the judge may need the memory
+        model = tokenizer = None  # the judge may need the memory
         if owns_model:
             _release_memory()
         if backend is not None:

@@ -8,7 +8,8 @@ build is deterministic (fixed training corpus, fixed seed).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -16,11 +16,12 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .testing import completion, probs_to_logprobs
@@ -84,7 +85,7 @@ def _error(status: int, message: str, code: str | None = None) -> tuple[int, dic
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the access log
         pass
@@ -127,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    fake: "FakeBatchServer"
+    fake: FakeBatchServer
 
 
 class FakeBatchServer:
@@ -322,7 +323,7 @@ class FakeBatchServer:
             raise RuntimeError("server not started")
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def start(self) -> "FakeBatchServer":
+    def start(self) -> FakeBatchServer:
         """Start serving in a daemon thread."""
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
@@ -341,7 +342,7 @@ class FakeBatchServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "FakeBatchServer":
+    def __enter__(self) -> FakeBatchServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
