@@ -158,6 +158,7 @@ class FastEngine:
 
         w, tokenizer = self.weights, self.tokenizer
         eos = eos_ids(self.model, tokenizer)
+        eos_set = set(eos)
         prompts: dict[str, list[int]] = {}
         for req in requests:
             if req.question not in prompts:
@@ -195,7 +196,7 @@ class FastEngine:
         def finish(slot: int, token: int) -> bool:
             tokens[slot].append(token)
             n = len(tokens[slot])
-            if n < max_new and not (token in eos and n > settings.min_new_tokens):
+            if n < max_new and not (token in eos_set and n > settings.min_new_tokens):
                 return False
             req = requests[owner[slot]]  # type: ignore[index]
             done.append(finished_row(req, tokens[slot], tokenizer, eos, max_new))

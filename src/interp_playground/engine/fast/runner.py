@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..sampling import RowSampler
-from . import step
+from . import attention, step
 from .weights import ModelWeights
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,12 @@ class Plan:
 
 
 def _compiled(fn: Callable) -> Callable:
+    import torch._dynamo
+
+    # one compiled variant per slot count and steering layout: allow more than the default 8
+    for name in ("recompile_limit", "cache_size_limit"):
+        if getattr(torch._dynamo.config, name, 64) < 64:
+            setattr(torch._dynamo.config, name, 64)
     return torch.compile(fn, dynamic=False, fullgraph=True)
 
 
@@ -85,6 +91,8 @@ class SlotRunner:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.pool = None
         self.use_graphs = dev.type == "cuda"
+        #: Read only each slot's live keys (Triton, CUDA): then one graph serves every context.
+        self.live_attention = attention.available(w.head_dim, dev)
         self.set_fused(fuse and dev.type == "cuda")
 
     def set_fused(self, fuse: bool) -> None:
@@ -177,8 +185,11 @@ class SlotRunner:
                                  w.n_heads, w.n_kv_heads, w.head_dim)
             self.k_cache[layer][self.slot_ids, :, self.pos] = k[:, 0]
             self.v_cache[layer][self.slot_ids, :, self.pos] = v[:, 0]
-            attn = step.decode_attention(q, self.k_cache[layer][:, :, :context], self.v_cache[layer][:, :, :context],
-                                         mask, w.scaling)
+            if self.live_attention:
+                attn = attention.decode_attention(q, self.k_cache[layer], self.v_cache[layer], self.pos, w.scaling)
+            else:
+                attn = step.decode_attention(q, self.k_cache[layer][:, :, :context],
+                                             self.v_cache[layer][:, :, :context], mask, w.scaling)
             delta, unit = self._steering(layer, None)
             x = self.f_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
         logits = self.f_head(x[:, 0], w.norm, w.lm_head, w.eps)
@@ -192,7 +203,10 @@ class SlotRunner:
         self.gen.add_(self.active)
 
     def bucket(self, max_pos: int) -> int:
-        """The context bucket for a largest fed position of ``max_pos``."""
+        """The context bucket for a largest fed position of ``max_pos`` (one bucket, the whole cache,
+        when attention reads each slot's live keys only)."""
+        if self.live_attention:
+            return self.length
         return min(self.length, (max_pos // BUCKET + 1) * BUCKET)
 
     @torch.inference_mode()
