@@ -137,23 +137,33 @@ class SlotRunner:
             self.unit[:, rows] = units.to(device=dev, dtype=torch.float32)
         if uniforms is not None and self.sampling.do_sample:
             self.uniforms[rows] = uniforms.to(device=dev, dtype=torch.float32).clamp_(max=1.0 - 2.0**-24)
+        # prompts packed token after token (no padding in the matmuls); attention pads per prompt
         lengths = [len(p) for p in prompts]
         width = max(lengths)
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-        x = F.embedding(ids.to(dev), w.embed)
-        cos, sin = self.cos[:width][None, :, None, :], self.sin[:width][None, :, None, :]
+        row_of = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(lengths)).to(dev)
+        pos_of = torch.cat([torch.arange(n) for n in lengths]).to(dev)
+        flat = row_of * width + pos_of
+        slot_of = rows[row_of]
+        ids = torch.tensor([t for p in prompts for t in p], dtype=torch.long, device=dev)
+        x = F.embedding(ids, w.embed)[:, None, :]
+        cos, sin = self.cos[pos_of][:, None, None, :], self.sin[pos_of][:, None, None, :]
+
+        def padded(t: torch.Tensor) -> torch.Tensor:  # [tokens, 1, heads, D] -> [prompts, width, heads, D]
+            out = t.new_zeros(len(prompts) * width, t.shape[2], t.shape[3])
+            out[flat] = t[:, 0]
+            return out.view(len(prompts), width, t.shape[2], t.shape[3])
+
         for layer, lw in enumerate(w.layers):
             q, k, v = step.qkv(x, lw.ln_in, lw.wqkv, lw.bqkv, lw.q_norm, lw.k_norm, cos, sin, w.eps,
                                w.n_heads, w.n_kv_heads, w.head_dim)
-            self.k_cache[layer][rows, :, :width] = k.transpose(1, 2)
-            self.v_cache[layer][rows, :, :width] = v.transpose(1, 2)
-            attn = step.prefill_attention(q, k, v, w.scaling)
-            delta, unit = self._steering(layer, rows) if self.steer_prompt else (None, None)
+            self.k_cache[layer][slot_of, :, pos_of] = k[:, 0]
+            self.v_cache[layer][slot_of, :, pos_of] = v[:, 0]
+            attn = step.prefill_attention(padded(q), padded(k), padded(v), w.scaling)
+            attn = attn.reshape(len(prompts) * width, -1)[flat][:, None, :]
+            delta, unit = self._steering(layer, slot_of) if self.steer_prompt else (None, None)
             x = step.block_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
-        last = torch.tensor([n - 1 for n in lengths], dtype=torch.long, device=dev)
-        logits = step.head(x[torch.arange(len(prompts), device=dev), last], w.norm, w.lm_head, w.eps)
+        last = torch.tensor(lengths, dtype=torch.long, device=dev).cumsum(0) - 1
+        logits = step.head(x[last, 0], w.norm, w.lm_head, w.eps)
         first_u = self.uniforms[rows, :1]
         sampler = RowSampler(first_u, 0, self.sampling.temperature, self.sampling.top_p, self.sampling.top_k)
         first = self._choose(logits, torch.zeros(len(prompts), dtype=torch.long, device=dev), sampler)
