@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agree-tokens", type=int, default=64)
     p.add_argument("--slots", type=int, default=None, help="fast-engine slots (default: automatic)")
     p.add_argument("--probe-slots", type=int, nargs="*", default=[256, 512, 1024])
-    p.add_argument("--skip", nargs="*", default=[], help="sections to skip: tiny agree profile probe seed hf fast")
+    p.add_argument("--skip", nargs="*", default=[], help="sections to skip: tiny agree profile probe seed hf fast unsteered")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
         record("seed_fixed", seed_style(model, tok, qs, vectors, args.seed_rows, args.seed_tokens))
     for steered in (False, True):
         name = "steered" if steered else "unsteered"
+        if name in args.skip:
+            continue
         if "fast" not in args.skip:
             record(f"fast_{name}_fixed", run_engine(fast, requests_for(qs, conditions(layers, steered), args.fixed_rows),
                                                     vectors, fixed))

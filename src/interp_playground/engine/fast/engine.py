@@ -40,7 +40,7 @@ CPU_SLOTS = 32
 PREFILL_TOKENS = 8192
 #: On CUDA, free slots are refilled once this fraction of them is free (a prefill costs about as
 #: many kernel launches as a decode step, whatever its size), or when the queue is shorter.
-REFILL_FRACTION = 1 / 32
+REFILL_FRACTION = 1 / 16
 
 
 def plan_for(conditions: Sequence[Condition]) -> Plan:
