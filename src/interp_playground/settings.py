@@ -159,7 +159,7 @@ class GridSettings(Settings):
                                help="steering strengths")
     ablate: bool = option("--ablate", False, action="store_true",
                           help="also a directional-ablation condition per vector and layer group")
-    max_samples: int | None = option("--max-samples", None, type=int, show_default="all (the built-in 50)",
+    max_samples: int | None = option("--max-samples", None, type=int, show_default="all questions",
                                      help="number of questions (the first N)")
     n_generations: int = option("--n-generations", 1, type=int, help="answers per question and condition")
     questions_file: str | None = option("--questions", None, metavar="FILE", show_default="the built-in 50",
