@@ -45,7 +45,8 @@ REFILL_FRACTION = 1 / 16
 
 def plan_for(conditions: Sequence[Condition]) -> Plan:
     """The layers that need a steering table for these conditions."""
-    add, ablate = set(), set()
+    add: set[int] = set()
+    ablate: set[int] = set()
     for cond in conditions:
         if not cond.is_baseline:
             (ablate if cond.op == "ablate" else add).update(cond.layers)
