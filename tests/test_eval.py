@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from interp_playground.cli import main as cli_main
-from interp_playground.metrics import recompute_from_csv
 from interp_playground.plots import PLOT_FILES
+from interp_playground.run_summary import recompute_from_csv
 
 MODEL = "tiny-qwen3"
 TRANSFORMS = ["default", "overfit", "dont_overfit"]

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from interp_playground.errors import UserError
-from interp_playground.metrics import load_judged_rows, summarize
+from interp_playground.metrics import summarize
 from interp_playground.plots import PLOT_FILES, make_plots, make_plots_from_run_dir
+from interp_playground.run_summary import load_judged_rows
 from run_dir_factory import make_fake_run_dir
 
 SEED_PLOTS = {
@@ -106,7 +107,7 @@ def test_plots_and_report_of_a_run_with_ablations(tmp_path):
     _check_pngs(make_plots_from_run_dir(run), run / "plots")
     report = write_report(run).read_text()
     assert "overfit_layer_10_ablate" in report and "overfit_layer_10-20_ablate" in report
-    from interp_playground.metrics import load_or_summarize
+    from interp_playground.run_summary import load_or_summarize
 
     summary = load_or_summarize(run)
     ablation = summary["conditions"]["overfit_layer_10-20_ablate"]
@@ -115,7 +116,7 @@ def test_plots_and_report_of_a_run_with_ablations(tmp_path):
 
 
 def test_measure_plots_follow_the_measures_with_and_without_judge_scores(tmp_path):
-    from interp_playground.metrics import load_or_summarize
+    from interp_playground.run_summary import load_or_summarize
     from run_dir_factory import add_fake_measures
 
     run = make_fake_run_dir(tmp_path / "a", n_questions=3, n_generations=2, seed=1)

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from interp_playground.errors import UserError
-from interp_playground.metrics import load_judged_rows, load_or_summarize
 from interp_playground.plots import PLOT_FILES
 from interp_playground.report import embed_json, render_report, write_report
+from interp_playground.run_summary import load_judged_rows, load_or_summarize
 from run_dir_factory import NASTY_ANSWERS, make_fake_run_dir
 
 CHROMIUM = Path("/usr/bin/chromium")

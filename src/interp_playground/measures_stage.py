@@ -222,9 +222,9 @@ def measure_run_dir(run_dir: str | Path, *, batch_size: int = DEFAULT_MEASURES_B
         say(f"measured {len(written)} condition(s); the others were up to date" if written
             else "measures: every condition is up to date")
         annotate_judged(run, [c.stem for c in conditions])
-        from .metrics import format_table, summarize_run
         from .plots import make_plots_from_run_dir
         from .report import write_report
+        from .run_summary import format_table, summarize_run
 
         say(format_table(summarize_run(run.path)))
         make_plots_from_run_dir(run.path)

@@ -187,8 +187,8 @@ def _baseline_line(ax: Any, stat: Mapping[str, Any] | None, key: str = "mean", s
 # --------------------------------------------------------------------------------------------
 
 
-def _plot_scores_by_condition(rows: list[dict], summary: Mapping[str, Any], info: Mapping[str, str],
-                              path: Path) -> Path:
+def _plot_scores_by_condition(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+                              info: Mapping[str, str], path: Path) -> Path:
     conds = [summary["conditions"][k] for k in summary.get("condition_order", summary["conditions"])]
     base = summary["conditions"].get(BASELINE)
     others = [c for c in conds if not c.get("is_baseline")]
@@ -253,7 +253,7 @@ def _plot_scores_by_condition(rows: list[dict], summary: Mapping[str, Any], info
     return _save(fig, path)
 
 
-def _score_table(rows: list[dict]) -> list[dict[str, Any]]:
+def _score_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per row: condition meta and numeric scores (None where not numeric)."""
     out = []
     for r in rows:
@@ -270,8 +270,8 @@ def _score_table(rows: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-def _plot_distributions(rows: list[dict], summary: Mapping[str, Any], info: Mapping[str, str],
-                        path: Path) -> Path:
+def _plot_distributions(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+                        info: Mapping[str, str], path: Path) -> Path:
     table = _score_table(rows)
     groups: list[tuple[str, Any, list[dict]]] = []
     base_rows = [t for t in table if t["baseline"]]
@@ -331,8 +331,8 @@ def _plot_distributions(rows: list[dict], summary: Mapping[str, Any], info: Mapp
     return _save(fig, path)
 
 
-def _plot_scatter(rows: list[dict], summary: Mapping[str, Any], info: Mapping[str, str],
-                  path: Path) -> Path:
+def _plot_scatter(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
+                  info: Mapping[str, str], path: Path) -> Path:
     from matplotlib.patches import Rectangle
 
     table = [t for t in _score_table(rows) if t["aligned"] is not None and t["coherent"] is not None]
@@ -388,7 +388,7 @@ def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Pa
     conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     base = summary["conditions"].get(BASELINE)
     transforms = _transforms(conds)
-    panels = transforms or [None]
+    panels: Sequence[str | None] = transforms or [None]
     nrows, ncols = _grid(len(panels))
     fig = _figure(5.2 * ncols + 0.6, 4.2 * nrows + 0.9)
     _title(fig, f"Mean {label} by layer (95% bootstrap CI)", info)
@@ -410,16 +410,17 @@ def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Pa
         else:
             sel = [c for c in conds if _tname(c) == t]
             for i, a in enumerate(alphas):
-                pts = sorted((int(c["layer"]), _err(c[metric])) for c in sel
-                             if c.get("alpha") is not None and float(c["alpha"]) == a and c.get("layer") is not None)
-                pts = [(layer, e) for layer, e in pts if e is not None]
+                all_pts = sorted((int(c["layer"]), _err(c[metric])) for c in sel
+                                 if c.get("alpha") is not None and float(c["alpha"]) == a
+                                 and c.get("layer") is not None)
+                pts = [(layer, e) for layer, e in all_pts if e is not None]
                 if not pts:
                     continue
                 ys = np.array([e[0] for _, e in pts])
                 lo = ys - np.array([e[1] for _, e in pts])
                 hi = ys + np.array([e[2] for _, e in pts])
                 if many_layers:  # CI as a band: error bars of many layers would be a thicket
-                    xs = [layer for layer, _ in pts]
+                    xs: list[float] = [layer for layer, _ in pts]
                     ax.plot(xs, ys, color=acolors[a], marker="o", markersize=2.5, linewidth=1.3,
                             label=_alpha_label(a))
                     ax.fill_between(xs, lo, hi, color=acolors[a], alpha=0.15, linewidth=0)
@@ -464,7 +465,7 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
     note = None
     if base_mean is not None:
         note = f"baseline mean aligned: {base_mean:.1f}" + (" (dashed on the colour bar)" if transforms else "")
-    panels = transforms or [None]
+    panels: Sequence[str | None] = transforms or [None]
     ncols = max(1, min(len(panels), 3))
     nrows = math.ceil(len(panels) / ncols)
     cell_h = 0.32 if len(layers) > 12 else 0.5
@@ -628,7 +629,8 @@ def _plot_projection(summary: Mapping[str, Any], info: Mapping[str, str], path: 
 def _as_info(title_info: Mapping[str, Any] | str | None, summary: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(title_info, str):
         return {"model": title_info, "judge": "?"}
-    run = summary.get("run") if isinstance(summary.get("run"), Mapping) else {}
+    run_meta = summary.get("run")
+    run: Mapping[str, Any] = run_meta if isinstance(run_meta, Mapping) else {}
     info = {"model": str(run.get("model", "?")), "judge": str(run.get("judge", "?"))}
     if title_info:
         info.update({k: str(v) for k, v in title_info.items() if v is not None})
@@ -649,6 +651,8 @@ def make_plots(
         title_info: ``{"model": ..., "judge": ...}`` for the titles (or the model as a string);
             defaults to the config's / the summary's ``run`` metadata.
     """
+    rows: Sequence[Mapping[str, Any]]
+    summary: Mapping[str, Any]
     if isinstance(source, tuple):
         if len(source) != 2:
             raise UserError("make_plots needs a run directory or a (rows, summary) pair")

@@ -26,14 +26,10 @@ from typing import Any
 
 from .conditions import BASELINE_STEM as BASELINE
 from .io import atomic_write_text, to_jsonable
-from .metrics import (
-    load_or_summarize,
-    load_run_rows,
-    parse_score,
-    run_description,
-)
+from .metrics import parse_score
 from .plots import PLOT_FILES, make_plots
 from .rows import condition_of
+from .run_summary import load_or_summarize, load_run_rows, run_description
 from .rundir import REPORT_FILE, RunDir
 
 PathLike = str | os.PathLike[str]

@@ -462,9 +462,9 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
 def _report_stages(run: RunDir, make_report: bool, say: Any) -> None:
     """summary.json, plots/ and report.html, each remade only when older than what it is made from
     (a resume that changed nothing rewrites nothing)."""
-    from .metrics import format_table, load_or_summarize
     from .plots import PLOT_FILES, make_plots_from_run_dir
     from .report import write_report
+    from .run_summary import format_table, load_or_summarize
 
     summary = load_or_summarize(run.path)
     say(format_table(summary))
