@@ -254,9 +254,9 @@ def extract_means(
     encoded = encode_examples(tokenizer, examples, thinking=thinking)
     limit = max_positions(model)
     if limit is not None:
-        for i, (ids, _) in enumerate(encoded):
-            if len(ids) > limit:
-                raise UserError(f"example {i} has {len(ids)} tokens, more than the model's {limit} positions")
+        for i, (example_ids, _) in enumerate(encoded):
+            if len(example_ids) > limit:
+                raise UserError(f"example {i} has {len(example_ids)} tokens, more than the model's {limit} positions")
     order = list(range(len(encoded)))
     if sort_by_length:
         order.sort(key=lambda i: -len(encoded[i][0]))
@@ -274,11 +274,12 @@ def extract_means(
             hidden = _hidden_of(output)
             mask = current["mask"].to(hidden.device)
             selected = hidden[mask].to(torch.float32)  # [n_answer_tokens, hidden], row-major
-            if sums[layer] is None:
-                sums[layer] = torch.zeros(h, dtype=torch.float32, device=hidden.device)
-                norm_sums[layer] = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            sums[layer].add_(selected.sum(0))
-            norm_sums[layer].add_(torch.linalg.vector_norm(selected, dim=-1).sum())
+            total, norm_total = sums[layer], norm_sums[layer]
+            if total is None or norm_total is None:  # the layer's first batch (both are set together)
+                total = sums[layer] = torch.zeros(h, dtype=torch.float32, device=hidden.device)
+                norm_total = norm_sums[layer] = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            total.add_(selected.sum(0))
+            norm_total.add_(torch.linalg.vector_norm(selected, dim=-1).sum())
             if writer is not None:
                 writer.write(layer, selected)
 
@@ -304,11 +305,13 @@ def extract_means(
             handle.remove()
         if bar is not None:
             bar.close()
-    if any(s is None for s in sums):
+    done_sums = [s for s in sums if s is not None]
+    done_norms = [s for s in norm_sums if s is not None]
+    if len(done_sums) < n_layers or len(done_norms) < n_layers:
         raise RuntimeError("a decoder block was not called during the forward pass")
     return AnswerStats(
-        sums=torch.stack([s.cpu() for s in sums]),  # type: ignore[union-attr]
-        norm_sums=torch.stack([s.cpu() for s in norm_sums]),  # type: ignore[union-attr]
+        sums=torch.stack([s.cpu() for s in done_sums]),
+        norm_sums=torch.stack([s.cpu() for s in done_norms]),
         token_counts=[len(ids) - start for ids, start in encoded],
     )
 

@@ -478,9 +478,9 @@ def measure_rows(
         journal = []
         for j, measures in batch:
             for i in todo[items[j]]:
-                results[i] = measures.columns()
+                cols = results[i] = measures.columns()
                 condition, question_id, answer_idx = keys[i]
                 journal.append({"kind": "measures", "fp": fp, "condition": condition, "question_id": question_id,
-                                "answer_idx": answer_idx, "answer": _answer_hash(*items[j]), **results[i]})
+                                "answer_idx": answer_idx, "answer": _answer_hash(*items[j]), **cols})
         append_jsonl(journal_path, journal)
     return [{**row, **cols} for row, cols in zip(rows, results, strict=True)]  # type: ignore[dict-item]

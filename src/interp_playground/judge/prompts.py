@@ -62,7 +62,7 @@ class JudgePrompt:
 
 
 def _builtin_text(name: str) -> str:
-    return resources.files(__package__).joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath("prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8")
 
 
 def builtin_prompt(name: str) -> JudgePrompt:

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import UserError
 from .backends import JudgeBackend, one_line
@@ -78,6 +78,11 @@ class _Job:
     question: str
     answer: str
     slots: list[tuple[int, int]] = field(default_factory=list)  # (group, row)
+
+
+class _FailureStreak(TypedDict):
+    streak: int  # judge calls in a row that failed
+    last: str  # the last failure's reason
 
 
 def _answer_text(row: Mapping[str, Any]) -> str | None:
@@ -240,7 +245,7 @@ async def judge_groups_async(
                 count(score)
                 deliver(jobs.pop(key), score)
         queue: deque[_Job] = deque(jobs.values())
-        state = {"streak": 0, "last": ""}
+        state: _FailureStreak = {"streak": 0, "last": ""}
         abort: list[str] = []
 
         async def call(job: _Job) -> Score:

@@ -149,8 +149,9 @@ def score_from_distribution(
 def _pairs(top_logprobs: Mapping[str, float] | Iterable[Any]) -> list[tuple[str, float]]:
     if isinstance(top_logprobs, Mapping):
         return [(str(k), float(v)) for k, v in top_logprobs.items()]
+    entries: Iterable[Any] = top_logprobs  # not a Mapping here: dicts, objects or (token, logprob) pairs
     out: list[tuple[str, float]] = []
-    for item in top_logprobs:
+    for item in entries:
         if isinstance(item, Mapping):
             out.append((str(item["token"]), float(item["logprob"])))
         elif hasattr(item, "token") and hasattr(item, "logprob"):

@@ -202,7 +202,7 @@ class NumberJudge:
         if continuation not in ("honour", "ignore", "reject"):
             raise ValueError(f"continuation must be honour, ignore or reject, not {continuation!r}")
         if isinstance(numbers_for, Mapping):
-            fixed = (dict(numbers_for), {})
+            fixed: tuple[Mapping[int, float], Mapping[str, float]] = (dict(numbers_for), {})
             self.numbers_for: NumbersFor = lambda prompt: fixed
         else:
             self.numbers_for = numbers_for
@@ -214,11 +214,11 @@ class NumberJudge:
         """``{token: probability}`` of the judge's next token after the partial answer ``prefix``."""
         texts = {str(n): p for n, p in numbers.items() if p > 0}
         if not prefix:
-            out = dict(other)
+            first = dict(other)
             for text, p in texts.items():
                 token = text[0] if self.digits else text
-                out[token] = out.get(token, 0.0) + p
-            return out
+                first[token] = first.get(token, 0.0) + p
+            return first
         below = {t: p for t, p in texts.items() if t.startswith(prefix)}
         total = sum(below.values())
         if total <= 0:

@@ -196,7 +196,8 @@ class FakeBatchServer:
                 {"code": "invalid_request", "message": "fake validation failure", "param": None, "line": 1}]}
             return
         answered = lines if outcome == "completed" else lines[: self.partial]
-        out, err = [], []
+        out: list[dict[str, Any]] = []
+        err: list[dict[str, Any]] = []
         for n, line in enumerate(lines):
             if n >= len(answered):
                 err.append({"id": f"batch_req_{batch.id}_{n}", "custom_id": line["custom_id"], "response": None,
@@ -269,7 +270,8 @@ class FakeBatchServer:
         fields: dict[str, tuple[str | None, bytes]] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)  # bytes for a leaf part, None for a multipart one
+            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
         if "file" not in fields or fields.get("purpose", (None, b""))[1] != b"batch":
             return _error(400, "expected a file with purpose=batch")
         filename, data = fields["file"]

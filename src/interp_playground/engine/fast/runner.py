@@ -75,21 +75,21 @@ class SlotRunner:
         self.k_cache = torch.zeros(cache_shape, dtype=dtype, device=dev)
         self.v_cache = torch.zeros(cache_shape, dtype=dtype, device=dev)
         self.cos, self.sin = w.rope_tables(self.length)
-        long = dict(dtype=torch.long, device=dev)
-        self.tok, self.pos, self.gen, self.active, self.next_tok = (torch.zeros(slots, **long) for _ in range(5))
-        self.slot_ids = torch.arange(slots, **long)
-        self.positions = torch.arange(self.length, **long)
-        self.eos = torch.tensor(sampling.eos, **long)
+        self.tok, self.pos, self.gen, self.active, self.next_tok = (
+            torch.zeros(slots, dtype=torch.long, device=dev) for _ in range(5))
+        self.slot_ids = torch.arange(slots, dtype=torch.long, device=dev)
+        self.positions = torch.arange(self.length, dtype=torch.long, device=dev)
+        self.eos = torch.tensor(sampling.eos, dtype=torch.long, device=dev)
         self.delta = torch.zeros(len(plan.add_layers), slots, w.hidden, dtype=dtype, device=dev)
         self.unit = torch.zeros(len(plan.ablate_layers), slots, w.hidden, dtype=torch.float32, device=dev)
         self.add_index = {layer: j for j, layer in enumerate(plan.add_layers)}
         self.ablate_index = {layer: j for j, layer in enumerate(plan.ablate_layers)}
         self.uniforms = torch.zeros(slots, steps if sampling.do_sample else 1, dtype=torch.float32, device=dev)
         self.u_now = torch.zeros(slots, 1, dtype=torch.float32, device=dev)
-        self.no_ids = torch.zeros(slots, 0, **long)
+        self.no_ids = torch.zeros(slots, 0, dtype=torch.long, device=dev)
         self.sampler = RowSampler(self.u_now, 0, sampling.temperature, sampling.top_p, sampling.top_k)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.pool = None
+        self.pool: torch.cuda._POOL_HANDLE | None = None  # the CUDA graphs' shared memory pool
         self.use_graphs = dev.type == "cuda"
         #: Read only each slot's live keys (Triton, CUDA): then one graph serves every context.
         self.live_attention = attention.available(w.head_dim, dev)

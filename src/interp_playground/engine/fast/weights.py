@@ -24,7 +24,7 @@ MIN_SLIDING_WINDOW = 4096
 
 
 def _text_config(model: torch.nn.Module) -> Any:
-    config = model.config
+    config: Any = model.config  # a transformers config (nn.Module types attributes as Tensor | Module)
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
@@ -68,7 +68,8 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
         linears += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
     if any(type(m) is not torch.nn.Linear for m in linears):
         return "quantized or replaced linear layers are not supported"
-    if model.lm_head.bias is not None:
+    lm_head = model.lm_head  # a torch.nn.Linear: checked just above
+    if isinstance(lm_head, torch.nn.Linear) and lm_head.bias is not None:
         return "an output layer with a bias is not supported"
     devices = {p.device for p in model.parameters()}
     if len(devices) != 1 or next(iter(devices)).type == "meta":
@@ -161,7 +162,9 @@ def _bias(module: torch.nn.Linear) -> torch.Tensor | None:
 def load_weights(model: torch.nn.Module) -> ModelWeights:
     """The weights of a supported model (see :func:`unsupported_reason`), fused where useful."""
     cfg = _text_config(model)
-    inner = model.model
+    # A transformers causal LM: its submodules are found by name, which nn.Module types as Tensor | Module.
+    hf: Any = model
+    inner = hf.model
     layers = []
     with torch.no_grad():
         for block in inner.layers:
@@ -184,8 +187,8 @@ def load_weights(model: torch.nn.Module) -> ModelWeights:
     rotary = inner.rotary_emb
     return ModelWeights(
         embed=inner.embed_tokens.weight.detach(), layers=layers, norm=inner.norm.weight.detach(),
-        lm_head=model.lm_head.weight.detach(), eps=float(inner.norm.variance_epsilon),
+        lm_head=hf.lm_head.weight.detach(), eps=float(inner.norm.variance_epsilon),
         n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim,
         scaling=float(getattr(first, "scaling", head_dim**-0.5)),
         inv_freq=rotary.inv_freq.detach().clone(), rope_scale=float(getattr(rotary, "attention_scaling", 1.0)),
-        vocab=int(model.lm_head.weight.shape[0]))
+        vocab=int(hf.lm_head.weight.shape[0]))
