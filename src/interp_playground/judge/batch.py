@@ -56,7 +56,7 @@ from ..rundir import JUDGE_BATCH_STATE_FILE
 from .cache import JudgeCache, cache_key
 from .digits import has_whole_number_tokens, needs_expansion
 from .prompts import JudgePrompt, resolve_prompt
-from .scoring import MIN_NUMERIC_MASS, Score, score_from_text, score_from_top_logprobs
+from .scoring import MIN_NUMERIC_MASS, Score, count_score, score_from_text, score_from_top_logprobs
 
 #: The endpoint every request line targets.
 ENDPOINT = "/v1/chat/completions"
@@ -397,18 +397,6 @@ def _file_bytes(client: Any, file_id: str) -> bytes:
     return bytes(content.content)
 
 
-def _count(stats: BatchStats, score: Score) -> None:
-    if score.ok:
-        stats.scored += 1
-    elif score.failed:
-        stats.failed += 1
-    else:
-        stats.unscorable += 1
-    if score.reason and not score.ok:
-        head = ":".join(score.reason.split(":", 2)[:2])
-        stats.reasons[head] = stats.reasons.get(head, 0) + 1
-
-
 def digit_judge_message(model: str, batch_id: str | None = None) -> str:
     """The one-line refusal of a judge that writes numbers digit by digit, through the Batch API."""
     seen = f" (seen in batch {batch_id})" if batch_id else ""
@@ -479,7 +467,7 @@ def _harvest(client: Any, entry: Mapping[str, Any], batch: Any, cache: JudgeCach
         counts["digits"] = True
         return counts
     for score in outcomes:
-        _count(stats, score)
+        count_score(stats, score)
         counts["scored" if score.ok else "failed" if score.failed else "unscorable"] += 1
     counts["unanswered"] = len(mapping) - len(seen)
     stats.unanswered += counts["unanswered"]

@@ -28,7 +28,7 @@ from .backends import JudgeBackend, one_line
 from .cache import JudgeCache, cache_key
 from .identity import judge_info
 from .prompts import JudgePrompt, resolve_prompt
-from .scoring import Score
+from .scoring import Score, count_score
 
 KINDS = ("aligned", "coherent")
 
@@ -222,17 +222,6 @@ async def judge_groups_async(
         for g in dict.fromkeys(done_groups):
             finish_group(g)
 
-    def count(score: Score) -> None:
-        if score.ok:
-            stats.scored += 1
-        elif score.failed:
-            stats.failed += 1
-        else:
-            stats.unscorable += 1
-        if score.reason and not score.ok:
-            head = score.reason.split(":", 2)[:2]
-            stats.reasons[":".join(head)] = stats.reasons.get(":".join(head), 0) + 1
-
     try:
         # groups with no calls at all (empty or all rows invalid)
         for g in range(len(groups)):
@@ -242,7 +231,7 @@ async def judge_groups_async(
             hits = cache.get_many(jobs.keys())
             stats.cached = len(hits)
             for key, score in hits.items():
-                count(score)
+                count_score(stats, score)
                 deliver(jobs.pop(key), score)
         queue: deque[_Job] = deque(jobs.values())
         state: _FailureStreak = {"streak": 0, "last": ""}
@@ -275,7 +264,7 @@ async def judge_groups_async(
             while queue and not abort:
                 job = queue.popleft()
                 score = await call(job)
-                count(score)
+                count_score(stats, score)
                 verdicts["sent"] += 1
                 if not score.failed and not verdicts["answered"]:
                     verdicts["answered"] += 1

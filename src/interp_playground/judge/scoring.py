@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 #: Below this probability on numbers, a logprob-mode call is unscorable.
 MIN_NUMERIC_MASS = 0.25
@@ -86,6 +86,30 @@ class Score:
     def error(cls, message: str, raw: Any = None) -> Score:
         """A failed call, with ``reason = "error: <message>"``."""
         return cls(value=None, label=None, raw=raw, reason=f"error: {message}", failed=True)
+
+
+class ScoreCounts(Protocol):
+    """Verdict counters (:class:`~interp_playground.judge.runner.JudgeStats`,
+    :class:`~interp_playground.judge.batch.BatchStats`)."""
+
+    scored: int
+    unscorable: int
+    failed: int
+    reasons: dict[str, int]
+
+
+def count_score(counts: ScoreCounts, score: Score) -> None:
+    """Count ``score`` as scored, failed or unscorable, and a reason by its first two
+    ``:``-separated parts (``"unscorable: ..."``, ``"error: HTTP 500: ..."``)."""
+    if score.ok:
+        counts.scored += 1
+    elif score.failed:
+        counts.failed += 1
+    else:
+        counts.unscorable += 1
+    if score.reason and not score.ok:
+        head = ":".join(score.reason.split(":", 2)[:2])
+        counts.reasons[head] = counts.reasons.get(head, 0) + 1
 
 
 def number_of(token: str) -> int | None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass
@@ -251,7 +251,58 @@ class NumberJudge:
         return Reply(body=completion(top, prompt_tokens=tokens))
 
 
-class FakeOpenAIServer:
+_Fake = TypeVar("_Fake", bound="LocalFakeServer")
+
+
+class LocalFakeServer:
+    """Serving a fake API on ``127.0.0.1`` (a free port) from a daemon thread; a context manager.
+
+    The lifecycle shared by :class:`FakeOpenAIServer` and
+    :class:`~interp_playground.judge.testing_batch.FakeBatchServer`: a subclass says how to build its
+    HTTP server in :meth:`_new_server`.
+    """
+
+    _thread_name = "fake-server"
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def _new_server(self) -> ThreadingHTTPServer:
+        """A server bound to ``("127.0.0.1", 0)`` whose handler answers for this fake."""
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1``."""
+        if self._server is None:
+            raise RuntimeError("server not started")
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self: _Fake) -> _Fake:
+        """Start serving in a daemon thread."""
+        self._server = self._new_server()
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self._thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (answers still sleeping are abandoned)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self: _Fake) -> _Fake:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FakeOpenAIServer(LocalFakeServer):
     """A threaded fake of ``/v1/chat/completions`` on ``127.0.0.1``; use as a context manager.
 
     Args:
@@ -267,8 +318,6 @@ class FakeOpenAIServer:
         self.api_key = api_key
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def _record(self, body: dict[str, Any], authorization: str | None) -> int:
         with self._lock:
@@ -287,34 +336,9 @@ class FakeOpenAIServer:
         with self._lock:
             self.requests.clear()
 
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>/v1``."""
-        if self._server is None:
-            raise RuntimeError("server not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+    _thread_name = "fake-openai"
 
-    def start(self) -> FakeOpenAIServer:
-        """Start serving in a daemon thread."""
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (answers still sleeping are abandoned)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _new_server(self) -> _Server:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.fake = self
+        return server

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .testing import completion, probs_to_logprobs
+from .testing import LocalFakeServer, completion, probs_to_logprobs
 
 Responder = Callable[[dict[str, Any], int], Any]
 
@@ -131,7 +131,7 @@ class _Server(ThreadingHTTPServer):
     fake: FakeBatchServer
 
 
-class FakeBatchServer:
+class FakeBatchServer(LocalFakeServer):
     """A threaded fake of ``/v1/files`` and ``/v1/batches`` on ``127.0.0.1``; use as a context manager.
 
     Args:
@@ -168,8 +168,6 @@ class FakeBatchServer:
         self.downloads: Counter[str] = Counter()
         self.lines_answered = 0
         self._lock = threading.RLock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- state --------------------------------------------------------------------------------
     def _new_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
@@ -318,34 +316,9 @@ class FakeBatchServer:
                      "has_more": len(ordered) > limit}
 
     # -- lifecycle ----------------------------------------------------------------------------
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>/v1``."""
-        if self._server is None:
-            raise RuntimeError("server not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+    _thread_name = "fake-openai-batch"
 
-    def start(self) -> FakeBatchServer:
-        """Start serving in a daemon thread."""
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openai-batch", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeBatchServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _new_server(self) -> _Server:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.fake = self
+        return server
