@@ -32,6 +32,7 @@ from .run_rows import (
     keyed_rows,
     read_measures,
     read_measures_file,
+    read_rows,
     write_measures,
 )
 from .rundir import RunDir
@@ -47,14 +48,7 @@ def measures_meta(model_name: str, directions: Sequence[tuple[str, int]], vector
 
 
 def _generation_rows(run: RunDir, stem: str) -> list[dict[str, Any]]:
-    path = run.generations(stem)
-    try:
-        data = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise UserError(f"{path} is not a JSON list of generation rows")
-    return keyed_rows(data, stem)
+    return keyed_rows(read_rows(run.generations(stem), "generation"), stem)
 
 
 def stale_measures(run: RunDir, stems: Sequence[str], meta: Mapping[str, Any]) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from .conditions import Condition
 from .errors import UserError
-from .io import atomic_write_json, read_json, stable_hash
+from .io import PathLike, atomic_write_json, read_json, stable_hash
 from .rows import condition_of
 from .rundir import RunDir
 
@@ -160,6 +160,18 @@ def attach_measures(rows: Sequence[Mapping[str, Any]], measures: Mapping[RowKey,
     return keyed
 
 
+def read_rows(path: PathLike, what: str) -> list[dict[str, Any]]:
+    """The rows of a JSON file that holds a list of objects (``what`` names them in the one-line
+    ``UserError`` raised when the file cannot be read or holds something else)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError(f"{path} is not a JSON list of {what} rows")
+    return data
+
+
 def load_generation_rows(run: RunDir, stems: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """The rows of the run's ``generations_{stem}.json`` files (the given stems, or all), each with its
     ``condition`` set (one-line ``UserError`` when a file is not a JSON list of rows)."""
@@ -169,13 +181,7 @@ def load_generation_rows(run: RunDir, stems: Iterable[str] | None = None) -> lis
         files = {s: files[s] for s in wanted if s in files}
     rows: list[dict[str, Any]] = []
     for stem, path in files.items():
-        try:
-            data = read_json(path)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {path}: {exc}") from exc
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise UserError(f"{path} is not a JSON list of generation rows")
-        rows += keyed_rows(data, stem)
+        rows += keyed_rows(read_rows(path, "generation"), stem)
     return rows
 
 

@@ -21,7 +21,7 @@ from .metrics import (
     PathLike,
     summarize,
 )
-from .run_rows import attach_measures, load_generation_rows, read_measures
+from .run_rows import attach_measures, load_generation_rows, read_measures, read_rows
 from .rundir import RunDir, RunManifest
 
 # --------------------------------------------------------------------------------------------
@@ -64,13 +64,7 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
         raise UserError(f"{run_dir} has no judged_*.json files (run the judge stage first)")
     rows: list[dict[str, Any]] = []
     for stem, f in files.items():
-        try:
-            data = read_json(f)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"cannot read {f}: {exc}") from exc
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise UserError(f"{f} is not a JSON list of judged rows")
-        for r in data:
+        for r in read_rows(f, "judged"):
             r = dict(r)
             r.setdefault("condition", stem)
             rows.append(r)
@@ -219,13 +213,7 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
     for stem, f in sub.judged_files("json").items():
         if stem not in conditions:
             continue
-        try:
-            data = read_json(f)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"cannot read {f}: {exc}") from exc
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise UserError(f"{f} is not a JSON list of judged rows")
-        rows_b += [{**r, "condition": r.get("condition") or stem} for r in data]
+        rows_b += [{**r, "condition": r.get("condition") or stem} for r in read_rows(f, "judged")]
     if not rows_b:
         return None
     judges_b = judges_in(rows_b)
