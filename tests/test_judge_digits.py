@@ -185,3 +185,15 @@ def test_digit_tree_walk_in_isolation():
     assert not needs_expansion([("85", -0.1), ("8", -2.0)], (), 0.25)
     assert not needs_expansion([("0", -0.01)], (), 0.25)
     assert needs_expansion([("8", -0.1)], (), 0.25)
+
+
+def test_the_official_api_is_never_asked_to_continue(monkeypatch):
+    """Review finding: a single-digit top list on api.openai.com would have sent a continuation
+    request, which the official API refuses, stopping the whole judge stage."""
+    from interp_playground.judge.backends.openai import OpenAIBackend
+
+    with FakeOpenAIServer(NumberJudge(numbers_for, continuation="reject")) as srv:
+        monkeypatch.setattr(OpenAIBackend, "_official", property(lambda self: True))
+        out = judge_rows(rows(), backend_for(srv), aligned_prompt=ALIGNED, coherent_prompt=COHERENT)
+        assert srv.count == 2 * len(CASES)  # one request per score: no continuation
+    assert any(isinstance(r["aligned_score"], float) for r in out)

@@ -454,3 +454,34 @@ def test_bootstrap_diff_ci_by_hand():
     assert -9.0 <= lo < 2.0 - 5.0 < hi <= 3.0  # brackets the observed difference, within the extremes
     assert bootstrap_diff_ci([], b, 10, rng) == (None, None)
     assert bootstrap_diff_ci(a, b, 0, rng) == (None, None)
+
+
+def test_a_run_judged_only_in_part_is_refused_not_summarised_without_its_other_conditions(tmp_path):
+    """Review finding: after a judge stage that stopped partway, summary/plots/report silently
+    left out every condition without a judged file."""
+    run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(10,), alphas=(-1.0, 1.0))
+    full = summarize_run(run, write=False)
+    assert set(full["condition_order"]) == {"baseline", "default_layer_10_alpha_-1.0", "default_layer_10_alpha_1.0"}
+    for ext in ("json", "csv"):
+        (run / f"judged_default_layer_10_alpha_1.0.{ext}").unlink()
+    with pytest.raises(UserError, match=r"judged only in part \(not judged: default_layer_10_alpha_1.0\); "
+                                        r"finish it with `interp-playground judge .*--judge-model gpt-4.1-mini"):
+        summarize_run(run, write=False)
+    with pytest.raises(UserError, match="judged only in part"):
+        load_or_summarize(run)
+
+
+def test_a_summary_is_reused_only_while_its_input_files_are_unchanged(tmp_path):
+    """Review finding: summary.json was reused after a condition's files were removed (an mtime
+    check sees only the files that still exist)."""
+    run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(10,), alphas=(-1.0, 1.0))
+    first = load_or_summarize(run)
+    assert json.loads((run / "summary.json").read_text()) == first
+    mtime = (run / "summary.json").stat().st_mtime_ns
+    assert load_or_summarize(run) == first and (run / "summary.json").stat().st_mtime_ns == mtime  # reused
+    stem = "default_layer_10_alpha_1.0"
+    for name in (f"generations_{stem}.json", f"judged_{stem}.json", f"judged_{stem}.csv"):
+        (run / name).unlink()
+    again = load_or_summarize(run)
+    assert stem in first["conditions"] and stem not in again["conditions"]
+    assert json.loads((run / "summary.json").read_text()) == again

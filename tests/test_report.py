@@ -348,3 +348,17 @@ def test_escaping_alone_keeps_scripts_inert(browser, run_dir, tmp_path):
     assert browser.js("document.querySelectorAll('#samples img').length") == 0
     _choose(browser, "filter-condition", "baseline")
     assert NASTY_ANSWERS[1] in [c["response"] for c in _cards(browser)]
+
+
+def test_a_condition_on_two_layers_shows_both_layers_not_a_range():
+    """Review finding: ``--layers 0+2`` showed "—" in the layer column, leaving only the stem
+    ``..._layer_0-2_...``, which the CLI reads as the range 0, 1, 2."""
+    from interp_playground.conditions import Condition
+    from interp_playground.metrics import summarize
+
+    cond = Condition("default", (0, 2), 2.0)
+    rows = [{"condition": stem, "question_id": 0, "answer_idx": 0, "question": "q", "response": "r",
+             "aligned_score": 80.0, "coherent_score": 90.0} for stem in ("baseline", cond.stem)]
+    text = render_report({}, summarize(rows), rows, {})
+    row = re.search(rf'<tr data-condition="{cond.stem}">(.*?)</tr>', text, re.S)
+    assert row is not None and "<td>0+2</td>" in row.group(1)

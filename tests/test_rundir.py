@@ -88,6 +88,17 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
             pass
 
 
+def test_the_lock_file_keeps_no_arguments_and_is_emptied_on_release(tmp_path, monkeypatch):
+    """Review finding: the raw command line (a judge URL with credentials) stayed in ``.lock``."""
+    monkeypatch.setattr(sys, "argv", ["interp-playground", "eval", "--judge-base-url", "http://u:s3cretKEY@h/v1"])
+    lock_file = tmp_path / ".lock"
+    with RunDir(tmp_path).lock("eval"):
+        held = json.loads(lock_file.read_text())
+        assert held["command"] == "interp-playground eval" and held["stage"] == "eval"
+        assert "s3cretKEY" not in lock_file.read_text()
+    assert lock_file.read_text() == ""
+
+
 def test_a_second_generate_into_a_locked_directory_writes_nothing(tmp_path, tiny_models, tokenizer):
     from interp_playground.sweep_store import generate_sweep
 

@@ -46,14 +46,9 @@ import numpy as np
 from .conditions import BASELINE_STEM as BASELINE
 from .errors import UserError
 from .io import atomic_write_bytes
-from .metrics import (
-    load_or_summarize,
-    load_run_rows,
-    parse_score,
-    read_run_config,
-    run_description,
-)
+from .metrics import parse_score
 from .rows import condition_of
+from .run_summary import load_or_summarize, load_run_rows, read_run_config, run_description
 from .rundir import RunDir
 
 PathLike = str | os.PathLike[str]

@@ -330,7 +330,7 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
         body.append(
             f'<tr data-condition="{_e(name)}"{" class=baseline" if is_base else ""}>'
             f'<td class="cond">{_e(name)}</td><td>{_e(c.get("transform") or "—")}</td>'
-            f'<td>{_e("—" if c.get("layer") is None else c["layer"])}</td>'
+            f'<td>{_e("+".join(str(x) for x in c.get("layers") or []) or "—")}</td>'
             f'<td>{_e("—" if is_base else ("ablate" if c.get("op") == "ablate" else _num(c.get("alpha"), "g")))}</td><td>{_e(c.get("n"))}</td>'
             f'<td>{_ci(c["aligned"])}</td>{delta("aligned_mean")}'
             f'<td>{_ci(c["coherent"])}</td>{delta("coherent_mean")}'

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .io import atomic_write_json, read_json
+from .io import atomic_write_json, read_json, stable_hash
 from .metrics import (
     DEFAULT_ALIGNED_THRESHOLD,
     DEFAULT_COHERENT_THRESHOLD,
@@ -53,7 +53,8 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
 
     Raises:
         UserError: the directory is missing, has no judged files, a file is not a JSON list of
-            objects, or the rows were scored by more than one judge (a re-judge that stopped partway).
+            objects, the rows were scored by more than one judge (a re-judge that stopped partway),
+            or a condition with generations has no judged file (a judge stage that stopped partway).
     """
     run = _require_run_dir(run_dir)
     files = run.judged_files("json")
@@ -68,10 +69,17 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
             r = dict(r)
             r.setdefault("condition", stem)
             rows.append(r)
-    from .judge.identity import judges_in, require_one_judge
+    from .judge.identity import judges_in, rejudge_command, require_one_judge
 
-    if judges_in(rows):  # one judge per report: a half-finished re-judge is refused, naming both
+    found = judges_in(rows)
+    if found:  # one judge per report: a half-finished re-judge is refused, naming both
         require_one_judge(rows, run.path)
+    # a judge stage that stopped partway: a summary of the judged part alone would drop conditions
+    unjudged = [stem for stem in run.generation_files() if stem not in files and (planned is None or stem in planned)]
+    if unjudged:
+        more = f" and {len(unjudged) - 3} more" if len(unjudged) > 3 else ""
+        raise UserError(f"{run.path} is judged only in part (not judged: {', '.join(unjudged[:3])}{more}); "
+                        f"finish it with `{rejudge_command(run.path, found[-1] if found else None)}`")
     return rows
 
 
@@ -170,6 +178,7 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
     if agreement is not None:
         summary["agreement"] = agreement
     if write:
+        summary["inputs_digest"] = _summary_inputs(run)
         atomic_write_json(run.summary_path, summary)
     return summary
 
@@ -238,25 +247,37 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
     return section
 
 
+def _summary_inputs(run: RunDir) -> str:
+    """A digest of every file a summary is made from (name, size, modification time): generations,
+    judged rows (also a second judge's), measures and ``config.json`` (thresholds live there)."""
+    files = list(run.generation_files().values()) + list(run.judged_files().values())
+    files += [p for sub in run.second_judges().values() for p in sub.judged_files().values()]
+    files += list(run.measures_files().values())
+    files += [run.config_path] if run.config_path.exists() else []
+    stats = []
+    for p in sorted(files):
+        st = p.stat()
+        stats.append([str(p.relative_to(run.path)), st.st_size, st.st_mtime_ns])
+    return stable_hash(stats)
+
+
 def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
-    """``summary.json`` of a run directory, recomputed (and rewritten) when it is absent or older
-    than any ``judged_*.json`` (also a second judge's), ``measures_*.json`` (e.g. after a re-judge) or
-    ``config.json`` (other thresholds), so readers never mix old and new scores."""
+    """``summary.json`` of a run directory when it was made from exactly the files the run has now
+    (``inputs_digest``: names, sizes and times of its generations, judged, measures and config
+    files), else recomputed and rewritten, so readers never mix old and new scores and never show a
+    condition whose files are gone."""
     run = _require_run_dir(run_dir)
     path = run.summary_path
-    judged = list(run.judged_files().values())
-    judged += [p for sub in run.second_judges().values() for p in sub.judged_files().values()]
-    inputs = judged + list(run.measures_files().values())
-    inputs += [run.config_path] if run.config_path.exists() else []  # thresholds live in the config
-    if path.exists() and all(p.stat().st_mtime_ns <= path.stat().st_mtime_ns for p in inputs):
+    if path.exists():
         try:
             data = read_json(path)
         except (ValueError, OSError) as exc:
             raise UserError(f"cannot read {path}: {exc}") from exc
-        if isinstance(data, dict) and isinstance(data.get("conditions"), dict):
+        if not (isinstance(data, dict) and isinstance(data.get("conditions"), dict)):
+            raise UserError(f"{path} is not a summary (no 'conditions'); delete it to recompute")
+        if data.get("inputs_digest") == _summary_inputs(run):
             return data
-        raise UserError(f"{path} is not a summary (no 'conditions'); delete it to recompute")
-    return summarize_run(run.path, write=bool(inputs))
+    return summarize_run(run.path)
 
 
 def recompute_from_csv(

@@ -343,6 +343,8 @@ class RunDir:
             if depth <= 1:
                 del _HELD[key]
                 if fh is not None:
+                    with contextlib.suppress(OSError):
+                        fh.truncate(0)  # nothing about the holder stays behind
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
                     fh.close()
             else:  # pragma: no cover - unbalanced exits cannot happen with the context manager
@@ -365,7 +367,8 @@ class RunDir:
             fh.truncate()
             info: dict[str, Any] = {
                 "pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
-                "command": " ".join(sys.argv[:1] + sys.argv[1:])[:300],
+                # the program and subcommand only: arguments can carry credentials (URLs, keys)
+                "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:2])[:100] if sys.argv else "",
                 "since": _dt.datetime.now().isoformat(timespec="seconds"),
             }
             if ranks > 1:

@@ -111,8 +111,9 @@ class OpenAIBackend(JudgeBackend):
         self.min_numeric_mass = float(min_numeric_mass)
         self.min_branch = float(min_branch)
         #: Set once the judge answers a number of two or more digits in one token (then no
-        #: answer of this model is ever expanded digit by digit).
-        self.whole_number_tokens = False
+        #: answer of this model is ever expanded digit by digit). The OpenAI API's own models write
+        #: 0-999 as one token, and the API has no chat continuation: never expanded there.
+        self.whole_number_tokens = self._official
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
@@ -266,7 +267,8 @@ class OpenAIBackend(JudgeBackend):
         if tokens - base_tokens != len(prefix):
             raise ContinuationUnsupported(
                 self, f"it answered a new turn instead (the prompt grew by {tokens - base_tokens} tokens "
-                      f"for the {len(prefix)} digit(s) of {prefix!r})"
+                      f"for the {len(prefix)} digit(s) of {prefix!r}; a chat template that adds a thinking "
+                      "block, as Qwen3's does, looks like this)"
             )
         return pairs
 
