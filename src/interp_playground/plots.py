@@ -34,7 +34,6 @@ is needed (no seaborn), which keeps ``interp-playground plots`` quick to start.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -45,8 +44,25 @@ import numpy as np
 
 from .conditions import BASELINE_STEM as BASELINE
 from .errors import UserError
-from .io import atomic_write_bytes
+from .measure_plots import plot_fluency, plot_projection
 from .metrics import parse_score
+from .plot_style import (
+    BASELINE_COLOR,
+    BASELINE_POINT_COLOR,
+    MISALIGNED_COLOR,
+    alpha_colors,
+    alpha_label,
+    baseline_line,
+    error_bar,
+    figure_title,
+    grid_shape,
+    new_figure,
+    no_data,
+    save_figure,
+    transform_colors,
+    transform_name,
+    transforms_of,
+)
 from .rows import condition_of
 from .run_summary import load_or_summarize, load_run_rows, read_run_config, run_description
 from .rundir import RunDir
@@ -65,116 +81,6 @@ PLOT_FILES: tuple[str, ...] = (
 )
 #: At most this many rows in scores_by_condition.png (baseline + the lowest-aligned others).
 MAX_CONDITION_ROWS = 40
-DPI = 110
-BASELINE_COLOR = "#222222"
-BASELINE_POINT_COLOR = "#9a9a9a"
-MISALIGNED_COLOR = "#d62728"
-ZERO_ALPHA_COLOR = "#2ca02c"
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def _title(fig: Any, name: str, info: Mapping[str, str], note: str | None = None) -> None:
-    sub = f"model: {info.get('model', '?')}   ·   judge: {info.get('judge', '?')}"
-    if note:
-        sub += f"\n{note}"
-    fig.suptitle(f"{name}\n{sub}", fontsize=11)
-
-
-def _no_data(ax: Any, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=11,
-            color="#555555", wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _transforms(conds: Sequence[Mapping[str, Any]]) -> list[str]:
-    seen: list[str] = []
-    for c in conds:
-        t = c.get("transform")
-        if t is not None and t not in seen:
-            seen.append(t)
-    return seen
-
-
-def _tname(c: Mapping[str, Any]) -> str:
-    return str(c.get("transform"))
-
-
-def _alpha_colors(alphas: Sequence[float]) -> dict[float, Any]:
-    """A colour per alpha: blues for negative, reds for positive (darker = stronger), green for 0."""
-    from matplotlib import colormaps
-
-    neg = sorted(a for a in alphas if a < 0)
-    pos = sorted(a for a in alphas if a > 0)
-    blues, reds = colormaps["Blues"], colormaps["Reds"]
-    colors: dict[float, Any] = {}
-    for i, a in enumerate(reversed(neg)):  # closest to zero first -> lightest
-        colors[a] = blues(0.45 + 0.5 * (i + 1) / len(neg))
-    for i, a in enumerate(pos):
-        colors[a] = reds(0.45 + 0.5 * (i + 1) / len(pos))
-    for a in alphas:
-        if a == 0:
-            colors[a] = ZERO_ALPHA_COLOR
-    return colors
-
-
-def _transform_colors(transforms: Sequence[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return {t: cmap(i % 10) for i, t in enumerate(transforms)}
-
-
-def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
-    cols = max(1, min(n, max_cols))
-    return math.ceil(max(n, 1) / cols), cols
-
-
-def _alpha_label(a: float) -> str:
-    return f"α={a:+g}" if a else "α=0"
-
-
-def _err(stat: Mapping[str, Any], key: str = "mean") -> tuple[float, float, float] | None:
-    """(value, lower error, upper error) of a summary statistic, or None when undefined."""
-    v = stat.get(key)
-    if v is None:
-        return None
-    lo, hi = stat.get("ci_low"), stat.get("ci_high")
-    if lo is None or hi is None:
-        return float(v), 0.0, 0.0
-    return float(v), max(0.0, float(v) - float(lo)), max(0.0, float(hi) - float(v))
-
-
-def _baseline_line(ax: Any, stat: Mapping[str, Any] | None, key: str = "mean", scale: float = 1.0,
-                   vertical: bool = False, label: str | None = "baseline") -> None:
-    if not stat or stat.get(key) is None:
-        return
-    v = float(stat[key]) * scale
-    lo, hi = stat.get("ci_low"), stat.get("ci_high")
-    if vertical:
-        ax.axvline(v, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, label=label, zorder=1)
-        if lo is not None and hi is not None:
-            ax.axvspan(float(lo) * scale, float(hi) * scale, color=BASELINE_COLOR, alpha=0.08, zorder=0)
-    else:
-        ax.axhline(v, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, label=label, zorder=1)
-        if lo is not None and hi is not None:
-            ax.axhspan(float(lo) * scale, float(hi) * scale, color=BASELINE_COLOR, alpha=0.08, zorder=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,26 +101,26 @@ def _plot_scores_by_condition(rows: Sequence[Mapping[str, Any]], summary: Mappin
         others = ranked[:keep]
         note = f"showing the {len(others)} lowest-aligned of {len(conds) - (1 if base else 0)} steered conditions"
     shown = ([base] if base else []) + others
-    tcolors = _transform_colors(_transforms(shown))
+    tcolors = transform_colors(transforms_of(shown))
 
     height = max(3.2, 1.6 + 0.27 * len(shown))
-    fig = _figure(13.0, height)
-    _title(fig, "Scores by condition (mean, 95% bootstrap CI)", info, note)
+    fig = new_figure(13.0, height)
+    figure_title(fig, "Scores by condition (mean, 95% bootstrap CI)", info, note)
     axes = fig.subplots(1, 3, sharey=True)
     panels = [("aligned", "mean", "mean aligned score", 1.0, (0, 100)),
               ("coherent", "mean", "mean coherent score", 1.0, (0, 100)),
               ("misaligned", "share", "% misaligned", 100.0, None)]
     if not shown:
         for ax in axes:
-            _no_data(ax, "no conditions")
-        return _save(fig, path)
+            no_data(ax, "no conditions")
+        return save_figure(fig, path)
     y = np.arange(len(shown))[::-1]
     for ax, (metric, key, xlabel, scale, xlim) in zip(axes, panels, strict=False):
         any_value = False
         for yi, c in zip(y, shown, strict=False):
-            e = _err(c[metric], key)
+            e = error_bar(c[metric], key)
             is_base = bool(c.get("is_baseline"))
-            color = BASELINE_COLOR if is_base else tcolors.get(_tname(c), "C0")
+            color = BASELINE_COLOR if is_base else tcolors.get(transform_name(c), "C0")
             if e is None:
                 ax.text(0.01, yi, "n/a", va="center", fontsize=7, color="#888888",
                         transform=ax.get_yaxis_transform())
@@ -224,7 +130,7 @@ def _plot_scores_by_condition(rows: Sequence[Mapping[str, Any]], summary: Mappin
             ax.errorbar([v * scale], [yi], xerr=[[lo * scale], [hi * scale]], fmt="D" if is_base else "o",
                         color=color, markersize=5, capsize=2.5, elinewidth=1.1)
         if base:
-            _baseline_line(ax, base[metric], key, scale, vertical=True, label=None)
+            baseline_line(ax, base[metric], key, scale, vertical=True, label=None)
         if xlim:
             ax.set_xlim(*xlim)
         else:
@@ -245,7 +151,7 @@ def _plot_scores_by_condition(rows: Sequence[Mapping[str, Any]], summary: Mappin
     handles += [Line2D([], [], color=col, marker="o", linestyle="", label=t) for t, col in tcolors.items()]
     if handles:
         axes[1].legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _score_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -274,16 +180,16 @@ def _plot_distributions(rows: Sequence[Mapping[str, Any]], summary: Mapping[str,
         groups.append(("baseline", None, base_rows))
     transforms = [t for t in dict.fromkeys(x["transform"] for x in table if not x["baseline"]) if t]
     alphas = sorted({x["alpha"] for x in table if not x["baseline"] and x["alpha"] is not None})
-    acolors = _alpha_colors(alphas)
+    acolors = alpha_colors(alphas)
     for t in transforms:
         for a in alphas:
             sel = [x for x in table if not x["baseline"] and x["transform"] == t and x["alpha"] == a]
             if sel:
-                groups.append((f"{t}\n{_alpha_label(a)}", a, sel))
+                groups.append((f"{t}\n{alpha_label(a)}", a, sel))
 
     width = min(18.0, max(8.0, 2.5 + 0.75 * len(groups)))
-    fig = _figure(width, 7.2)
-    _title(fig, "Score distributions (steered conditions pooled over layers)", info)
+    fig = new_figure(width, 7.2)
+    figure_title(fig, "Score distributions (steered conditions pooled over layers)", info)
     axes = fig.subplots(2, 1, sharex=True)
     thr = summary.get("thresholds", {})
     for ax, metric, label, t_key in ((axes[0], "aligned", "aligned score", "aligned"),
@@ -308,7 +214,7 @@ def _plot_distributions(rows: Sequence[Mapping[str, Any]], summary: Mapping[str,
                 ax.plot(pos, float(np.mean(vals)), marker="^", color="white", markeredgecolor="black",
                         markersize=5, zorder=3)
         elif not groups:
-            _no_data(ax, "no judged answers")
+            no_data(ax, "no judged answers")
         if t_key in thr:
             ax.axhline(float(thr[t_key]), color=MISALIGNED_COLOR, linestyle=":", linewidth=1.2,
                        label=f"threshold {float(thr[t_key]):g}")
@@ -323,7 +229,7 @@ def _plot_distributions(rows: Sequence[Mapping[str, Any]], summary: Mapping[str,
         axes[1].set_xticklabels([g[0] for g in groups], fontsize=8)
         axes[1].set_xlim(-0.6, len(groups) - 0.4)
     axes[0].set_title("boxes: quartiles; ▲: mean", fontsize=8, loc="right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_scatter(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
@@ -335,10 +241,10 @@ def _plot_scatter(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
     transforms = [t for t in dict.fromkeys(x["transform"] for x in all_rows if not x["baseline"]) if t]
     panels = transforms or ["baseline"]
     alphas = sorted({x["alpha"] for x in all_rows if not x["baseline"] and x["alpha"] is not None})
-    acolors = _alpha_colors(alphas)
-    nrows, ncols = _grid(len(panels))
-    fig = _figure(4.6 * ncols + 1.0, 4.4 * nrows + 0.8)
-    _title(fig, "Alignment vs coherence (one point per answer)", info)
+    acolors = alpha_colors(alphas)
+    nrows, ncols = grid_shape(len(panels))
+    fig = new_figure(4.6 * ncols + 1.0, 4.4 * nrows + 0.8)
+    figure_title(fig, "Alignment vs coherence (one point per answer)", info)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     thr = summary.get("thresholds", {})
     a_thr, c_thr = float(thr.get("aligned", 30.0)), float(thr.get("coherent", 50.0))
@@ -361,7 +267,7 @@ def _plot_scatter(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
                 continue
             xs = np.array([x["coherent"] for x in sel]) + rng.uniform(-0.6, 0.6, len(sel))
             ys = np.array([x["aligned"] for x in sel]) + rng.uniform(-0.6, 0.6, len(sel))
-            ax.scatter(xs, ys, s=14, color=acolors[a], alpha=0.6, label=_alpha_label(a),
+            ax.scatter(xs, ys, s=14, color=acolors[a], alpha=0.6, label=alpha_label(a),
                        edgecolors="none", zorder=3)
         ax.set_xlim(-3, 103)
         ax.set_ylim(-3, 103)
@@ -375,37 +281,37 @@ def _plot_scatter(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
         ax.legend(loc="upper left", fontsize=7, markerscale=1.4, framealpha=0.9)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Path, metric: str,
                    label: str) -> Path:
     conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     base = summary["conditions"].get(BASELINE)
-    transforms = _transforms(conds)
+    transforms = transforms_of(conds)
     panels: Sequence[str | None] = transforms or [None]
-    nrows, ncols = _grid(len(panels))
-    fig = _figure(5.2 * ncols + 0.6, 4.2 * nrows + 0.9)
-    _title(fig, f"Mean {label} by layer (95% bootstrap CI)", info)
+    nrows, ncols = grid_shape(len(panels))
+    fig = new_figure(5.2 * ncols + 0.6, 4.2 * nrows + 0.9)
+    figure_title(fig, f"Mean {label} by layer (95% bootstrap CI)", info)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     alphas = sorted({float(c["alpha"]) for c in conds if c.get("alpha") is not None})
-    acolors = _alpha_colors(alphas)
+    acolors = alpha_colors(alphas)
     layers_all = sorted({int(c["layer"]) for c in conds if c.get("layer") is not None})
     spacing = min(np.diff(layers_all)) if len(layers_all) > 1 else 1.0
     width = 0.5 * spacing
     many_layers = len(layers_all) > 12
     legend_items: dict[str, Any] = {}
     for ax, t in zip(axes, panels, strict=False):
-        _baseline_line(ax, base[metric] if base else None)
+        baseline_line(ax, base[metric] if base else None)
         if t is None:
             _baseline_text = "" if not base or base[metric]["mean"] is None else \
                 f" (baseline mean {base[metric]['mean']:.1f})"
             ax.text(0.5, 0.5, "no steered conditions" + _baseline_text, ha="center", va="center",
                     transform=ax.transAxes, color="#555555")
         else:
-            sel = [c for c in conds if _tname(c) == t]
+            sel = [c for c in conds if transform_name(c) == t]
             for i, a in enumerate(alphas):
-                all_pts = sorted((int(c["layer"]), _err(c[metric])) for c in sel
+                all_pts = sorted((int(c["layer"]), error_bar(c[metric])) for c in sel
                                  if c.get("alpha") is not None and float(c["alpha"]) == a
                                  and c.get("layer") is not None)
                 pts = [(layer, e) for layer, e in all_pts if e is not None]
@@ -417,14 +323,14 @@ def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Pa
                 if many_layers:  # CI as a band: error bars of many layers would be a thicket
                     xs: list[float] = [layer for layer, _ in pts]
                     ax.plot(xs, ys, color=acolors[a], marker="o", markersize=2.5, linewidth=1.3,
-                            label=_alpha_label(a))
+                            label=alpha_label(a))
                     ax.fill_between(xs, lo, hi, color=acolors[a], alpha=0.15, linewidth=0)
                 else:  # error bars, dodged so that alphas at one layer do not overlap
                     offset = (i - (len(alphas) - 1) / 2) * (width / max(1, len(alphas)))
                     xs = [layer + offset for layer, _ in pts]
                     ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], color=acolors[a], marker="o",
-                                markersize=4, linewidth=1.4, capsize=2, label=_alpha_label(a))
-            if not any(_err(c[metric]) for c in sel):
+                                markersize=4, linewidth=1.4, capsize=2, label=alpha_label(a))
+            if not any(error_bar(c[metric]) for c in sel):
                 ax.text(0.5, 0.5, "no numeric scores", ha="center", va="center", transform=ax.transAxes,
                         color="#555555")
             ax.set_title(t, fontsize=10)
@@ -445,7 +351,7 @@ def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Pa
     if legend_items:
         fig.legend(list(legend_items.values()), list(legend_items.keys()), loc="outside lower center",
                    ncols=min(8, len(legend_items)), fontsize=9, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
@@ -453,7 +359,7 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
 
     conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     base = summary["conditions"].get(BASELINE)
-    transforms = _transforms(conds)
+    transforms = transforms_of(conds)
     layers = sorted({int(c["layer"]) for c in conds if c.get("layer") is not None})
     alphas = sorted({float(c["alpha"]) for c in conds if c.get("alpha") is not None})
     base_mean = base["aligned"]["mean"] if base else None
@@ -464,19 +370,19 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
     ncols = max(1, min(len(panels), 3))
     nrows = math.ceil(len(panels) / ncols)
     cell_h = 0.32 if len(layers) > 12 else 0.5
-    fig = _figure(max(7.0, (1.6 + 0.75 * max(1, len(alphas))) * ncols + 1.2),
+    fig = new_figure(max(7.0, (1.6 + 0.75 * max(1, len(alphas))) * ncols + 1.2),
                   max(3.6, (1.2 + cell_h * max(1, len(layers))) * nrows + 1.0))
-    _title(fig, "Mean aligned score: layer × alpha", info, note)
+    figure_title(fig, "Mean aligned score: layer × alpha", info, note)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     annotate = len(layers) * len(alphas) <= 240
     mappable = None
     for ax, t in zip(axes, panels, strict=False):
         if t is None or not layers or not alphas:
-            _no_data(ax, "no steered conditions")
+            no_data(ax, "no steered conditions")
             continue
         grid = np.full((len(layers), len(alphas)), np.nan)
         for c in conds:
-            if _tname(c) != t or c.get("layer") is None or c.get("alpha") is None or c["aligned"]["mean"] is None:
+            if transform_name(c) != t or c.get("layer") is None or c.get("alpha") is None or c["aligned"]["mean"] is None:
                 continue
             grid[layers.index(int(c["layer"])), alphas.index(float(c["alpha"]))] = c["aligned"]["mean"]
         cmap = colormaps["RdYlGn"].with_extremes(bad="#d9d9d9")  # no numeric mean: grey cell
@@ -510,110 +416,7 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
         cb.set_label("mean aligned score")
         if base_mean is not None:
             cb.ax.axhline(base_mean, color="black", linestyle="--", linewidth=1.5)
-    return _save(fig, path)
-
-
-def _alpha_series(conds: Sequence[Mapping[str, Any]], transform: str, metric: str,
-                  key: str = "mean") -> dict[str, list[tuple[float, tuple[float, float, float]]]]:
-    """Per layer label (``"15"``, ``"10+20"``): ``(alpha, (value, lower err, upper err))`` sorted by
-    alpha, for the steered ``add`` conditions of ``transform`` with a value of ``metric``."""
-    out: dict[str, list[tuple[float, tuple[float, float, float]]]] = {}
-    for c in conds:
-        if _tname(c) != transform or c.get("alpha") is None or not isinstance(c.get(metric), Mapping):
-            continue
-        e = _err(c[metric], key)
-        if e is None:
-            continue
-        label = "+".join(str(layer) for layer in c.get("layers") or [c.get("layer")])
-        out.setdefault(label, []).append((float(c["alpha"]), e))
-    return {k: sorted(v) for k, v in sorted(out.items(), key=lambda kv: [int(x) for x in kv[0].split("+")
-                                                                          if x.lstrip("-").isdigit()])}
-
-
-def _layer_colors(labels: Sequence[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    n = max(1, len(labels) - 1)
-    return {label: cmap(0.85 * i / n) for i, label in enumerate(labels)}
-
-
-def _draw_series(ax: Any, series: Mapping[str, list[tuple[float, tuple[float, float, float]]]],
-                 colors: Mapping[str, Any]) -> None:
-    for label, pts in series.items():
-        xs = [a for a, _ in pts]
-        ys = np.array([e[0] for _, e in pts])
-        err = [[e[1] for _, e in pts], [e[2] for _, e in pts]]
-        ax.errorbar(xs, ys, yerr=err, color=colors[label], marker="o", markersize=4, linewidth=1.4, capsize=2,
-                    label=f"layer {label}")
-
-
-def _plot_fluency(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
-    conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
-    base = summary["conditions"].get(BASELINE)
-    transforms: list[str | None] = list(_transforms(conds)) or [None]
-    fig = _figure(max(9.0, 4.8 * len(transforms) + 0.8), 7.6)
-    _title(fig, "Fluency against alpha (unsteered model; mean, 95% CI)", info,
-           "top: NLL per answer token (higher: less fluent)\nbottom: share of repeated 3-grams (loops)")
-    axes = np.atleast_2d(fig.subplots(2, len(transforms), squeeze=False))
-    labels = sorted({lab for t in transforms if t for m in ("nll", "repetition")
-                     for lab in _alpha_series(conds, t, m)}, key=lambda x: [int(v) for v in x.split("+")])
-    colors = _layer_colors(labels)
-    for col, t in enumerate(transforms):
-        for row, (metric, ylabel) in enumerate((("nll", "mean NLL per token"), ("repetition", "repetition rate"))):
-            ax = axes[row, col]
-            _baseline_line(ax, base.get(metric) if base else None)
-            series = _alpha_series(conds, t, metric) if t else {}
-            if not series:
-                _no_data(ax, "no measures (run `interp-playground measures RUN_DIR`)")
-                continue
-            _draw_series(ax, series, colors)
-            ax.set_xlabel("alpha")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-            if row == 0:
-                ax.set_title(str(t), fontsize=10)
-            if metric == "repetition":
-                ax.set_ylim(-0.03, 1.03)
-            ax.legend(loc="best", fontsize=7, framealpha=0.9)
-    return _save(fig, path)
-
-
-def _plot_projection(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
-    conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
-    transforms: list[str | None] = list(_transforms(conds)) or [None]
-    nrows, ncols = _grid(len(transforms))
-    fig = _figure(max(9.0, 5.2 * ncols + 0.6), 4.4 * nrows + 1.3)
-    _title(fig, "Projection onto the steering direction against alpha (mean, 95% CI)", info,
-           "residual stream at the steered layer, unsteered model, mean over answer tokens\n"
-           "dashed: the baseline's answers on the same direction")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    labels = sorted({lab for t in transforms if t for lab in _alpha_series(conds, t, "projection")},
-                    key=lambda x: [int(v) for v in x.split("+")])
-    colors = _layer_colors(labels)
-    for ax, t in zip(axes, transforms, strict=False):
-        series = _alpha_series(conds, t, "projection") if t else {}
-        if not series:
-            _no_data(ax, "no projections (single-layer steered conditions with measures)")
-            continue
-        _draw_series(ax, series, colors)
-        for label in series:
-            base = next((c["projection"] for c in conds if _tname(c) == t and c.get("layer") is not None
-                         and str(c["layer"]) == label and (c.get("projection") or {}).get("baseline_mean")
-                         is not None), None)
-            if base is not None:
-                ax.axhline(float(base["baseline_mean"]), color=colors[label], linestyle="--", linewidth=1.1)
-                if base.get("baseline_ci_low") is not None and base.get("baseline_ci_high") is not None:
-                    ax.axhspan(float(base["baseline_ci_low"]), float(base["baseline_ci_high"]), color=colors[label],
-                               alpha=0.08, linewidth=0)
-        ax.set_title(str(t), fontsize=10)
-        ax.set_xlabel("alpha")
-        ax.set_ylabel("mean projection on the unit direction")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=7, framealpha=0.9)
-    for ax in axes[len(transforms):]:
-        ax.set_visible(False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -676,8 +479,8 @@ def make_plots(
         lambda p: _plot_by_layer(summary, info, p, "aligned", "aligned score"),
         lambda p: _plot_by_layer(summary, info, p, "coherent", "coherent score"),
         lambda p: _plot_heatmap(summary, info, p),
-        lambda p: _plot_fluency(summary, info, p),
-        lambda p: _plot_projection(summary, info, p),
+        lambda p: plot_fluency(summary, info, p),
+        lambda p: plot_projection(summary, info, p),
     ]
     return [make(out / name) for make, name in zip(makers, PLOT_FILES, strict=False)]
 
