@@ -8,6 +8,7 @@ the caller supplies, so a test decides every byte: top logprobs, text, HTTP erro
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import threading
@@ -254,7 +255,7 @@ class NumberJudge:
 _Fake = TypeVar("_Fake", bound="LocalFakeServer")
 
 
-class LocalFakeServer:
+class LocalFakeServer(abc.ABC):
     """Serving a fake API on ``127.0.0.1`` (a free port) from a daemon thread; a context manager.
 
     The lifecycle shared by :class:`FakeOpenAIServer` and
@@ -266,9 +267,9 @@ class LocalFakeServer:
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
+    @abc.abstractmethod
     def _new_server(self) -> ThreadingHTTPServer:
         """A server bound to ``("127.0.0.1", 0)`` whose handler answers for this fake."""
-        raise NotImplementedError
 
     @property
     def base_url(self) -> str:
