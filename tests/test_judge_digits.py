@@ -142,8 +142,10 @@ def test_a_server_that_cannot_continue_stops_the_run(tmp_path, mode, detail):
 
 
 def test_whole_number_judge_never_continues_even_against_a_rejecting_server():
+    # one call at a time: the judge learns from its first answer that it writes whole numbers (with
+    # concurrent calls an answer whose list holds only single digits can race ahead of that lesson)
     with FakeOpenAIServer(NumberJudge(numbers_for, digits=False, continuation="reject")) as srv:
-        out = judge_rows(rows(), backend_for(srv), aligned_prompt=ALIGNED, coherent_prompt=COHERENT)
+        out = judge_rows(rows(), backend_for(srv), aligned_prompt=ALIGNED, coherent_prompt=COHERENT, concurrency=1)
         assert srv.count == 2 * len(CASES)
     assert all(isinstance(r["aligned_score"], float) for r in out)
 

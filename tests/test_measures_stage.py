@@ -124,14 +124,21 @@ def test_sigkill_during_measures_then_resume_is_complete_identical_without_dupli
 
 def test_up_to_date_measures_load_no_model_and_rewrite_nothing(unmeasured_run, vectors_dir, tmp_path, monkeypatch):
     run = _copy(unmeasured_run, tmp_path / "run")
-    assert cli_main(["measures", str(run), "--no-report"]) == 0
-    before = {p.name: p.stat().st_mtime_ns for p in run.glob("measures_*.json")}
+    assert cli_main(["measures", str(run)]) == 0
+
+    def snapshot() -> dict[str, int]:  # every file but the (emptied) lock
+        return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")
+                if p.is_file() and p.name != ".lock"}
+
+    before = snapshot()
+    assert "summary.json" in before and "report.html" in before and "plots/fluency_by_alpha.png" in before
     from interp_playground import measures
 
     monkeypatch.setattr(measures, "_forward_batch", lambda *a, **k: pytest.fail("measured again"))
-    assert cli_main(["measures", str(run), "--no-report"]) == 0
+    assert cli_main(["measures", str(run)]) == 0  # summary, plots and report too are left as they were
+    assert snapshot() == before
     assert cli_main(_args(vectors_dir, tmp_path, "--resume", str(run), "--skip-generation", "--skip-judging")) == 0
-    assert {p.name: p.stat().st_mtime_ns for p in run.glob("measures_*.json")} == before
+    assert snapshot() == before
 
 
 def test_a_changed_answer_is_measured_again_alone(unmeasured_run, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ run's summary against an independent pandas computation from its judged CSVs."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -485,3 +486,28 @@ def test_a_summary_is_reused_only_while_its_input_files_are_unchanged(tmp_path):
     again = load_or_summarize(run)
     assert stem in first["conditions"] and stem not in again["conditions"]
     assert json.loads((run / "summary.json").read_text()) == again
+
+
+def test_the_finish_command_of_a_partly_judged_run_names_its_second_judge_too(tmp_path):
+    run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(10,), alphas=(1.0,))
+    config = json.loads((run / "config.json").read_text())
+    config["judge"]["second_model"] = "gpt-4o"
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "judged_default_layer_10_alpha_1.0.json").unlink()
+    with pytest.raises(UserError, match=r"--judge-model gpt-4.1-mini gpt-4o"):
+        summarize_run(run, write=False)
+
+
+def test_a_summary_written_before_the_digest_is_kept_while_newer_than_its_inputs(tmp_path):
+    """A run made by an earlier version is not rewritten by the first read after an upgrade."""
+    run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(10,), alphas=(1.0,))
+    old = summarize_run(run, write=False)
+    old.pop("inputs_digest", None)
+    old["marker"] = "written by an earlier version"
+    (run / "summary.json").write_text(json.dumps(old))
+    assert load_or_summarize(run)["marker"] == "written by an earlier version"
+    judged = run / "judged_baseline.json"
+    judged.write_text(judged.read_text())  # a judged file newer than the summary: recomputed
+    os.utime(judged, ns=((run / "summary.json").stat().st_mtime_ns + 10**9,) * 2)
+    fresh = load_or_summarize(run)
+    assert "marker" not in fresh and fresh["inputs_digest"]

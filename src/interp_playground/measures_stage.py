@@ -216,14 +216,9 @@ def measure_run_dir(run_dir: str | Path, *, batch_size: int = DEFAULT_MEASURES_B
         say(f"measured {len(written)} condition(s); the others were up to date" if written
             else "measures: every condition is up to date")
         annotate_judged(run, [c.stem for c in conditions])
-        from .plots import make_plots_from_run_dir
-        from .report import write_report
-        from .run_summary import format_table, summarize_run
+        from .report import update_outputs
 
-        say(format_table(summarize_run(run.path)))
-        make_plots_from_run_dir(run.path)
-        if make_report:
-            say(f"report: {write_report(run.path)}")
+        update_outputs(run, make_report=make_report, say=say)
     return run.path
 
 

@@ -20,7 +20,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -543,7 +543,8 @@ def render_report(
 def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
     """Write ``{run_dir}/report.html`` from the run directory's files and return its path.
 
-    Uses ``summary.json`` (recomputed when absent or older than the judged files) and
+    Uses ``summary.json`` (recomputed unless made from the run's current files, see
+    :func:`~interp_playground.run_summary.load_or_summarize`) and
     ``plots/*.png`` (redrawn first when some are missing or older than the summary, and
     ``make_missing_plots`` is set).
     """
@@ -570,4 +571,27 @@ def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
     return atomic_write_text(rd.report_path, text)
 
 
-__all__ = ["REPORT_FILE", "embed_json", "render_report", "write_report"]
+def update_outputs(run: RunDir, *, make_report: bool = True, say: Callable[[str], Any] = print) -> None:
+    """The outputs of a run's stages: ``summary.json`` (printed as a table), ``plots/`` and
+    ``report.html``, each remade only when older than what it is made from, so a resume or a
+    ``measures RUN`` that changed nothing rewrites nothing."""
+    from .plots import make_plots_from_run_dir
+    from .run_summary import format_table, load_or_summarize
+
+    summary = load_or_summarize(run.path)
+    say(format_table(summary))
+    inputs = [run.summary_path, run.config_path]
+    plots = [run.plots_dir / name for name in PLOT_FILES]
+    if _stale(plots, inputs):
+        make_plots_from_run_dir(run.path)
+    if make_report and _stale([run.report_path], inputs + plots + list(run.judged_files().values())):
+        say(f"report: {write_report(run.path)}")
+
+
+def _stale(targets: list[Path], sources: list[Path]) -> bool:
+    """Whether a target is missing or older than an existing source."""
+    newest = max((p.stat().st_mtime_ns for p in sources if p.exists()), default=0)
+    return any(not t.exists() or t.stat().st_mtime_ns < newest for t in targets)
+
+
+__all__ = ["REPORT_FILE", "embed_json", "render_report", "update_outputs", "write_report"]

@@ -57,10 +57,9 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
             or a condition with generations has no judged file (a judge stage that stopped partway).
     """
     run = _require_run_dir(run_dir)
-    files = run.judged_files("json")
-    planned = planned_conditions(run.read_config())
-    if planned is not None:  # files of conditions the run's config no longer plans are left out
-        files = {stem: f for stem, f in files.items() if stem in planned}
+    config = run.read_config()
+    planned = planned_conditions(config)
+    files = _planned_judged_files(run, planned)
     if not files:
         raise UserError(f"{run_dir} has no judged_*.json files (run the judge stage first)")
     rows: list[dict[str, Any]] = []
@@ -78,9 +77,19 @@ def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
     unjudged = [stem for stem in run.generation_files() if stem not in files and (planned is None or stem in planned)]
     if unjudged:
         more = f" and {len(unjudged) - 3} more" if len(unjudged) > 3 else ""
+        second = config_value(config, "judge.second_model", "judge_second_model")
+        command = rejudge_command(run.path, found[-1] if found else None,
+                                  second if isinstance(second, str) and second else None)
         raise UserError(f"{run.path} is judged only in part (not judged: {', '.join(unjudged[:3])}{more}); "
-                        f"finish it with `{rejudge_command(run.path, found[-1] if found else None)}`")
+                        f"finish it with `{command}`")
     return rows
+
+
+def _planned_judged_files(run: RunDir, planned: set[str] | None) -> dict[str, Path]:
+    """The run's ``judged_{stem}.json`` files of the conditions its config plans (files of
+    conditions the config no longer plans are left out)."""
+    files = run.judged_files("json")
+    return files if planned is None else {stem: f for stem, f in files.items() if stem in planned}
 
 
 def load_run_rows(run_dir: PathLike) -> list[dict[str, Any]]:
@@ -96,9 +105,7 @@ def load_run_rows(run_dir: PathLike) -> list[dict[str, Any]]:
     run = _require_run_dir(run_dir)
     measures = read_measures(run)
     planned = planned_conditions(run.read_config())
-    judged = run.judged_files("json")
-    if planned is not None:
-        judged = {stem: f for stem, f in judged.items() if stem in planned}
+    judged = _planned_judged_files(run, planned)
     if judged or not measures:
         return attach_measures(load_judged_rows(run.path), measures)
     stems = [s for s in run.generation_files() if planned is None or s in planned]
@@ -265,7 +272,8 @@ def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
     """``summary.json`` of a run directory when it was made from exactly the files the run has now
     (``inputs_digest``: names, sizes and times of its generations, judged, measures and config
     files), else recomputed and rewritten, so readers never mix old and new scores and never show a
-    condition whose files are gone."""
+    condition whose files are gone. A summary written before the digest existed is kept while it is
+    newer than every judged, measures and config file (the rule of those versions)."""
     run = _require_run_dir(run_dir)
     path = run.summary_path
     if path.exists():
@@ -275,9 +283,21 @@ def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
             raise UserError(f"cannot read {path}: {exc}") from exc
         if not (isinstance(data, dict) and isinstance(data.get("conditions"), dict)):
             raise UserError(f"{path} is not a summary (no 'conditions'); delete it to recompute")
-        if data.get("inputs_digest") == _summary_inputs(run):
+        digest = data.get("inputs_digest")
+        if digest is None and _newer_than_inputs(run, path):
+            return data  # a summary of a run made before the digest existed, still up to date
+        if digest == _summary_inputs(run):
             return data
     return summarize_run(run.path)
+
+
+def _newer_than_inputs(run: RunDir, path: Path) -> bool:
+    """Whether ``path`` is at least as new as every judged, measures and config file of the run."""
+    inputs = list(run.judged_files().values()) + list(run.measures_files().values())
+    inputs += [p for sub in run.second_judges().values() for p in sub.judged_files().values()]
+    inputs += [run.config_path] if run.config_path.exists() else []
+    newest = path.stat().st_mtime_ns
+    return all(p.stat().st_mtime_ns <= newest for p in inputs)
 
 
 def recompute_from_csv(

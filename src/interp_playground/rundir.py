@@ -368,7 +368,7 @@ class RunDir:
             info: dict[str, Any] = {
                 "pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
                 # the program and subcommand only: arguments can carry credentials (URLs, keys)
-                "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:2])[:100] if sys.argv else "",
+                "command": _program_and_subcommand(),
                 "since": _dt.datetime.now().isoformat(timespec="seconds"),
             }
             if ranks > 1:
@@ -390,6 +390,15 @@ def judge_slug(model: str) -> str:
 
 def _stem(cond: Condition | str) -> str:
     return cond.stem if isinstance(cond, Condition) else str(cond)
+
+
+def _program_and_subcommand() -> str:
+    """``interp-playground eval`` (also under ``python -m``): what the lock file records of the command."""
+    if not sys.argv:
+        return ""
+    program = Path(sys.argv[0]).name
+    program = "interp-playground" if program == "__main__.py" else program
+    return " ".join([program] + sys.argv[1:2])[:100]
 
 
 def _describe_holder(text: str) -> str:

@@ -363,7 +363,9 @@ def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: li
 
             annotate_judged(run, stems)
         if judged or measured:
-            _report_stages(run, make_report, say)
+            from .report import update_outputs
+
+            update_outputs(run, make_report=make_report, say=say)
         else:
             say("no judgments and no measures (--skip-judging --skip-measures): stopping before the summary")
     return run.path
@@ -457,29 +459,6 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
             "rerun without --skip-judging"
         )
     return True
-
-
-def _report_stages(run: RunDir, make_report: bool, say: Any) -> None:
-    """summary.json, plots/ and report.html, each remade only when older than what it is made from
-    (a resume that changed nothing rewrites nothing)."""
-    from .plots import PLOT_FILES, make_plots_from_run_dir
-    from .report import write_report
-    from .run_summary import format_table, load_or_summarize
-
-    summary = load_or_summarize(run.path)
-    say(format_table(summary))
-    inputs = [run.summary_path, run.config_path]
-    plots = [run.plots_dir / name for name in PLOT_FILES]
-    if _stale(plots, inputs):
-        make_plots_from_run_dir(run.path)
-    if make_report and _stale([run.report_path], inputs + plots + list(run.judged_files().values())):
-        say(f"report: {write_report(run.path)}")
-
-
-def _stale(targets: list[Path], sources: list[Path]) -> bool:
-    """Whether a target is missing or older than an existing source."""
-    newest = max((p.stat().st_mtime_ns for p in sources if p.exists()), default=0)
-    return any(not t.exists() or t.stat().st_mtime_ns < newest for t in targets)
 
 
 def _unjudged(run: RunDir, stems: list[str]) -> list[str]:

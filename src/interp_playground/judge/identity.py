@@ -59,7 +59,7 @@ def _custom_prompt(info: Mapping[str, Any], kind: str) -> bool:
     return sha is not None and sha != builtin_prompt(kind).sha256
 
 
-def rejudge_command(run_dir: PathLike, info: Mapping[str, Any] | None) -> str:
+def rejudge_command(run_dir: PathLike, info: Mapping[str, Any] | None, second_model: str | None = None) -> str:
     """The ``interp-playground judge RUN ...`` command that (re)judges ``run_dir`` with the judge ``info``.
 
     Stems already judged by that judge are skipped by the command, so it finishes a re-judge.
@@ -70,6 +70,8 @@ def rejudge_command(run_dir: PathLike, info: Mapping[str, Any] | None) -> str:
         parts += ["--judge-backend", shlex.quote(str(info.get("backend", "openai")))]
         if info.get("model"):
             parts += ["--judge-model", shlex.quote(str(info["model"]))]
+            if second_model:  # the run's second judge (judges/{model}/) is finished by the same command
+                parts.append(shlex.quote(second_model))
         if info.get("base_url"):
             parts += ["--judge-base-url", shlex.quote(str(info["base_url"]))]
         if info.get("mode") not in (None, "logprob"):

@@ -232,7 +232,12 @@ class OpenAIBackend(JudgeBackend):
         async def continue_at(prefix: str) -> list[tuple[str, float]]:
             return await self._continue(messages, prefix, base_tokens)
 
-        numbers, asked = await number_probabilities(first, continue_at, min_branch=self.min_branch)
+        try:
+            numbers, asked = await number_probabilities(first, continue_at, min_branch=self.min_branch)
+        except ContinuationUnsupported:
+            if self.whole_number_tokens:  # a concurrent answer showed whole-number tokens meanwhile
+                return score_from_top_logprobs(first, labels, min_numeric_mass=self.min_numeric_mass, raw=raw)
+            raise
         raw.update(numbers=numbers, continued=asked)
         return score_from_distribution(
             distribution_with_labels(numbers, first, labels), labels,
