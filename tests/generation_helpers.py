@@ -50,3 +50,13 @@ def generate_alone(model, tokenizer, question, cond, vectors, max_new, eos, pad)
     tokens = out[0, len(ids):].tolist()
     end = next((k for k, t in enumerate(tokens) if t in eos), None)
     return tokens if end is None else tokens[: end + 1]
+
+
+def hand_chat_ids(tokenizer, prompt: str, answer: str) -> tuple[list[int], int]:
+    """Hand-made: the chat template's prompt text, tokenized, followed by the answer's tokens;
+    returns the ids and the prompt's length."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    p = tokenizer(text, add_special_tokens=False)["input_ids"]
+    a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    return list(p) + list(a), len(p)

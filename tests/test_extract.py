@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from generation_helpers import hand_chat_ids
 from interp_playground.data import ContrastPair, load_contrast_pairs
 from interp_playground.errors import UserError
 from interp_playground.extract import ActivationWriter, extract_means, extract_pair_means, pairs_examples
@@ -27,15 +28,6 @@ EXAMPLES = [
 ]
 
 
-def _ids(tokenizer, prompt: str, answer: str) -> tuple[list[int], int]:
-    """Hand-made: the chat template's prompt text, tokenized, followed by the answer's tokens."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-    p = tokenizer(text, add_special_tokens=False)["input_ids"]
-    a = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    return list(p) + list(a), len(p)
-
-
 @torch.no_grad()
 def _reference(model, tokenizer, examples) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Means and mean norms over exactly the answer tokens, one unpadded example at a time.
@@ -47,7 +39,7 @@ def _reference(model, tokenizer, examples) -> tuple[torch.Tensor, torch.Tensor, 
     norm_sums = torch.zeros(N_LAYERS, dtype=torch.float64)
     counts = []
     for prompt, answer in examples:
-        ids, start = _ids(tokenizer, prompt, answer)
+        ids, start = hand_chat_ids(tokenizer, prompt, answer)
         with capture_layers(model, N_LAYERS - 1) as last:
             out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
         for layer in range(N_LAYERS):
@@ -95,7 +87,7 @@ def test_prompt_tokens_are_not_counted(tiny_models, tokenizer, references):
         total = torch.zeros(N_LAYERS, 32)
         n = 0
         for prompt, answer in EXAMPLES:
-            ids, start = _ids(tokenizer, prompt, answer)
+            ids, start = hand_chat_ids(tokenizer, prompt, answer)
             with capture_layers(model) as store:
                 model(input_ids=torch.tensor([ids]))
             for layer in range(N_LAYERS):
@@ -150,7 +142,7 @@ def test_activation_writer_saves_exact_answer_tokens(tmp_path, tiny_models, toke
     with torch.no_grad():
         expected = {layer: [] for layer in range(N_LAYERS)}
         for prompt, answer in EXAMPLES:
-            ids, start = _ids(tokenizer, prompt, answer)
+            ids, start = hand_chat_ids(tokenizer, prompt, answer)
             with capture_layers(model) as store:
                 model(input_ids=torch.tensor([ids]))
             for layer in range(N_LAYERS):

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import openai
@@ -33,6 +31,7 @@ from interp_playground.judge.batch import (
 )
 from interp_playground.judge.testing import FakeOpenAIServer, Reply, completion, probs_to_logprobs, prompt_of
 from interp_playground.judge.testing_batch import FakeBatchServer
+from kill_helpers import batches_polled, sigkill_when
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -298,23 +297,7 @@ def test_sigkill_while_polling_resumes_the_same_batches(tmp_path):
         server.hold = True  # batches stay in progress: the process is killed while polling
         proc = subprocess.Popen([sys.executable, str(script), server.base_url, str(rows_path), str(cache_path),
                                  str(state_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and proc.poll() is None:
-                ids = [b.get("batch_id") for b in load_state(state_path)["batches"]] if state_path.exists() else []
-                if len(ids) == 2 and all(ids) and all(server.retrieves[i] >= 2 for i in ids):
-                    break
-                time.sleep(0.02)
-            assert proc.poll() is None, proc.communicate()
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-            proc.stdout.close()
-            proc.stderr.close()
-        assert proc.returncode == -signal.SIGKILL
+        sigkill_when(proc, batches_polled(state_path, server, count=2), timeout=30)
         created, uploads = list(server.created), list(server.uploads)
         assert len(created) == 2  # 8 requests, 5 per file
         polled_before = {i: server.retrieves[i] for i in created}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from interp_playground.judge.batch import load_state
 from interp_playground.judge.testing import FakeOpenAIServer, Reply, completion, probs_to_logprobs, prompt_of
 from interp_playground.judge.testing_batch import FakeBatchServer
 from interp_playground.rundir import RunDir
+from kill_helpers import batches_polled, sigkill_when
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,24 +84,7 @@ def test_batch_submit_sigkill_resume_polls_the_same_batch(tmp_path, capsys):
         server.hold = True  # the batch stays in progress: the command is killed while polling
         proc = subprocess.Popen([sys.executable, "-m", "interp_playground", *batch_args(run, server)],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 40
-            state = run.judge_batch_state_path
-            while time.monotonic() < deadline and proc.poll() is None:
-                ids = [b.get("batch_id") for b in load_state(state)["batches"]] if state.exists() else []
-                if ids and all(ids) and all(server.retrieves[i] >= 2 for i in ids):
-                    break
-                time.sleep(0.02)
-            assert proc.poll() is None, proc.communicate()
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-            proc.stdout.close()
-            proc.stderr.close()
-        assert proc.returncode == -signal.SIGKILL
+        sigkill_when(proc, batches_polled(run.judge_batch_state_path, server), timeout=40)
         created, uploads = list(server.created), list(server.uploads)
         # 3 distinct answers x (aligned, coherent) = 6 requests in one batch; nothing judged yet
         assert len(created) == 1 and len(server.input_lines(created[0])) == 6

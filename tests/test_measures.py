@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from generation_helpers import hand_chat_ids
 from interp_playground.errors import UserError
 from interp_playground.io import read_jsonl
 from interp_playground.measures import (
@@ -32,15 +33,6 @@ ITEMS = [
 ]
 
 
-def _ids(tokenizer, prompt: str, answer: str) -> tuple[list[int], int]:
-    """Hand-made: the chat template's prompt text, tokenized, followed by the answer's tokens."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-    p = tokenizer(text, add_special_tokens=False)["input_ids"]
-    a = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    return list(p) + list(a), len(p)
-
-
 def _directions(seed: int = 0) -> dict[tuple[str, int], torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {("a", 1): torch.randn(32, generator=g), ("b", 1): 5 * torch.randn(32, generator=g),
@@ -55,7 +47,7 @@ def _reference(model, tokenizer, items, directions):
     out = []
     layers = sorted({layer for _, layer in directions})
     for prompt, answer in items:
-        ids, start = _ids(tokenizer, prompt, answer)
+        ids, start = hand_chat_ids(tokenizer, prompt, answer)
         with capture_layers(model, layers) as store:
             logits = model(input_ids=torch.tensor([ids])).logits[0].double()
         logprobs = logits.log_softmax(-1)
@@ -102,7 +94,7 @@ def test_scoring_is_shifted_by_one_and_skips_the_prompt(tiny_models, tokenizer, 
     the projection, gives measurably different numbers."""
     model = tiny_models("qwen3")
     prompt, answer = ITEMS[1]
-    ids, start = _ids(tokenizer, prompt, answer)
+    ids, start = hand_chat_ids(tokenizer, prompt, answer)
     with torch.no_grad(), capture_layers(model, 1) as store:
         logprobs = model(input_ids=torch.tensor([ids])).logits[0].double().log_softmax(-1)
     unshifted = -sum(logprobs[t, ids[t]].item() for t in range(start, len(ids))) / (len(ids) - start)
@@ -125,7 +117,7 @@ def test_left_padding_computes_only_the_answer_logits(tiny_models, tokenizer, re
         got = measure_answers(model, tokenizer, ITEMS, batch_size=len(ITEMS), padding_side="left")
     finally:
         handle.remove()
-    longest = max(len(_ids(tokenizer, p, a)[0]) for p, a in ITEMS)
+    longest = max(len(hand_chat_ids(tokenizer, p, a)[0]) for p, a in ITEMS)
     assert widths == [max(n for _, n, _ in references("qwen3")) + 1] and widths[0] < longest
     assert [m.nll for m in got] == pytest.approx([r[0] for r in references("qwen3")], rel=1e-5, abs=1e-5)
     assert all(m.projections == {} for m in got)
@@ -158,7 +150,7 @@ def test_repetition_uses_the_answer_tokens(tiny_models, tokenizer):
     model = tiny_models("qwen3")
     got = measure_answers(model, tokenizer, ITEMS, ngram=2)
     for m, (prompt, answer) in zip(got, ITEMS, strict=True):
-        ids, start = _ids(tokenizer, prompt, answer)
+        ids, start = hand_chat_ids(tokenizer, prompt, answer)
         assert m.repetition == repetition_rate(ids[start:], 2)
     assert got[5].repetition > 0.5  # "0 1 2 3" three times
 
