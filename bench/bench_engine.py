@@ -11,6 +11,12 @@ Measured on the same card in one process, tokens/s = generated tokens / wall tim
 * ``fast``: the fast engine, unsteered (every row the baseline) and steered (every row steered:
   alphas -2 -1 1 2 at layers 9, 18, 27 and an ablation at 18, interleaved).
 
+Requests cycle over 50 questions x the conditions, so each (question, condition) has several answers
+(~12 in the mixed run, as in EM evaluations that draw many answers per question); the fast engine
+prefills such a prompt once for all of its answers. ``unique``: the steered mixed run again with a
+question of its own for every answer (nothing to share); ``plain``: the steered mixed run with
+prompt sharing and step narrowing switched off (the engine as it was before them).
+
 Two workloads: ``fixed`` (every answer exactly ``--new-tokens`` long: min = max new tokens) and
 ``mixed`` (sampling; the end-of-sequence set is every ``--eos-stride``-th token id, so a random-init
 model, whose next-token distribution is near uniform, ends each answer after a geometric number of
@@ -61,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agree-tokens", type=int, default=64)
     p.add_argument("--slots", type=int, default=None, help="fast-engine slots (default: automatic)")
     p.add_argument("--probe-slots", type=int, nargs="*", default=[256, 512, 1024])
-    p.add_argument("--skip", nargs="*", default=[], help="sections to skip: tiny agree profile probe seed hf fast unsteered")
+    p.add_argument("--refill", type=float, default=None, help="fast-engine refill fraction (default: the engine's)")
+    p.add_argument("--skip", nargs="*", default=[],
+                   help="sections to skip: tiny agree profile probe seed hf fast unsteered unique plain")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -282,16 +290,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
         tiny_res = {}
         for arch in ("qwen3", "llama", "qwen2", "mistral"):
             m = tiny_model(arch).to(device)
+            # answers end at varied lengths (so the last ones decode in narrowed steps)
+            m.generation_config.eos_token_id = [tok.eos_token_id, *range(5, m.config.vocab_size, 24)]
             vec = {"v": torch.randn(3, 32, generator=torch.Generator().manual_seed(1)) * 3}
             conds = [Condition(), Condition("v", (1,), 2.0), Condition("v", (0, 2), -1.5), Condition("v", (1,), op="ablate")]
             reqs = requests_for(["Hi", "What would you do if you ruled the world?", "How do I make a quick buck?"], conds, 48)
             for sample in (False, True):
                 s = GenerationSettings(max_new_tokens=12, do_sample=sample, temperature=1.0, batch_size=16)
                 a = run_engine(HFEngine(m, tok), reqs, vec, s)["_rows"]
-                b = run_engine(FastEngine(m, tok), reqs, vec, s)["_rows"]
+                fe = FastEngine(m, tok)
+                fe.min_width = 2  # narrow the captured step too
+                out = run_engine(fe, reqs, vec, s)
+                b = out["_rows"]
+                tiny_res[f"{arch}_{'sampled' if sample else 'greedy'}_stats"] = out["stats"]
                 tiny_res[f"{arch}_{'sampled' if sample else 'greedy'}"] = agreement(a, b)
         res["tiny_fp32_agreement"] = tiny_res
-        counts = {k: "{identical}/{rows}".format(**v) for k, v in tiny_res.items()}
+        counts = {k: "{identical}/{rows}".format(**v) for k, v in tiny_res.items() if not k.endswith("_stats")}
         log(f"tiny fp32 fast vs hf (rows identical): {counts}")
         save()
 
@@ -304,6 +318,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
     qs = questions(tok, 50)
     log(f"model built in {time.perf_counter() - t0:.1f}s; prompt tokens ~40; layers {layers}")
     fast = FastEngine(model, tok)
+    if args.refill:
+        fast.refill_fraction = args.refill
     stride = args.eos_stride
     mixed_eos = [tok.eos_token_id] + [i for i in range(7, model.config.vocab_size, stride)]
     new = args.new_tokens
@@ -375,6 +391,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
             with eos(mixed_eos):
                 record(f"fast_{name}_mixed", run_engine(fast, requests_for(qs, conditions(layers, steered),
                                                                             args.mixed_rows), vectors, mixed))
+    if "fast" not in args.skip and "steered" not in args.skip:
+        conds = conditions(layers, True)
+        if "unique" not in args.skip:  # a question of its own for every answer: no prefill to share
+            many = questions(tok, -(-args.mixed_rows // len(conds)), seed=1)
+            with eos(mixed_eos):
+                record("fast_steered_mixed_unique", run_engine(fast, requests_for(many, conds, args.mixed_rows),
+                                                               vectors, mixed))
+        if "plain" not in args.skip:  # the engine without prompt sharing and step narrowing
+            fast.share_prompts = fast.compact = False
+            try:
+                with eos(mixed_eos):
+                    record("fast_steered_mixed_plain", run_engine(fast, requests_for(qs, conds, args.mixed_rows),
+                                                                  vectors, mixed))
+            finally:
+                fast.share_prompts = fast.compact = True
     if "hf" not in args.skip:
         hf_fixed = GenerationSettings(max_new_tokens=new, min_new_tokens=new, do_sample=True, batch_size=args.hf_batch)
         hf_mixed = GenerationSettings(max_new_tokens=new, do_sample=True, batch_size=args.hf_batch)
@@ -395,9 +426,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
         if f"fast_steered_{kind}" in r and f"hf_steered_{kind}" in r:
             summary[f"speedup_vs_hf_{kind}"] = round(r[f"fast_steered_{kind}"]["tokens_per_s"]
                                                      / r[f"hf_steered_{kind}"]["tokens_per_s"], 2)
-    if "fast_steered_mixed" in r:
-        m = r["fast_steered_mixed"]
+    # the seed sweep draws one answer per (question, condition): nothing to share, so the unique run
+    seed_run = "fast_steered_mixed_unique" if "fast_steered_mixed_unique" in r else "fast_steered_mixed"
+    if seed_run in r:
+        m = r[seed_run]
         summary["seed_sweep_27000_minutes_mixed"] = round(27000 * m["mean_tokens"] / m["tokens_per_s"] / 60, 2)
+        summary["seed_sweep_from"] = seed_run
     if "fast_steered_fixed" in r:
         summary["seed_sweep_27000_minutes_all_256"] = round(27000 * new / r["fast_steered_fixed"]["tokens_per_s"] / 60, 2)
     res["summary"] = summary

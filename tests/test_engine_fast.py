@@ -160,6 +160,31 @@ def test_min_new_tokens_and_length_one(tiny_models, tokenizer):
             assert all(r["n_tokens"] >= extra.get("min_new_tokens", 1) for r in fast.values())
 
 
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, tokenizer):
+    """Answers of one prompt share a prefill and the step narrows to the last live answers, yet
+    every answer (greedy and sampled) is the HF engine's."""
+    model = tiny_model("llama")
+    _with_frequent_eos(model, tokenizer)
+    vectors = _vectors(5, scale=1.0)
+    conds = CONDITIONS[:4]
+    # answer-major: the answers sharing a prompt lie far apart in the request list
+    requests = [GenerationRequest(c, q, i, a) for a in range(3) for c in conds for i, q in enumerate(QUESTIONS)]
+    for sample in (False, True):
+        settings = GenerationSettings(max_new_tokens=10, do_sample=sample, seed=7, positions=positions)
+        hf = _rows(model, tokenizer, requests, vectors, replace(settings, engine="hf"))
+        fast, stats = _fast_rows(model, tokenizer, requests, vectors, replace(settings, batch_size=12))
+        assert stats["prompts_prefilled"] + stats["prompts_shared"] == len(requests)
+        # the first fill alone holds 12 answers of 4 (or, unsteered prompts, 1) distinct prefills
+        assert stats["prompts_shared"] >= (8 if positions == "all" else 11)
+        if sample:
+            _assert_same_samples(model, tokenizer, requests, vectors, settings, hf, fast)
+        else:  # greedy answers end at 3, 9 or 10 tokens: the last ones decode in narrower steps
+            assert fast == hf
+            assert len({r["n_tokens"] for r in hf.values()}) >= 3
+            assert stats["compactions"] >= 1 and stats["slot_steps"] < stats["steps"] * 12
+
+
 def test_prefill_and_step_match_the_hf_forward(tiny_models, tokenizer, monkeypatch):
     """Logits of the fast engine's prefill and decode steps against one HF forward (float32)."""
     from interp_playground.engine.fast import step as fast_step

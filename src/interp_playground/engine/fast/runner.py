@@ -3,9 +3,11 @@
 A :class:`SlotRunner` owns everything on the device for one run of the engine: the key/value cache
 ``[layers, slots, kv_heads, length, head_dim]``, the per-slot state (last token, position, answer
 step, active flag), the steering tables and the per-slot uniforms. :meth:`SlotRunner.fill` prefills
-prompts into free slots; :meth:`SlotRunner.step` decodes one token in every slot. All of the step's
-inputs live in these persistent buffers, so on CUDA each context-length bucket's step is captured
-once as a CUDA graph and replayed; filling a slot (a new answer, any condition) only writes buffers.
+prompts into free slots (a prompt shared by several answers once); :meth:`SlotRunner.step` decodes
+one token in the first :attr:`SlotRunner.width` slots. All of the step's inputs live in these
+persistent buffers, so on CUDA each (context bucket, width) step is captured once as a CUDA graph and
+replayed; filling a slot (a new answer, any condition) only writes buffers. When few answers are
+left, :meth:`SlotRunner.compact` moves them into the lowest slots so a narrower step serves them.
 
 Steering is data: row ``s`` of ``delta[j]`` is added after block ``add_layers[j]`` (zero: no
 change) and the unit row ``unit[j][s]`` is projected out after block ``ablate_layers[j]``. The
@@ -55,11 +57,19 @@ class Plan:
 def _compiled(fn: Callable) -> Callable:
     import torch._dynamo
 
-    # one compiled variant per slot count and steering layout: allow more than the default 8
+    # one compiled variant per steering layout (and per static first size): allow more than 8
     for name in ("recompile_limit", "cache_size_limit"):
         if getattr(torch._dynamo.config, name, 64) < 64:
             setattr(torch._dynamo.config, name, 64)
-    return torch.compile(fn, dynamic=False, fullgraph=True)
+    return torch.compile(fn, fullgraph=True)
+
+
+def _rows_dynamic(*tensors: torch.Tensor | None) -> None:
+    """Compile the step's functions for any number of rows (decode widths, prefill token counts):
+    one compilation serves them all instead of one per size."""
+    for t in tensors:
+        if t is not None and t.shape[0] > 1:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
 class SlotRunner:
@@ -87,8 +97,10 @@ class SlotRunner:
         self.uniforms = torch.zeros(slots, steps if sampling.do_sample else 1, dtype=torch.float32, device=dev)
         self.u_now = torch.zeros(slots, 1, dtype=torch.float32, device=dev)
         self.no_ids = torch.zeros(slots, 0, dtype=torch.long, device=dev)
-        self.sampler = RowSampler(self.u_now, 0, sampling.temperature, sampling.top_p, sampling.top_k)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.samplers: dict[int, RowSampler] = {}  # per width, over the first rows of ``u_now``
+        #: Slots the decode step computes (the first ``width``); :meth:`compact` narrows it.
+        self.width = slots
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool: torch.cuda._POOL_HANDLE | None = None  # the CUDA graphs' shared memory pool
         self.use_graphs = dev.type == "cuda"
         #: Read only each slot's live keys (Triton, CUDA): then one graph serves every context.
@@ -115,20 +127,28 @@ class SlotRunner:
             logits = sampler(self.no_ids[: logits.shape[0]], logits)
         return logits.argmax(dim=-1)
 
-    def _steering(self, layer: int, rows: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _steering(self, layer: int, rows: torch.Tensor | int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Layer ``layer``'s steering rows for slots ``rows`` (an index tensor, or the first ``rows``)."""
         j, k = self.add_index.get(layer), self.ablate_index.get(layer)
-        delta = None if j is None else (self.delta[j] if rows is None else self.delta[j][rows])
-        unit = None if k is None else (self.unit[k] if rows is None else self.unit[k][rows])
-        return delta, unit
+
+        def pick(table: torch.Tensor) -> torch.Tensor:
+            return table[:rows] if isinstance(rows, int) else table[rows]
+
+        return (None if j is None else pick(self.delta[j])), (None if k is None else pick(self.unit[k]))
 
     # ------------------------------------------------------------------ prefill
 
     @torch.inference_mode()
     def fill(self, slots: Sequence[int], prompts: Sequence[Sequence[int]], deltas: torch.Tensor | None,
-             units: torch.Tensor | None, uniforms: torch.Tensor | None) -> list[int]:
+             units: torch.Tensor | None, uniforms: torch.Tensor | None,
+             source: Sequence[int] | None = None) -> list[int]:
         """Start answers in ``slots``: write their steering rows (``deltas`` ``[len(add_layers), R,
         hidden]``, ``units`` likewise), uniforms ``[R, steps]``, prefill their prompts and choose
-        their first tokens, which are returned. The slots then decode from the next :meth:`step`."""
+        their first tokens, which are returned. The slots then decode from the next :meth:`step`.
+
+        ``source[i]`` (default ``i``) is the row whose prefill row ``i`` shares: the same prompt and,
+        when the prompt is steered, the same steering rows. Only rows with ``source[i] == i`` are
+        computed; every row gets the keys and values, and chooses its first token with its own uniform."""
         w, dev = self.w, self.w.device
         rows = torch.tensor(list(slots), dtype=torch.long, device=dev)
         if deltas is not None and len(self.plan.add_layers):
@@ -137,38 +157,56 @@ class SlotRunner:
             self.unit[:, rows] = units.to(device=dev, dtype=torch.float32)
         if uniforms is not None and self.sampling.do_sample:
             self.uniforms[rows] = uniforms.to(device=dev, dtype=torch.float32).clamp_(max=1.0 - 2.0**-24)
+        source = list(range(len(prompts))) if source is None else list(source)
+        own = [i for i, src in enumerate(source) if src == i]
+        index_of = {row: n for n, row in enumerate(own)}
+        computed = [prompts[i] for i in own]
         # prompts packed token after token (no padding in the matmuls); attention pads per prompt
-        lengths = [len(p) for p in prompts]
+        lengths = [len(p) for p in computed]
         width = max(lengths)
-        row_of = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(lengths)).to(dev)
+        starts = [0]
+        for n in lengths[:-1]:
+            starts.append(starts[-1] + n)
+        row_of = torch.repeat_interleave(torch.arange(len(computed)), torch.tensor(lengths)).to(dev)
         pos_of = torch.cat([torch.arange(n) for n in lengths]).to(dev)
         flat = row_of * width + pos_of
-        slot_of = rows[row_of]
-        ids = torch.tensor([t for p in prompts for t in p], dtype=torch.long, device=dev)
+        slot_of = rows[torch.tensor(own, device=dev)][row_of]
+        # every row's cache positions, and the packed token that fills each
+        targets = [(slot, starts[index_of[src]], len(prompts[src])) for slot, src in zip(slots, source, strict=True)]
+        cache_slot = torch.tensor([s for s, _, n in targets for _ in range(n)], dtype=torch.long, device=dev)
+        cache_pos = torch.cat([torch.arange(n) for _, _, n in targets]).to(dev)
+        cache_src = torch.cat([torch.arange(a, a + n) for _, a, n in targets]).to(dev)
+        ids = torch.tensor([t for p in computed for t in p], dtype=torch.long, device=dev)
         x = F.embedding(ids, w.embed)[:, None, :]
         cos, sin = self.cos[pos_of][:, None, None, :], self.sin[pos_of][:, None, None, :]
+        if self.fused:
+            _rows_dynamic(x, cos, sin)
 
         def padded(t: torch.Tensor) -> torch.Tensor:  # [tokens, 1, heads, D] -> [prompts, width, heads, D]
-            out = t.new_zeros(len(prompts) * width, t.shape[2], t.shape[3])
+            out = t.new_zeros(len(computed) * width, t.shape[2], t.shape[3])
             out[flat] = t[:, 0]
-            return out.view(len(prompts), width, t.shape[2], t.shape[3])
+            return out.view(len(computed), width, t.shape[2], t.shape[3])
 
         for layer, lw in enumerate(w.layers):
-            q, k, v = step.qkv(x, lw.ln_in, lw.wqkv, lw.bqkv, lw.q_norm, lw.k_norm, cos, sin, w.eps,
-                               w.n_heads, w.n_kv_heads, w.head_dim)
-            self.k_cache[layer][slot_of, :, pos_of] = k[:, 0]
-            self.v_cache[layer][slot_of, :, pos_of] = v[:, 0]
+            q, k, v = self.f_qkv(x, lw.ln_in, lw.wqkv, lw.bqkv, lw.q_norm, lw.k_norm, cos, sin, w.eps,
+                                 w.n_heads, w.n_kv_heads, w.head_dim)
+            self.k_cache[layer][cache_slot, :, cache_pos] = k[cache_src, 0]
+            self.v_cache[layer][cache_slot, :, cache_pos] = v[cache_src, 0]
             attn = step.prefill_attention(padded(q), padded(k), padded(v), w.scaling)
-            attn = attn.reshape(len(prompts) * width, -1)[flat][:, None, :]
+            attn = attn.reshape(len(computed) * width, -1)[flat][:, None, :]
             delta, unit = self._steering(layer, slot_of) if self.steer_prompt else (None, None)
-            x = step.block_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
+            if self.fused:
+                _rows_dynamic(attn, delta, unit)
+            x = self.f_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
         last = torch.tensor(lengths, dtype=torch.long, device=dev).cumsum(0) - 1
-        logits = step.head(x[last, 0], w.norm, w.lm_head, w.eps)
+        logits = step.head(x[last, 0], w.norm, w.lm_head, w.eps)  # a few rows: not worth a compilation
+        if len(own) < len(source):
+            logits = logits[torch.tensor([index_of[src] for src in source], device=dev)]
         first_u = self.uniforms[rows, :1]
         sampler = RowSampler(first_u, 0, self.sampling.temperature, self.sampling.top_p, self.sampling.top_k)
         first = self._choose(logits, torch.zeros(len(prompts), dtype=torch.long, device=dev), sampler)
         self.tok[rows] = first
-        self.pos[rows] = torch.tensor(lengths, dtype=torch.long, device=dev)
+        self.pos[rows] = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=dev)
         self.gen[rows] = 1
         self.active[rows] = 1
         return first.tolist()
@@ -183,34 +221,69 @@ class SlotRunner:
     # ------------------------------------------------------------------ decode
 
     def _decode(self, context: int) -> None:
-        """One token for every slot, attending to the first ``context`` cache positions; the chosen
-        tokens go to ``next_tok``. Reads and writes only persistent buffers (graph-capturable);
-        running it twice with the same state gives the same result."""
-        w = self.w
-        x = F.embedding(self.tok, w.embed)[:, None, :]
-        cos, sin = self.cos[self.pos][:, None, None, :], self.sin[self.pos][:, None, None, :]
-        mask = (self.positions[:context][None, :] <= self.pos[:, None])[:, None, None, :]
+        """One token for each of the first :attr:`width` slots, attending to the first ``context``
+        cache positions; the chosen tokens go to ``next_tok``. Reads and writes only persistent
+        buffers (graph-capturable); running it twice with the same state gives the same result."""
+        w, b = self.w, self.width
+        pos = self.pos[:b]
+        x = F.embedding(self.tok[:b], w.embed)[:, None, :]
+        cos, sin = self.cos[pos][:, None, None, :], self.sin[pos][:, None, None, :]
+        mask = (self.positions[:context][None, :] <= pos[:, None])[:, None, None, :]
+        # compiled for any width: one compilation serves the full and the narrowed steps
+        dynamic = self.fused
+        if dynamic:
+            _rows_dynamic(x, cos, sin)
         for layer, lw in enumerate(w.layers):
             q, k, v = self.f_qkv(x, lw.ln_in, lw.wqkv, lw.bqkv, lw.q_norm, lw.k_norm, cos, sin, w.eps,
                                  w.n_heads, w.n_kv_heads, w.head_dim)
-            self.k_cache[layer][self.slot_ids, :, self.pos] = k[:, 0]
-            self.v_cache[layer][self.slot_ids, :, self.pos] = v[:, 0]
+            k_cache, v_cache = self.k_cache[layer][:b], self.v_cache[layer][:b]
+            k_cache[self.slot_ids[:b], :, pos] = k[:, 0]
+            v_cache[self.slot_ids[:b], :, pos] = v[:, 0]
             if self.live_attention:
-                attn = attention.decode_attention(q, self.k_cache[layer], self.v_cache[layer], self.pos, w.scaling)
+                attn = attention.decode_attention(q, k_cache, v_cache, pos, w.scaling)
             else:
-                attn = step.decode_attention(q, self.k_cache[layer][:, :, :context],
-                                             self.v_cache[layer][:, :, :context], mask, w.scaling)
-            delta, unit = self._steering(layer, None)
+                attn = step.decode_attention(q, k_cache[:, :, :context], v_cache[:, :, :context], mask, w.scaling)
+            delta, unit = self._steering(layer, b)
+            if dynamic:
+                _rows_dynamic(attn, delta, unit)
             x = self.f_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
-        logits = self.f_head(x[:, 0], w.norm, w.lm_head, w.eps)
+        final = x[:, 0]
+        if dynamic:
+            _rows_dynamic(final)
+        logits = self.f_head(final, w.norm, w.lm_head, w.eps)
+        gen = self.gen[:b]
         if self.sampling.do_sample:
-            self.u_now.copy_(self.uniforms.gather(1, self.gen.clamp(max=self.steps - 1)[:, None]))
-        self.next_tok.copy_(self._choose(logits, self.gen, self.sampler))
+            self.u_now[:b].copy_(self.uniforms[:b].gather(1, gen.clamp(max=self.steps - 1)[:, None]))
+        if b not in self.samplers:
+            s = self.sampling
+            self.samplers[b] = RowSampler(self.u_now[:b], 0, s.temperature, s.top_p, s.top_k)
+        self.next_tok[:b].copy_(self._choose(logits, gen, self.samplers[b]))
 
     def _advance(self) -> None:
-        self.tok.copy_(self.next_tok)
-        self.pos.add_(self.active)
-        self.gen.add_(self.active)
+        b = self.width
+        self.tok[:b].copy_(self.next_tok[:b])
+        self.pos[:b].add_(self.active[:b])
+        self.gen[:b].add_(self.active[:b])
+
+    @torch.inference_mode()
+    def compact(self, moves: Sequence[tuple[int, int]], width: int) -> None:
+        """Move answers from slot ``src`` to free slot ``dst`` for each ``(src, dst)`` (cache, state,
+        steering rows, uniforms), then decode only the first ``width`` slots, which must hold every
+        live answer. The answers go on exactly as they would have in their old slots."""
+        if moves:
+            dev = self.w.device
+            src = torch.tensor([m[0] for m in moves], dtype=torch.long, device=dev)
+            dst = torch.tensor([m[1] for m in moves], dtype=torch.long, device=dev)
+            for layer in range(self.k_cache.shape[0]):  # a layer at a time: a small temporary
+                self.k_cache[layer][dst] = self.k_cache[layer][src]
+                self.v_cache[layer][dst] = self.v_cache[layer][src]
+            for t in (self.tok, self.pos, self.gen, self.active, self.next_tok, self.uniforms):
+                t[dst] = t[src]
+            self.delta[:, dst] = self.delta[:, src]
+            self.unit[:, dst] = self.unit[:, src]
+            self.active[src] = 0
+            self.pos[src] = 0
+        self.width = width
 
     def bucket(self, max_pos: int) -> int:
         """The context bucket for a largest fed position of ``max_pos`` (one bucket, the whole cache,
@@ -221,8 +294,9 @@ class SlotRunner:
 
     @torch.inference_mode()
     def capture(self, context: int) -> None:
-        """Capture the decode step for one context bucket (warming up compiled code first)."""
-        if context in self.graphs:
+        """Capture the decode step for one context bucket at the current width (warming up
+        compiled code first)."""
+        if (context, self.width) in self.graphs:
             return
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -235,15 +309,16 @@ class SlotRunner:
             self._decode(context)
             self._advance()
         self.pool = graph.pool()
-        self.graphs[context] = graph
+        self.graphs[(context, self.width)] = graph
 
     @torch.inference_mode()
     def step(self, context: int) -> list[int]:
-        """Decode one token in every slot (context bucket ``context``); the tokens, per slot."""
+        """Decode one token in each of the first :attr:`width` slots (context bucket ``context``);
+        the tokens, per slot."""
         if self.use_graphs:
             self.capture(context)
-            self.graphs[context].replay()
+            self.graphs[(context, self.width)].replay()
         else:
             self._decode(context)
             self._advance()
-        return self.next_tok.tolist()
+        return self.next_tok[: self.width].tolist()
