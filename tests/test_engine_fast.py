@@ -207,7 +207,7 @@ def test_prefill_and_step_match_the_hf_forward(tiny_models, tokenizer, monkeypat
     monkeypatch.setattr(fast_step, "head", head)
     runner = SlotRunner(w, 3, len(ids) + 8, Plan(), Sampling(False, 1.0, 1.0, 0, 0, (tokenizer.eos_token_id,)),
                         10, "all", fuse=False)
-    tokens = runner.fill([2], [ids], None, None, None)
+    tokens = runner.fill([2], [ids], None, None, None).tokens()
     for _ in range(5):
         tokens.append(runner.step(runner.bucket(len(ids) + len(tokens)))[2])
     with torch.no_grad():

@@ -1,24 +1,16 @@
-"""The fast engine: continuous batching of answers over the slots of a :class:`SlotRunner`.
+"""The fast engine: setting up a :class:`SlotRunner` for a set of requests and running them.
 
-Every request is an answer of its own: it waits in a queue until a slot frees up, is prefilled
-into that slot (with its condition's steering rows and its own uniforms), decodes one token per
-step with all other slots and leaves the slot when it ends (an end token once ``min_new_tokens``
-are out, or ``max_new_tokens``). Rows are decoded by :func:`~interp_playground.engine.base.finished_row`,
-exactly as the HF engine's are. The number of slots and the cache length come from free GPU memory
-(``settings.batch_size`` caps the slots); out-of-memory while setting up halves the slots.
-
-Two things keep the work down without changing any answer. Answers with the same prompt (and, when
-the prompt is steered, the same condition) wait next to each other and share one prefill: several
-answers per question cost one prompt's forward pass. Once the queue is empty and at most half of
-the decoded slots are live, the live answers move into the lowest slots and the step narrows to
-them, so the last answers do not pay for a full batch.
+:class:`FastEngine` reads the model's weights once, sizes the slots and the cache from free GPU
+memory (``settings.batch_size`` caps the slots; out-of-memory while setting up halves them),
+captures the decode step, and hands the requests to the
+:class:`~interp_playground.engine.fast.scheduler.Scheduler`, which keeps the slots full. Rows are
+decoded by :func:`~interp_playground.engine.base.finished_row`, exactly as the HF engine's are.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -32,8 +24,8 @@ from ...settings import GenerationSettings
 from ...steering import _unit, steering_delta
 from ..base import GenerationRequest, eos_ids, finished_row
 from ..hf import is_oom
-from ..sampling import row_uniforms
 from .runner import Plan, Sampling, SlotRunner
+from .scheduler import PREFILL_TOKENS, Policy, Scheduler
 from .weights import ModelWeights, load_weights, sliding_window, unsupported_reason
 
 log = logging.getLogger(__name__)
@@ -42,8 +34,6 @@ log = logging.getLogger(__name__)
 AUTO_SLOT_CAP = 1024
 #: Slots on the CPU when ``--batch-size`` is not given.
 CPU_SLOTS = 32
-#: Prompt tokens prefilled in one forward call at most.
-PREFILL_TOKENS = 8192
 #: On CUDA, free slots are refilled once this fraction of them is free (a prefill costs about as
 #: many kernel launches as a decode step, whatever its size), or when the queue is shorter.
 REFILL_FRACTION = 1 / 16
@@ -177,7 +167,6 @@ class FastEngine:
 
         w, tokenizer = self.weights, self.tokenizer
         eos = eos_ids(self.model, tokenizer)
-        eos_set = set(eos)
         prompts: dict[str, list[int]] = {}
         for req in requests:
             if req.question not in prompts:
@@ -200,151 +189,20 @@ class FastEngine:
         slots = min(slots, len(requests))
         runner = self._runner(slots, length, plan, sampling, settings)
         slots = runner.slots
-        refill_at = max(1, int(slots * self.refill_fraction)) if runner.use_graphs else 1
-        min_width = self.min_width if runner.use_graphs else 1
-
-        pending = deque(self._queue_order(requests, settings))
-        owner: list[int | None] = [None] * slots
-        tokens: list[list[int]] = [[] for _ in range(slots)]
-        fed = [0] * slots  # position of the token each slot feeds next
-        done: list[GenerationRow] = []
-        stats = self.stats = dict(slots=slots, steps=0, prefills=0, prefill_s=0.0, decode_s=0.0, tokens=0,
-                                  prompts_prefilled=0, prompts_shared=0, slot_steps=0, compactions=0)
+        policy = Policy(refill_at=max(1, int(slots * self.refill_fraction)) if runner.use_graphs else 1,
+                        share_prompts=self.share_prompts, compact=self.compact,
+                        min_width=self.min_width if runner.use_graphs else 1)
+        stats = self.stats = dict(slots=slots, steps=0, prefills=0, prefill_s=0.0, decode_s=0.0, wait_s=0.0,
+                                  tokens=0, prompts_prefilled=0, prompts_shared=0, slot_steps=0, compactions=0)
+        scheduler = Scheduler(runner, requests, prompts, rows_of, settings, policy,
+                              lambda req, tokens: finished_row(req, tokens, tokenizer, eos, max_new), stats)
         bar = tqdm(total=len(requests), unit="answer", desc="generate (fast)", disable=not progress,
                    dynamic_ncols=True)
         started = time.perf_counter()
-
-        def finish(slot: int, token: int) -> bool:
-            tokens[slot].append(token)
-            n = len(tokens[slot])
-            if n < max_new and not (token in eos_set and n > settings.min_new_tokens):
-                return False
-            req = requests[owner[slot]]  # type: ignore[index]
-            done.append(finished_row(req, tokens[slot], tokenizer, eos, max_new))
-            stats["tokens"] += done[-1].n_tokens
-            owner[slot] = None
-            return True
-
         try:
-            while pending or any(o is not None for o in owner):
-                free = [s for s in range(slots) if owner[s] is None]
-                if pending and len(free) >= min(refill_at, len(pending)):
-                    t0 = time.perf_counter()
-                    self._fill(runner, free, pending, requests, prompts, rows_of, settings, owner, tokens, fed,
-                               finish)
-                    stats["prefills"] += 1
-                    stats["prefill_s"] += time.perf_counter() - t0
-                live = [s for s in range(slots) if owner[s] is not None]
-                if live and self.compact and not pending and len(live) <= runner.width // 2 >= min_width:
-                    live = self._narrow(runner, live, min_width, owner, tokens, fed)
-                    stats["compactions"] += 1
-                if live:
-                    t0 = time.perf_counter()
-                    out = runner.step(runner.bucket(max(fed[s] for s in live)))
-                    stats["steps"] += 1
-                    stats["slot_steps"] += runner.width
-                    stats["decode_s"] += time.perf_counter() - t0
-                    ended = []
-                    for s in live:
-                        fed[s] += 1
-                        if finish(s, out[s]):
-                            ended.append(s)
-                    if ended:
-                        runner.release(ended)
-                if done and (len(done) >= max(1, slots // 4) or not pending):
-                    bar.update(len(done))
-                    bar.set_postfix(slots=slots, tok_s=f"{stats['tokens'] / max(time.perf_counter() - started, 1e-9):.0f}")
-                    yield done
-                    done = []
-            if done:
+            for done in scheduler.run(batch_rows=max(1, slots // 4)):
                 bar.update(len(done))
+                bar.set_postfix(slots=slots, tok_s=f"{stats['tokens'] / max(time.perf_counter() - started, 1e-9):.0f}")
                 yield done
         finally:
             bar.close()
-
-    def _queue_order(self, requests: Sequence[GenerationRequest], settings: GenerationSettings) -> list[int]:
-        """Request indices in the order they are prefilled: as given, except that requests sharing
-        a prefill (same question, and same condition when the prompt is steered) are brought
-        together behind the first of them."""
-        if not self.share_prompts:
-            return list(range(len(requests)))
-        groups: dict[Any, list[int]] = {}
-        for i, req in enumerate(requests):
-            groups.setdefault(self._prefill_key(req, settings), []).append(i)
-        return [i for group in groups.values() for i in group]
-
-    @staticmethod
-    def _prefill_key(req: GenerationRequest, settings: GenerationSettings) -> Any:
-        """What a prompt's prefill depends on: its question, and its condition if the prompt is steered."""
-        return (req.question, req.condition) if settings.positions == "all" else req.question
-
-    @staticmethod
-    def _narrow(runner: SlotRunner, live: list[int], min_width: int, owner: list[int | None],
-                tokens: list[list[int]], fed: list[int]) -> list[int]:
-        """Halve the decode width while the live answers fit in half of it, moving those above the
-        new width into free slots below it; returns the live slots afterwards."""
-        width = runner.width
-        while len(live) <= width // 2 and width // 2 >= min_width:
-            width //= 2
-        free = iter(s for s in range(width) if owner[s] is None)
-        moves = [(s, next(free)) for s in live if s >= width]
-        for src, dst in moves:
-            owner[dst], tokens[dst], fed[dst] = owner[src], tokens[src], fed[src]
-            owner[src], tokens[src] = None, []
-        runner.compact(moves, width)
-        return sorted(s for s in range(width) if owner[s] is not None)
-
-    def _fill(self, runner: SlotRunner, free: list[int], pending: deque, requests: Sequence[GenerationRequest],
-              prompts: Mapping[str, list[int]], rows_of: Mapping[Condition, tuple[torch.Tensor, torch.Tensor]],
-              settings: GenerationSettings, owner: list[int | None], tokens: list[list[int]], fed: list[int],
-              finish: Any) -> None:
-        """Prefill pending requests into the ``free`` slots, in chunks of at most PREFILL_TOKENS
-        prompt tokens computed (a prompt shared by several requests counted once)."""
-        budget = PREFILL_TOKENS
-        while free and pending:
-            chunk: list[int] = []
-            source: list[int] = []
-            first_of: dict[Any, int] = {}  # prefill key -> index in chunk of the row computing it
-            width = computed = 0
-            while len(chunk) < len(free) and pending:
-                req = requests[pending[0]]
-                key = self._prefill_key(req, settings) if self.share_prompts else len(chunk)
-                if key not in first_of:
-                    n = len(prompts[req.question])
-                    if chunk and max(width, n) * (computed + 1) > budget:
-                        break
-                    width, computed = max(width, n), computed + 1
-                    first_of[key] = len(chunk)
-                source.append(first_of[key])
-                chunk.append(pending.popleft())
-            slots = [free.pop(0) for _ in chunk]
-            reqs = [requests[i] for i in chunk]
-            deltas = torch.stack([rows_of[r.condition][0] for r in reqs], dim=1)
-            units = torch.stack([rows_of[r.condition][1] for r in reqs], dim=1)
-            uniforms = row_uniforms(settings.seed, reqs, settings.max_new_tokens + 2) if settings.do_sample else None
-            try:
-                first = runner.fill(slots, [prompts[r.question] for r in reqs], deltas, units, uniforms, source)
-            except Exception as exc:  # noqa: BLE001 - only OOM is handled
-                if not is_oom(exc) or budget <= 256:
-                    raise
-                oom = True
-            else:
-                oom = False
-            if oom:  # put the chunk back and prefill smaller chunks
-                pending.extendleft(reversed(chunk))
-                free[:0] = slots
-                torch.cuda.empty_cache()
-                budget //= 2
-                continue
-            stats = self.stats
-            stats["prompts_prefilled"] += computed
-            stats["prompts_shared"] += len(chunk) - computed
-            ended = []
-            for slot, idx, token in zip(slots, chunk, first, strict=True):
-                owner[slot] = idx
-                tokens[slot] = []
-                fed[slot] = len(prompts[requests[idx].question])
-                if finish(slot, token):
-                    ended.append(slot)
-            if ended:
-                runner.release(ended)

@@ -54,6 +54,26 @@ class Plan:
     ablate_layers: tuple[int, ...] = ()
 
 
+class Ticket:
+    """Tokens that queued device work will produce, copied to host memory as the device gets there:
+    :meth:`tokens` waits for them (and only for them)."""
+
+    def __init__(self, values: torch.Tensor, host: torch.Tensor) -> None:
+        self.n = len(values)
+        self.host = host
+        host[: self.n].copy_(values, non_blocking=True)
+        self.event = None
+        if values.device.type == "cuda":
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def tokens(self) -> list[int]:
+        """The tokens, one per row (waits for the device to reach them)."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host[: self.n].tolist()
+
+
 def _compiled(fn: Callable) -> Callable:
     import torch._dynamo
 
@@ -101,6 +121,10 @@ class SlotRunner:
         #: Slots the decode step computes (the first ``width``); :meth:`compact` narrows it.
         self.width = slots
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        # host copies of the chosen tokens: two for decode steps (one in flight while one is read)
+        self.pinned = dev.type == "cuda"
+        self._step_host = [torch.zeros(slots, dtype=torch.long, pin_memory=self.pinned) for _ in range(2)]
+        self._flip = 0
         self.pool: torch.cuda._POOL_HANDLE | None = None  # the CUDA graphs' shared memory pool
         self.use_graphs = dev.type == "cuda"
         #: Read only each slot's live keys (Triton, CUDA): then one graph serves every context.
@@ -141,10 +165,10 @@ class SlotRunner:
     @torch.inference_mode()
     def fill(self, slots: Sequence[int], prompts: Sequence[Sequence[int]], deltas: torch.Tensor | None,
              units: torch.Tensor | None, uniforms: torch.Tensor | None,
-             source: Sequence[int] | None = None) -> list[int]:
+             source: Sequence[int] | None = None) -> Ticket:
         """Start answers in ``slots``: write their steering rows (``deltas`` ``[len(add_layers), R,
         hidden]``, ``units`` likewise), uniforms ``[R, steps]``, prefill their prompts and choose
-        their first tokens, which are returned. The slots then decode from the next :meth:`step`.
+        their first tokens (the ticket's, in row order). The slots decode from the next step.
 
         ``source[i]`` (default ``i``) is the row whose prefill row ``i`` shares: the same prompt and,
         when the prompt is steered, the same steering rows. Only rows with ``source[i] == i`` are
@@ -170,12 +194,18 @@ class SlotRunner:
         row_of = torch.repeat_interleave(torch.arange(len(computed)), torch.tensor(lengths)).to(dev)
         pos_of = torch.cat([torch.arange(n) for n in lengths]).to(dev)
         flat = row_of * width + pos_of
+        # padded position -> packed token: a prompt's padding repeats its last token (harmless: the
+        # padding comes after the prompt, and causal attention never lets a real token see it)
+        pad_src = torch.tensor([a + min(j, n - 1) for a, n in zip(starts, lengths, strict=True) for j in range(width)],
+                               dtype=torch.long, device=dev)
         slot_of = rows[torch.tensor(own, device=dev)][row_of]
-        # every row's cache positions, and the packed token that fills each
+        # every row's cache positions, and the packed token that fills each (None: token i fills i)
         targets = [(slot, starts[index_of[src]], len(prompts[src])) for slot, src in zip(slots, source, strict=True)]
         cache_slot = torch.tensor([s for s, _, n in targets for _ in range(n)], dtype=torch.long, device=dev)
         cache_pos = torch.cat([torch.arange(n) for _, _, n in targets]).to(dev)
-        cache_src = torch.cat([torch.arange(a, a + n) for _, a, n in targets]).to(dev)
+        cache_src = None
+        if len(own) < len(source):
+            cache_src = torch.cat([torch.arange(a, a + n) for _, a, n in targets]).to(dev)
         ids = torch.tensor([t for p in computed for t in p], dtype=torch.long, device=dev)
         x = F.embedding(ids, w.embed)[:, None, :]
         cos, sin = self.cos[pos_of][:, None, None, :], self.sin[pos_of][:, None, None, :]
@@ -183,15 +213,13 @@ class SlotRunner:
             _rows_dynamic(x, cos, sin)
 
         def padded(t: torch.Tensor) -> torch.Tensor:  # [tokens, 1, heads, D] -> [prompts, width, heads, D]
-            out = t.new_zeros(len(computed) * width, t.shape[2], t.shape[3])
-            out[flat] = t[:, 0]
-            return out.view(len(computed), width, t.shape[2], t.shape[3])
+            return t[pad_src, 0].view(len(computed), width, t.shape[2], t.shape[3])
 
         for layer, lw in enumerate(w.layers):
             q, k, v = self.f_qkv(x, lw.ln_in, lw.wqkv, lw.bqkv, lw.q_norm, lw.k_norm, cos, sin, w.eps,
                                  w.n_heads, w.n_kv_heads, w.head_dim)
-            self.k_cache[layer][cache_slot, :, cache_pos] = k[cache_src, 0]
-            self.v_cache[layer][cache_slot, :, cache_pos] = v[cache_src, 0]
+            self.k_cache[layer][cache_slot, :, cache_pos] = k[:, 0] if cache_src is None else k[cache_src, 0]
+            self.v_cache[layer][cache_slot, :, cache_pos] = v[:, 0] if cache_src is None else v[cache_src, 0]
             attn = step.prefill_attention(padded(q), padded(k), padded(v), w.scaling)
             attn = attn.reshape(len(computed) * width, -1)[flat][:, None, :]
             delta, unit = self._steering(layer, slot_of) if self.steer_prompt else (None, None)
@@ -209,7 +237,7 @@ class SlotRunner:
         self.pos[rows] = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=dev)
         self.gen[rows] = 1
         self.active[rows] = 1
-        return first.tolist()
+        return Ticket(first, torch.empty(len(first), dtype=torch.long, pin_memory=self.pinned))
 
     @torch.inference_mode()
     def release(self, slots: Sequence[int]) -> None:
@@ -312,13 +340,19 @@ class SlotRunner:
         self.graphs[(context, self.width)] = graph
 
     @torch.inference_mode()
-    def step(self, context: int) -> list[int]:
-        """Decode one token in each of the first :attr:`width` slots (context bucket ``context``);
-        the tokens, per slot."""
+    def launch(self, context: int) -> Ticket:
+        """Queue one decode step over the first :attr:`width` slots (context bucket ``context``);
+        the ticket gives the tokens, per slot."""
         if self.use_graphs:
             self.capture(context)
             self.graphs[(context, self.width)].replay()
         else:
             self._decode(context)
             self._advance()
-        return self.next_tok[: self.width].tolist()
+        host = self._step_host[self._flip]
+        self._flip ^= 1
+        return Ticket(self.next_tok[: self.width], host)
+
+    def step(self, context: int) -> list[int]:
+        """One decode step, waiting for its tokens (per slot)."""
+        return self.launch(context).tokens()

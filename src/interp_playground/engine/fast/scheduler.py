@@ -1,0 +1,238 @@
+"""The host side of the fast engine: which answer holds which slot, and the order of device work.
+
+Every request is an answer of its own: it waits in a queue until a slot frees up, is prefilled
+into that slot (with its condition's steering rows and its own uniforms), decodes one token per
+step with the other slots and leaves the slot when it ends (an end token once ``min_new_tokens``
+are out, or ``max_new_tokens``).
+
+The device is never left waiting for the host. Each round queues the next decode step *before*
+reading the tokens of the previous one, so reading tokens, deciding which answers ended and
+preparing new prompts happen while the device computes. The price: an answer that ended in step
+``t`` is computed once more in step ``t + 1`` (that token is dropped; its slot's state is reset
+before anything reads it), and a prefill's first token is read one round later. Which tokens an
+answer gets does not depend on any of this.
+
+Answers with the same prompt (and, when the prompt is steered, the same condition) wait next to each
+other and share one prefill. Once the queue is empty and at most half of the decoded slots are
+live, the live answers move into the lowest slots and the step narrows to them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...conditions import Condition
+from ...rows import GenerationRow
+from ...settings import GenerationSettings
+from ..base import GenerationRequest
+from ..hf import is_oom
+from ..sampling import row_uniforms
+from .runner import SlotRunner, Ticket
+
+#: Prompt tokens prefilled in one forward call at most.
+PREFILL_TOKENS = 8192
+
+
+def prefill_key(req: GenerationRequest, positions: str) -> Any:
+    """What a prompt's prefill depends on: its question, and its condition if the prompt is steered."""
+    return (req.question, req.condition) if positions == "all" else req.question
+
+
+def queue_order(requests: Sequence[GenerationRequest], positions: str, share: bool) -> list[int]:
+    """Request indices in the order they are prefilled: as given, except that (when ``share``)
+    requests sharing a prefill are brought together behind the first of them."""
+    if not share:
+        return list(range(len(requests)))
+    groups: dict[Any, list[int]] = {}
+    for i, req in enumerate(requests):
+        groups.setdefault(prefill_key(req, positions), []).append(i)
+    return [i for group in groups.values() for i in group]
+
+
+@dataclass
+class Policy:
+    """How the scheduler uses the slots."""
+
+    refill_at: int  # refill once this many slots are free (or the queue is shorter)
+    share_prompts: bool
+    compact: bool
+    min_width: int  # the narrowest decode step
+
+
+@dataclass
+class _Queued:
+    """Device work whose tokens are not read yet: a decode step (``owners``: each slot's answer when
+    it was queued) or a prefill (``slots``: the slots it started)."""
+
+    ticket: Ticket
+    owners: list[int | None] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+
+
+class Scheduler:
+    """Runs ``requests`` through ``runner``; :meth:`run` yields finished rows in groups."""
+
+    def __init__(self, runner: SlotRunner, requests: Sequence[GenerationRequest], prompts: Mapping[str, list[int]],
+                 rows_of: Mapping[Condition, tuple[torch.Tensor, torch.Tensor]], settings: GenerationSettings,
+                 policy: Policy, finish_row: Callable[[GenerationRequest, list[int]], GenerationRow],
+                 stats: dict[str, Any]) -> None:
+        self.runner, self.requests, self.prompts, self.rows_of = runner, requests, prompts, rows_of
+        self.settings, self.policy, self.finish_row, self.stats = settings, policy, finish_row, stats
+        self.eos = set(runner.sampling.eos)
+        slots = runner.slots
+        self.pending = deque(queue_order(requests, settings.positions, policy.share_prompts))
+        self.owner: list[int | None] = [None] * slots
+        self.tokens: list[list[int]] = [[] for _ in range(slots)]
+        self.fed = [0] * slots  # position of the token each slot feeds next, as far as read
+        self.done: list[GenerationRow] = []
+        self.ended: list[int] = []  # slots whose answers ended, not yet released on the device
+        self.step: _Queued | None = None  # the last decode step queued, not read yet
+        self.fills: list[_Queued] = []  # prefills queued after it, not read yet
+
+    # ------------------------------------------------------------------ reading results
+
+    def _take(self, slot: int, token: int) -> None:
+        """Append a token to the answer in ``slot``; finish the answer if it ended."""
+        tokens = self.tokens[slot]
+        tokens.append(token)
+        n = len(tokens)
+        if n < self.settings.max_new_tokens and not (token in self.eos and n > self.settings.min_new_tokens):
+            return
+        self.done.append(self.finish_row(self.requests[self.owner[slot]], tokens))  # type: ignore[index]
+        self.stats["tokens"] += self.done[-1].n_tokens
+        self.owner[slot] = None
+        self.ended.append(slot)
+
+    def _read(self) -> None:
+        """Read the queued step's tokens, then the first tokens of the prefills queued after it."""
+        t0 = time.perf_counter()
+        if self.step is not None:
+            out = self.step.ticket.tokens()
+            for slot, owner in enumerate(self.step.owners):
+                if owner is not None and self.owner[slot] == owner:
+                    self.fed[slot] += 1
+                    self._take(slot, out[slot])
+            self.step = None
+        for fill in self.fills:
+            for slot, token in zip(fill.slots, fill.ticket.tokens(), strict=True):
+                self._take(slot, token)
+        self.fills = []
+        self.stats["wait_s"] += time.perf_counter() - t0
+
+    def _release(self) -> None:
+        if self.ended:
+            self.runner.release(self.ended)
+            self.ended = []
+
+    # ------------------------------------------------------------------ queuing work
+
+    def _launch(self) -> _Queued | None:
+        """Queue a decode step over the current width if any slot holds an answer."""
+        runner = self.runner
+        live = [s for s in range(runner.width) if self.owner[s] is not None]
+        if not live:
+            return None
+        t0 = time.perf_counter()
+        # the step in flight (if any) may have fed one more token than has been read
+        ticket = runner.launch(runner.bucket(max(self.fed[s] for s in live) + 1))
+        self.stats["steps"] += 1
+        self.stats["slot_steps"] += runner.width
+        self.stats["decode_s"] += time.perf_counter() - t0
+        return _Queued(ticket, owners=self.owner[: runner.width])
+
+    def _refill(self) -> None:
+        """Prefill pending requests into free slots, in chunks of at most PREFILL_TOKENS prompt
+        tokens computed (a prompt shared by several requests counted once)."""
+        free = [s for s in range(self.runner.slots) if self.owner[s] is None]
+        if not self.pending or len(free) < min(self.policy.refill_at, len(self.pending)):
+            return
+        t0 = time.perf_counter()
+        budget = PREFILL_TOKENS
+        requests, prompts, positions = self.requests, self.prompts, self.settings.positions
+        while free and self.pending:
+            chunk: list[int] = []
+            source: list[int] = []
+            first_of: dict[Any, int] = {}  # prefill key -> index in chunk of the row computing it
+            width = computed = 0
+            while len(chunk) < len(free) and self.pending:
+                req = requests[self.pending[0]]
+                key = prefill_key(req, positions) if self.policy.share_prompts else len(chunk)
+                if key not in first_of:
+                    n = len(prompts[req.question])
+                    if chunk and max(width, n) * (computed + 1) > budget:
+                        break
+                    width, computed = max(width, n), computed + 1
+                    first_of[key] = len(chunk)
+                source.append(first_of[key])
+                chunk.append(self.pending.popleft())
+            slots = free[: len(chunk)]
+            reqs = [requests[i] for i in chunk]
+            deltas = torch.stack([self.rows_of[r.condition][0] for r in reqs], dim=1)
+            units = torch.stack([self.rows_of[r.condition][1] for r in reqs], dim=1)
+            s = self.settings
+            uniforms = row_uniforms(s.seed, reqs, s.max_new_tokens + 2) if s.do_sample else None
+            try:
+                ticket = self.runner.fill(slots, [prompts[r.question] for r in reqs], deltas, units, uniforms, source)
+            except Exception as exc:  # noqa: BLE001 - only OOM is handled: smaller chunks
+                if not is_oom(exc) or budget <= 256:
+                    raise
+                self.pending.extendleft(reversed(chunk))
+                torch.cuda.empty_cache()
+                budget //= 2
+                continue
+            del free[: len(chunk)]
+            for slot, idx in zip(slots, chunk, strict=True):
+                self.owner[slot] = idx
+                self.tokens[slot] = []
+                self.fed[slot] = len(prompts[requests[idx].question])
+            self.fills.append(_Queued(ticket, slots=slots))
+            self.stats["prompts_prefilled"] += computed
+            self.stats["prompts_shared"] += len(chunk) - computed
+        self.stats["prefills"] += 1
+        self.stats["prefill_s"] += time.perf_counter() - t0
+
+    def _narrow(self) -> None:
+        """Once nothing is pending and at most half of the decoded slots are live: read what is in
+        flight, then halve the width while the live answers fit, moving those above it down."""
+        runner, owner = self.runner, self.owner
+        if not self.policy.compact or self.pending:
+            return
+        if sum(o is not None for o in owner) > runner.width // 2 or runner.width // 2 < self.policy.min_width:
+            return
+        self._read()
+        self._release()
+        live = [s for s in range(runner.width) if owner[s] is not None]
+        width = runner.width
+        while len(live) <= width // 2 and width // 2 >= self.policy.min_width:
+            width //= 2
+        free = iter(s for s in range(width) if owner[s] is None)
+        moves = [(s, next(free)) for s in live if s >= width]
+        for src, dst in moves:
+            owner[dst], self.tokens[dst], self.fed[dst] = owner[src], self.tokens[src], self.fed[src]
+            owner[src], self.tokens[src] = None, []
+        runner.compact(moves, width)
+        self.stats["compactions"] += 1
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, batch_rows: int) -> Iterator[list[GenerationRow]]:
+        """Generate everything; yields finished rows once ``batch_rows`` are done (and at the end)."""
+        while self.pending or self.step is not None or self.fills or any(o is not None for o in self.owner):
+            launched = self._launch()  # queued behind everything queued before
+            self._read()  # the previous step and the prefills after it; the device works meanwhile
+            self.step = launched
+            self._release()
+            self._refill()
+            self._narrow()
+            if self.done and (len(self.done) >= batch_rows or not self.pending):
+                yield self.done
+                self.done = []
+        if self.done:
+            yield self.done
+            self.done = []
