@@ -337,8 +337,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
 
     # warm up the compiled step for each steering layout and the automatic slot count
     t0 = time.perf_counter()
-    for steered in (False, True):
-        reqs = requests_for(qs, conditions(layers, steered), 8)
+    for steered in (False, True):  # every condition once, so the run's steering layout is the one compiled
+        conds = conditions(layers, steered)
+        reqs = requests_for(qs, conds, max(8, len(conds)))
         run_engine(fast, reqs, vectors, GenerationSettings(max_new_tokens=4, min_new_tokens=4, batch_size=args.slots))
     res["warmup_s"] = round(time.perf_counter() - t0, 1)
     log(f"fast engine warm-up (compile) {res['warmup_s']}s")

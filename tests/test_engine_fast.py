@@ -185,6 +185,18 @@ def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, tokenize
             assert stats["compactions"] >= 1 and stats["slot_steps"] < stats["steps"] * 12
 
 
+def test_queue_order_brings_the_answers_of_one_prefill_together():
+    from interp_playground.engine.fast.scheduler import queue_order
+
+    a, b = Condition(), Condition("default", (1,), 2.0)
+    reqs = [GenerationRequest(c, q, i, n) for n in range(2) for c in (a, b) for i, q in enumerate(QUESTIONS[:2])]
+    # steered prompts: one prefill per (question, condition), in order of first appearance
+    assert queue_order(reqs, "all", share=True) == [0, 4, 1, 5, 2, 6, 3, 7]
+    # unsteered prompts: one prefill per question, whatever the condition
+    assert queue_order(reqs, "generated", share=True) == [0, 2, 4, 6, 1, 3, 5, 7]
+    assert queue_order(reqs, "all", share=False) == list(range(8))
+
+
 def test_prefill_and_step_match_the_hf_forward(tiny_models, tokenizer, monkeypatch):
     """Logits of the fast engine's prefill and decode steps against one HF forward (float32)."""
     from interp_playground.engine.fast import step as fast_step
