@@ -229,7 +229,7 @@ def test_smollm2_bundled_all_transforms(tmp_path):
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--model", "smollm2-135m", "--dataset", "bundled", "--transforms", "all",
-         "--n-samples", "40", "--output-dir", str(tmp_path / "data"), "--quiet"],
+         "--n-samples", "16", "--output-dir", str(tmp_path / "data"), "--quiet"],
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )
     elapsed = time.monotonic() - start
@@ -237,10 +237,10 @@ def test_smollm2_bundled_all_transforms(tmp_path):
     got = load_vectors(tmp_path / "data", ["default", "overfit", "dont_overfit"])
     for sv in got.values():
         assert sv.vectors.shape == (30, 576)
-        assert sv.metadata["n_pairs"] == 40
+        assert sv.metadata["n_pairs"] == 16
         assert torch.isfinite(sv.vectors).all() and (sv.norms() > 0).all()
     assert (tmp_path / "data" / "steering_vectors_diagnostics.png").is_file()
-    print(f"smollm2-135m, 40 pairs x 3 transforms: {elapsed:.1f} s")
+    print(f"smollm2-135m, 16 pairs x 3 transforms: {elapsed:.1f} s")
 
 
 def _read_only_cases(tmp_path: Path) -> dict[str, Path]:
