@@ -146,19 +146,29 @@ class FastEngine:
             slots = max(1, slots // 2)
             log.warning("fast engine: out of GPU memory while setting up; retrying with %d slots", slots)
 
-    @staticmethod
-    def _capture_all(runner: SlotRunner) -> None:
+    def _capture_all(self, runner: SlotRunner) -> None:
+        """Capture every step the run can take up front (each context bucket at the full width and
+        at each narrowed one), so a compiler failure or out-of-memory shows here, not mid-run."""
+        widths = [runner.slots]
+        while self.compact and widths[-1] // 2 >= self.min_width:
+            widths.append(widths[-1] // 2)
         contexts = range(runner.bucket(0), runner.length + 1, runner.bucket(0))
+
+        def capture() -> None:
+            for width in widths:
+                runner.width = width
+                for context in contexts:
+                    runner.capture(context)
+            runner.width = runner.slots
+
         try:
-            for context in contexts:
-                runner.capture(context)
+            capture()
         except Exception as exc:  # noqa: BLE001 - a compiler failure falls back to unfused code
             if is_oom(exc) or not runner.fused:
                 raise
             log.warning("fast engine: torch.compile failed (%s); decoding without fusion", str(exc).splitlines()[0])
             runner.set_fused(False)
-            for context in contexts:
-                runner.capture(context)
+            capture()
 
     def batches(self, requests: Sequence[GenerationRequest], vectors: Mapping[str, torch.Tensor],
                 settings: GenerationSettings, progress: bool = True) -> Iterator[list[GenerationRow]]:

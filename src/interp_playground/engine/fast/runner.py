@@ -138,6 +138,20 @@ class SlotRunner:
         self.f_qkv, self.f_out, self.f_head = wrap(step.qkv), wrap(step.block_out), wrap(step.head)
         self.graphs.clear()
 
+    # ------------------------------------------------------------------ host to device
+
+    def _to_device(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A host tensor on the device without waiting for the work queued there: a copy from
+        pageable memory would synchronise the stream (and stall the host behind the step in flight)."""
+        if self.pinned:
+            t = t.pin_memory()
+        return t.to(device=self.w.device, dtype=dtype, non_blocking=True)
+
+    def _longs(self, values: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Integers (a list, or a CPU tensor) as a long tensor on the device, without a stream sync."""
+        t = values if isinstance(values, torch.Tensor) else torch.tensor(list(values), dtype=torch.long)
+        return self._to_device(t.to(torch.long))
+
     # ------------------------------------------------------------------ token choice
 
     def _choose(self, logits: torch.Tensor, gen: torch.Tensor, sampler: RowSampler) -> torch.Tensor:
@@ -174,13 +188,13 @@ class SlotRunner:
         when the prompt is steered, the same steering rows. Only rows with ``source[i] == i`` are
         computed; every row gets the keys and values, and chooses its first token with its own uniform."""
         w, dev = self.w, self.w.device
-        rows = torch.tensor(list(slots), dtype=torch.long, device=dev)
+        rows = self._longs(slots)
         if deltas is not None and len(self.plan.add_layers):
-            self.delta[:, rows] = deltas.to(device=dev, dtype=self.delta.dtype)
+            self.delta[:, rows] = self._to_device(deltas.to(self.delta.dtype))
         if units is not None and len(self.plan.ablate_layers):
-            self.unit[:, rows] = units.to(device=dev, dtype=torch.float32)
+            self.unit[:, rows] = self._to_device(units.to(torch.float32))
         if uniforms is not None and self.sampling.do_sample:
-            self.uniforms[rows] = uniforms.to(device=dev, dtype=torch.float32).clamp_(max=1.0 - 2.0**-24)
+            self.uniforms[rows] = self._to_device(uniforms.to(torch.float32)).clamp_(max=1.0 - 2.0**-24)
         source = list(range(len(prompts))) if source is None else list(source)
         own = [i for i, src in enumerate(source) if src == i]
         index_of = {row: n for n, row in enumerate(own)}
@@ -191,22 +205,21 @@ class SlotRunner:
         starts = [0]
         for n in lengths[:-1]:
             starts.append(starts[-1] + n)
-        row_of = torch.repeat_interleave(torch.arange(len(computed)), torch.tensor(lengths)).to(dev)
-        pos_of = torch.cat([torch.arange(n) for n in lengths]).to(dev)
+        row_of = self._longs(torch.repeat_interleave(torch.arange(len(computed)), torch.tensor(lengths)))
+        pos_of = self._longs(torch.cat([torch.arange(n) for n in lengths]))
         flat = row_of * width + pos_of
         # padded position -> packed token: a prompt's padding repeats its last token (harmless: the
         # padding comes after the prompt, and causal attention never lets a real token see it)
-        pad_src = torch.tensor([a + min(j, n - 1) for a, n in zip(starts, lengths, strict=True) for j in range(width)],
-                               dtype=torch.long, device=dev)
-        slot_of = rows[torch.tensor(own, device=dev)][row_of]
+        pad_src = self._longs([a + min(j, n - 1) for a, n in zip(starts, lengths, strict=True) for j in range(width)])
+        slot_of = rows[self._longs(own)][row_of]
         # every row's cache positions, and the packed token that fills each (None: token i fills i)
         targets = [(slot, starts[index_of[src]], len(prompts[src])) for slot, src in zip(slots, source, strict=True)]
-        cache_slot = torch.tensor([s for s, _, n in targets for _ in range(n)], dtype=torch.long, device=dev)
-        cache_pos = torch.cat([torch.arange(n) for _, _, n in targets]).to(dev)
+        cache_slot = self._longs([s for s, _, n in targets for _ in range(n)])
+        cache_pos = self._longs(torch.cat([torch.arange(n) for _, _, n in targets]))
         cache_src = None
         if len(own) < len(source):
-            cache_src = torch.cat([torch.arange(a, a + n) for _, a, n in targets]).to(dev)
-        ids = torch.tensor([t for p in computed for t in p], dtype=torch.long, device=dev)
+            cache_src = self._longs(torch.cat([torch.arange(a, a + n) for _, a, n in targets]))
+        ids = self._longs([t for p in computed for t in p])
         x = F.embedding(ids, w.embed)[:, None, :]
         cos, sin = self.cos[pos_of][:, None, None, :], self.sin[pos_of][:, None, None, :]
         if self.fused:
@@ -226,15 +239,15 @@ class SlotRunner:
             if self.fused:
                 _rows_dynamic(attn, delta, unit)
             x = self.f_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
-        last = torch.tensor(lengths, dtype=torch.long, device=dev).cumsum(0) - 1
+        last = self._longs(torch.tensor(lengths).cumsum(0) - 1)
         logits = step.head(x[last, 0], w.norm, w.lm_head, w.eps)  # a few rows: not worth a compilation
         if len(own) < len(source):
-            logits = logits[torch.tensor([index_of[src] for src in source], device=dev)]
+            logits = logits[self._longs([index_of[src] for src in source])]
         first_u = self.uniforms[rows, :1]
         sampler = RowSampler(first_u, 0, self.sampling.temperature, self.sampling.top_p, self.sampling.top_k)
         first = self._choose(logits, torch.zeros(len(prompts), dtype=torch.long, device=dev), sampler)
         self.tok[rows] = first
-        self.pos[rows] = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=dev)
+        self.pos[rows] = self._longs([len(p) for p in prompts])
         self.gen[rows] = 1
         self.active[rows] = 1
         return Ticket(first, torch.empty(len(first), dtype=torch.long, pin_memory=self.pinned))
@@ -242,7 +255,7 @@ class SlotRunner:
     @torch.inference_mode()
     def release(self, slots: Sequence[int]) -> None:
         """Stop decoding ``slots`` (their answers are finished); they idle at position 0 until refilled."""
-        rows = torch.tensor(list(slots), dtype=torch.long, device=self.w.device)
+        rows = self._longs(slots)
         self.active[rows] = 0
         self.pos[rows] = 0
 
@@ -299,9 +312,8 @@ class SlotRunner:
         steering rows, uniforms), then decode only the first ``width`` slots, which must hold every
         live answer. The answers go on exactly as they would have in their old slots."""
         if moves:
-            dev = self.w.device
-            src = torch.tensor([m[0] for m in moves], dtype=torch.long, device=dev)
-            dst = torch.tensor([m[1] for m in moves], dtype=torch.long, device=dev)
+            src = self._longs([m[0] for m in moves])
+            dst = self._longs([m[1] for m in moves])
             for layer in range(self.k_cache.shape[0]):  # a layer at a time: a small temporary
                 self.k_cache[layer][dst] = self.k_cache[layer][src]
                 self.v_cache[layer][dst] = self.v_cache[layer][src]

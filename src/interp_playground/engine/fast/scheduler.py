@@ -37,6 +37,8 @@ from .runner import SlotRunner, Ticket
 
 #: Prompt tokens prefilled in one forward call at most.
 PREFILL_TOKENS = 8192
+#: Answers started by one prefill call at most (each holds a vocabulary of float32 logits there).
+PREFILL_ROWS = 256
 
 
 def prefill_key(req: GenerationRequest, positions: str) -> Any:
@@ -153,14 +155,14 @@ class Scheduler:
         if not self.pending or len(free) < min(self.policy.refill_at, len(self.pending)):
             return
         t0 = time.perf_counter()
-        budget = PREFILL_TOKENS
+        budget, max_rows = PREFILL_TOKENS, PREFILL_ROWS
         requests, prompts, positions = self.requests, self.prompts, self.settings.positions
         while free and self.pending:
             chunk: list[int] = []
             source: list[int] = []
             first_of: dict[Any, int] = {}  # prefill key -> index in chunk of the row computing it
             width = computed = 0
-            while len(chunk) < len(free) and self.pending:
+            while len(chunk) < min(len(free), max_rows) and self.pending:
                 req = requests[self.pending[0]]
                 key = prefill_key(req, positions) if self.policy.share_prompts else len(chunk)
                 if key not in first_of:
@@ -184,7 +186,7 @@ class Scheduler:
                     raise
                 self.pending.extendleft(reversed(chunk))
                 torch.cuda.empty_cache()
-                budget //= 2
+                budget, max_rows = budget // 2, max(1, max_rows // 2)
                 continue
             del free[: len(chunk)]
             for slot, idx in zip(slots, chunk, strict=True):
