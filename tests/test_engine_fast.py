@@ -57,9 +57,12 @@ def _rows(model, tokenizer, requests, vectors, settings):
             for r in generate_rows(model, tokenizer, requests, vectors, settings, progress=False)}
 
 
-def _fast_rows(model, tokenizer, requests, vectors, settings):
-    """Rows of the fast engine called directly (so its statistics can be read)."""
+def _fast_rows(model, tokenizer, requests, vectors, settings, **attrs):
+    """Rows of the fast engine called directly (so its statistics can be read); ``attrs`` are set
+    on the engine first."""
     engine = FastEngine(model, tokenizer)
+    for name, value in attrs.items():
+        setattr(engine, name, value)
     rows = [row.to_dict(token_ids=True) for batch in engine.batches(requests, check_vectors(model, vectors),
                                                                     settings.validate(), progress=False)
             for row in batch]
@@ -160,10 +163,11 @@ def test_min_new_tokens_and_length_one(tiny_models, tokenizer):
             assert all(r["n_tokens"] >= extra.get("min_new_tokens", 1) for r in fast.values())
 
 
-@pytest.mark.parametrize("positions", ["all", "generated"])
-def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, tokenizer):
-    """Answers of one prompt share a prefill and the step narrows to the last live answers, yet
-    every answer (greedy and sampled) is the HF engine's."""
+@pytest.mark.parametrize("positions, overlap", [("all", False), ("generated", False), ("all", True)])
+def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, overlap, tokenizer):
+    """Answers of one prompt share a prefill and the step narrows to the last live answers (with
+    the next step queued before the last is read, or not), yet every answer (greedy and sampled)
+    is the HF engine's."""
     model = tiny_model("llama")
     _with_frequent_eos(model, tokenizer)
     vectors = _vectors(5, scale=1.0)
@@ -173,7 +177,8 @@ def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, tokenize
     for sample in (False, True):
         settings = GenerationSettings(max_new_tokens=10, do_sample=sample, seed=7, positions=positions)
         hf = _rows(model, tokenizer, requests, vectors, replace(settings, engine="hf"))
-        fast, stats = _fast_rows(model, tokenizer, requests, vectors, replace(settings, batch_size=12))
+        fast, stats = _fast_rows(model, tokenizer, requests, vectors, replace(settings, batch_size=12),
+                                 overlap=overlap)
         assert stats["prompts_prefilled"] + stats["prompts_shared"] == len(requests)
         # the first fill alone holds 12 answers of 4 (or, unsteered prompts, 1) distinct prefills
         assert stats["prompts_shared"] >= (8 if positions == "all" else 11)

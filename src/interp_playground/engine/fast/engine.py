@@ -113,6 +113,8 @@ class FastEngine:
         #: (CUDA; on the CPU down to one slot).
         self.compact = True
         self.min_width = MIN_WIDTH
+        #: Queue the next decode step before reading the last one (see the scheduler; off: slower so far).
+        self.overlap = False
         #: Statistics of the last run: slots, steps, prefills, decode and prefill seconds, the
         #: prompts prefilled and the answers that shared them, slot-steps computed, compactions.
         self.stats: dict[str, Any] = {}
@@ -201,7 +203,7 @@ class FastEngine:
         slots = runner.slots
         policy = Policy(refill_at=max(1, int(slots * self.refill_fraction)) if runner.use_graphs else 1,
                         share_prompts=self.share_prompts, compact=self.compact,
-                        min_width=self.min_width if runner.use_graphs else 1)
+                        min_width=self.min_width if runner.use_graphs else 1, overlap=self.overlap)
         stats = self.stats = dict(slots=slots, steps=0, prefills=0, prefill_s=0.0, decode_s=0.0, wait_s=0.0,
                                   tokens=0, prompts_prefilled=0, prompts_shared=0, slot_steps=0, compactions=0)
         scheduler = Scheduler(runner, requests, prompts, rows_of, settings, policy,
