@@ -122,8 +122,7 @@ class SlotRunner:
         self.width = slots
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         # host copies of the chosen tokens: two for decode steps (one in flight while one is read)
-        self.pinned = dev.type == "cuda"
-        self._step_host = [torch.zeros(slots, dtype=torch.long, pin_memory=self.pinned) for _ in range(2)]
+        self._step_host = [torch.zeros(slots, dtype=torch.long, pin_memory=dev.type == "cuda") for _ in range(2)]
         self._flip = 0
         self.pool: torch.cuda._POOL_HANDLE | None = None  # the CUDA graphs' shared memory pool
         self.use_graphs = dev.type == "cuda"
@@ -140,10 +139,10 @@ class SlotRunner:
 
     # ------------------------------------------------------------------ host to device
 
-    def _to_device(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         """A host tensor on the device (from pageable memory: the copy waits for the queued work;
         pinning each small tensor measured slower on an H200 than that wait)."""
-        return t.to(device=self.w.device, dtype=dtype)
+        return t.to(self.w.device)
 
     def _longs(self, values: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Integers (a list, or a CPU tensor) as a long tensor on the device."""
