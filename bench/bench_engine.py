@@ -14,8 +14,10 @@ Measured on the same card in one process, tokens/s = generated tokens / wall tim
 Requests cycle over 50 questions x the conditions, so each (question, condition) has several answers
 (~12 in the mixed run, as in EM evaluations that draw many answers per question); the fast engine
 prefills such a prompt once for all of its answers. ``unique``: the steered mixed run again with a
-question of its own for every answer (nothing to share); ``plain``: the steered mixed run with
-prompt sharing and step narrowing switched off (the engine as it was before them).
+question of its own for every answer (nothing to share); ``sync``: the steered mixed run with each
+decode step read before the next is queued; ``packed``: the steered mixed run with
+every prefill packed and eager (no captured prefill buckets); ``plain``: the steered mixed run with
+prompt sharing, step narrowing and captured prefills switched off (the engine as it was before them).
 
 Two workloads: ``fixed`` (every answer exactly ``--new-tokens`` long: min = max new tokens) and
 ``mixed`` (sampling; the end-of-sequence set is every ``--eos-stride``-th token id, so a random-init
@@ -69,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-slots", type=int, nargs="*", default=[256, 512, 1024])
     p.add_argument("--refill", type=float, default=None, help="fast-engine refill fraction (default: the engine's)")
     p.add_argument("--skip", nargs="*", default=[],
-                   help="sections to skip: tiny agree profile probe seed hf fast unsteered unique plain")
+                   help="sections to skip: tiny agree profile probe seed hf fast unsteered unique sync packed plain")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -399,14 +401,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
             with eos(mixed_eos):
                 record("fast_steered_mixed_unique", run_engine(fast, requests_for(many, conds, args.mixed_rows),
                                                                vectors, mixed))
-        if "plain" not in args.skip:  # the engine without prompt sharing and step narrowing
-            fast.share_prompts = fast.compact = False
+        variants = {"sync": dict(overlap=False),  # each step read before the next is queued
+                    "packed": dict(padded_prefill=False),  # every prefill eager, packed
+                    "plain": dict(padded_prefill=False, share_prompts=False, compact=False)}
+        for variant, attrs in variants.items():
+            if variant in args.skip:
+                continue
+            saved = {k: getattr(fast, k) for k in attrs}
             try:
+                for k, v in attrs.items():
+                    setattr(fast, k, v)
                 with eos(mixed_eos):
-                    record("fast_steered_mixed_plain", run_engine(fast, requests_for(qs, conds, args.mixed_rows),
-                                                                  vectors, mixed))
+                    record(f"fast_steered_mixed_{variant}", run_engine(fast, requests_for(qs, conds, args.mixed_rows),
+                                                                       vectors, mixed))
             finally:
-                fast.share_prompts = fast.compact = True
+                for k, v in saved.items():
+                    setattr(fast, k, v)
     if "hf" not in args.skip:
         hf_fixed = GenerationSettings(max_new_tokens=new, min_new_tokens=new, do_sample=True, batch_size=args.hf_batch)
         hf_mixed = GenerationSettings(max_new_tokens=new, do_sample=True, batch_size=args.hf_batch)

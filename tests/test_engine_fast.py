@@ -113,6 +113,8 @@ def _with_frequent_eos(model, tokenizer):
 @pytest.mark.parametrize("arch", SUPPORTED)
 @pytest.mark.parametrize("positions", ["all", "generated"])
 def test_greedy_rows_equal_the_hf_engine(arch, positions, tokenizer):
+    """Every greedy answer is the HF engine's (steered prompts prefilled padded in buckets, as the
+    captured prefills do it; unsteered prompts packed)."""
     model = tiny_model(arch)  # fresh: its end tokens are changed
     _with_frequent_eos(model, tokenizer)
     vectors = _vectors(1)
@@ -120,13 +122,15 @@ def test_greedy_rows_equal_the_hf_engine(arch, positions, tokenizer):
     hf = _rows(model, tokenizer, requests, vectors,
                GenerationSettings(max_new_tokens=9, do_sample=False, engine="hf", positions=positions))
     fast, stats = _fast_rows(model, tokenizer, requests, vectors,
-                             GenerationSettings(max_new_tokens=9, do_sample=False, batch_size=5, positions=positions))
+                             GenerationSettings(max_new_tokens=9, do_sample=False, batch_size=5, positions=positions),
+                             padded_prefill=positions == "all")
     assert fast.keys() == hf.keys()
     for key, row in hf.items():
         assert fast[key] == row, key
     assert {r["finish_reason"] for r in hf.values()} == {"eos", "length"}
     assert len({r["n_tokens"] for r in hf.values()}) >= 2
     assert stats["slots"] == 5 and stats["prefills"] > len(requests) // 5  # slots were refilled
+    assert (stats["fills_bucketed"] > 0) == (positions == "all")
     # steering acts: some steered answers differ from the baseline's
     assert any(hf[(c.stem, q, 0)]["token_ids"] != hf[("baseline", q, 0)]["token_ids"]
                for c in CONDITIONS[1:] for q in range(len(QUESTIONS)))
@@ -163,11 +167,13 @@ def test_min_new_tokens_and_length_one(tiny_models, tokenizer):
             assert all(r["n_tokens"] >= extra.get("min_new_tokens", 1) for r in fast.values())
 
 
-@pytest.mark.parametrize("positions, overlap", [("all", False), ("generated", False), ("all", True)])
-def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, overlap, tokenizer):
+@pytest.mark.parametrize("positions, overlap, padded", [("all", False, False), ("generated", False, False),
+                                                        ("all", True, False), ("all", False, True),
+                                                        ("generated", False, True)])
+def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, overlap, padded, tokenizer):
     """Answers of one prompt share a prefill and the step narrows to the last live answers (with
-    the next step queued before the last is read, or not), yet every answer (greedy and sampled)
-    is the HF engine's."""
+    the next step queued before the last is read, or not; prompts prefilled packed, or padded in
+    buckets as the captured prefills do it), yet every answer (greedy and sampled) is the HF engine's."""
     model = tiny_model("llama")
     _with_frequent_eos(model, tokenizer)
     vectors = _vectors(5, scale=1.0)
@@ -178,8 +184,9 @@ def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, overlap,
         settings = GenerationSettings(max_new_tokens=10, do_sample=sample, seed=7, positions=positions)
         hf = _rows(model, tokenizer, requests, vectors, replace(settings, engine="hf"))
         fast, stats = _fast_rows(model, tokenizer, requests, vectors, replace(settings, batch_size=12),
-                                 overlap=overlap)
+                                 overlap=overlap, padded_prefill=padded)
         assert stats["prompts_prefilled"] + stats["prompts_shared"] == len(requests)
+        assert (stats["fills_bucketed"] > 0) == padded
         # the first fill alone holds 12 answers of 4 (or, unsteered prompts, 1) distinct prefills
         assert stats["prompts_shared"] >= (8 if positions == "all" else 11)
         if sample:
@@ -289,3 +296,15 @@ def test_cli_engine_fast_writes_the_same_files_as_hf(tmp_path):
         outputs[engine] = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("generations_*.json"))}
     assert len(outputs["hf"]) == 17
     assert outputs["fast"] == outputs["hf"]
+
+
+def test_a_ticket_reads_its_tokens_before_its_buffer_is_reused():
+    from interp_playground.engine.fast.transfer import Staging, TicketRing
+
+    ring = TicketRing(2, 4, torch.device("cpu"))
+    tickets = [ring.ticket(torch.tensor([i, i + 1, i + 2])) for i in range(5)]  # buffers reused twice
+    assert [t.tokens() for t in tickets] == [[i, i + 1, i + 2] for i in range(5)]
+    staging = Staging(torch.device("cpu"))
+    with staging.bank():
+        t = torch.arange(6).view(2, 3)
+        assert torch.equal(staging.to_device(t), t)

@@ -68,6 +68,13 @@ class RowSampler:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         step = min(input_ids.shape[1] - self.prompt_len, self.uniforms.shape[1] - 1)
+        tokens = self.sample(scores, step)
+        # the scores are HF's private copy for this step: overwrite them instead of allocating
+        return scores.fill_(float("-inf")).scatter_(-1, tokens, 0.0)
+
+    def sample(self, scores: torch.Tensor, step: int) -> torch.Tensor:
+        """``[rows, 1]`` tokens drawn from ``scores`` ``[rows, vocab]`` with the uniforms of answer
+        step ``step`` (``scores`` is not modified)."""
         u = self.uniforms[:, step].to(scores.device)
         logits = scores.to(torch.float32)
         if self.temperature != 1.0:
@@ -83,9 +90,7 @@ class RowSampler:
             before = torch.cumsum(probs, dim=-1) - probs  # mass of the tokens ranked above
             logits = logits.masked_fill(before > self.top_p, float("-inf"))
         idx = self._search(self._weights(logits), u)
-        tokens = order.gather(-1, idx) if order is not None else idx
-        # the scores are HF's private copy for this step: overwrite them instead of allocating
-        return scores.fill_(float("-inf")).scatter_(-1, tokens, 0.0)
+        return order.gather(-1, idx) if order is not None else idx
 
     @staticmethod
     def _search(blocks: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from ...settings import GenerationSettings
 from ...steering import _unit, steering_delta
 from ..base import GenerationRequest, eos_ids, finished_row
 from ..hf import is_oom
-from .runner import Plan, Sampling, SlotRunner
+from .runner import BUCKET, GRAPH_PROMPTS, Plan, Sampling, SlotRunner
 from .scheduler import PREFILL_TOKENS, Policy, Scheduler
 from .weights import ModelWeights, load_weights, sliding_window, unsupported_reason
 
@@ -113,10 +113,15 @@ class FastEngine:
         #: (CUDA; on the CPU down to one slot).
         self.compact = True
         self.min_width = MIN_WIDTH
-        #: Queue the next decode step before reading the last one (see the scheduler; off: slower so far).
-        self.overlap = False
-        #: Statistics of the last run: slots, steps, prefills, decode and prefill seconds, the
-        #: prompts prefilled and the answers that shared them, slot-steps computed, compactions.
+        #: Queue the next decode step before reading the last one (see the scheduler).
+        self.overlap = True
+        #: Prefill small refills in padded buckets, each a captured graph (None: on CUDA only; on
+        #: the CPU they run eagerly, for tests).
+        self.padded_prefill: bool | None = None
+        #: Statistics of the last run: slots, setup seconds (allocation and captures), steps,
+        #: prefills, decode and prefill seconds, the
+        #: prompts prefilled and the answers that shared them, prefill calls that ran bucketed,
+        #: slot-steps computed, compactions.
         self.stats: dict[str, Any] = {}
 
     @property
@@ -126,16 +131,18 @@ class FastEngine:
             self._weights = load_weights(self.model)
         return self._weights
 
-    def _runner(self, slots: int, length: int, plan: Plan, sampling: Sampling, settings: GenerationSettings) -> SlotRunner:
+    def _runner(self, slots: int, length: int, plan: Plan, sampling: Sampling, settings: GenerationSettings,
+                longest_prompt: int) -> SlotRunner:
         """A runner with as many of ``slots`` as fit: out of memory while allocating or capturing
-        halves the slots (captures every context bucket up front on CUDA, so it fails here or never)."""
+        halves the slots (captures every step up front on CUDA, so it fails here or never)."""
+        padded = self.padded_prefill if self.padded_prefill is not None else self.weights.device.type == "cuda"
         while True:
             runner = None
             try:
                 runner = SlotRunner(self.weights, slots, length, plan, sampling, settings.max_new_tokens + 2,
-                                    settings.positions, self.fuse)
+                                    settings.positions, self.fuse, padded_prefill=padded)
                 if runner.use_graphs:
-                    self._capture_all(runner)
+                    self._capture_all(runner, longest_prompt)
                 return runner
             except Exception as exc:  # noqa: BLE001 - only OOM is handled
                 if not is_oom(exc) or slots == 1:
@@ -148,13 +155,16 @@ class FastEngine:
             slots = max(1, slots // 2)
             log.warning("fast engine: out of GPU memory while setting up; retrying with %d slots", slots)
 
-    def _capture_all(self, runner: SlotRunner) -> None:
+    def _capture_all(self, runner: SlotRunner, longest_prompt: int) -> None:
         """Capture every step the run can take up front (each context bucket at the full width and
-        at each narrowed one), so a compiler failure or out-of-memory shows here, not mid-run."""
+        at each narrowed one, each prefill bucket its prompts fit), so a compiler failure or
+        out-of-memory shows here, not mid-run."""
         widths = [runner.slots]
         while self.compact and widths[-1] // 2 >= self.min_width:
             widths.append(widths[-1] // 2)
         contexts = range(runner.bucket(0), runner.length + 1, runner.bucket(0))
+        prefills = [runner.prefill_bucket([n] * prompts) for n in range(BUCKET, longest_prompt + BUCKET, BUCKET)
+                    for prompts in (1 << k for k in range(GRAPH_PROMPTS.bit_length()))]
 
         def capture() -> None:
             for width in widths:
@@ -171,6 +181,15 @@ class FastEngine:
             log.warning("fast engine: torch.compile failed (%s); decoding without fusion", str(exc).splitlines()[0])
             runner.set_fused(False)
             capture()
+        try:
+            for bucket in dict.fromkeys(b for b in prefills if b is not None):
+                runner.capture_prefill(*bucket)
+        except Exception as exc:  # noqa: BLE001 - prefills can run eagerly, packed
+            if is_oom(exc):
+                raise
+            log.warning("fast engine: capturing the prefill failed (%s); prefilling eagerly", str(exc).splitlines()[0])
+            runner.pf_graphs.clear()
+            runner.padded_prefill = False
 
     def batches(self, requests: Sequence[GenerationRequest], vectors: Mapping[str, torch.Tensor],
                 settings: GenerationSettings, progress: bool = True) -> Iterator[list[GenerationRow]]:
@@ -199,13 +218,15 @@ class FastEngine:
         else:
             slots = settings.batch_size or CPU_SLOTS
         slots = min(slots, len(requests))
-        runner = self._runner(slots, length, plan, sampling, settings)
+        started = time.perf_counter()
+        runner = self._runner(slots, length, plan, sampling, settings, max(len(p) for p in prompts.values()))
         slots = runner.slots
         policy = Policy(refill_at=max(1, int(slots * self.refill_fraction)) if runner.use_graphs else 1,
                         share_prompts=self.share_prompts, compact=self.compact,
                         min_width=self.min_width if runner.use_graphs else 1, overlap=self.overlap)
-        stats = self.stats = dict(slots=slots, steps=0, prefills=0, prefill_s=0.0, decode_s=0.0, wait_s=0.0,
-                                  tokens=0, prompts_prefilled=0, prompts_shared=0, slot_steps=0, compactions=0)
+        stats = self.stats = dict(slots=slots, setup_s=time.perf_counter() - started, steps=0, prefills=0, prefill_s=0.0, decode_s=0.0, wait_s=0.0,
+                                  tokens=0, prompts_prefilled=0, prompts_shared=0, fills_bucketed=0, slot_steps=0,
+                                  compactions=0)
         scheduler = Scheduler(runner, requests, prompts, rows_of, settings, policy,
                               lambda req, tokens: finished_row(req, tokens, tokenizer, eos, max_new), stats)
         bar = tqdm(total=len(requests), unit="answer", desc="generate (fast)", disable=not progress,

@@ -17,21 +17,34 @@ pays nothing for steering and a steered one pays only at the layers it steers.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
 
 from ..sampling import RowSampler
 from . import attention, step
+from .transfer import Staging, Ticket, TicketRing
 from .weights import ModelWeights
 
 log = logging.getLogger(__name__)
 
 #: Context lengths are bucketed in multiples of this; each bucket has its own CUDA graph.
 BUCKET = 64
+#: A prefill of at most this many distinct prompts, padded to a power of two of them and to a
+#: multiple of :data:`BUCKET` tokens, runs as one captured graph on CUDA (its eager launches cost
+#: ~50 ms of host time on an H200, whatever its size) ...
+GRAPH_PROMPTS = 64
+#: ... if the padded batch holds at most this many tokens ...
+GRAPH_TOKENS = 4096
+#: ... and its padding costs at most this many tokens of compute (about what the eager launches
+#: cost), and its prompts are at most this long.
+GRAPH_PADDING = 2048
+GRAPH_WIDTH = 256
 
 
 @dataclass(frozen=True)
@@ -54,24 +67,18 @@ class Plan:
     ablate_layers: tuple[int, ...] = ()
 
 
-class Ticket:
-    """Tokens that queued device work will produce, copied to host memory as the device gets there:
-    :meth:`tokens` waits for them (and only for them)."""
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
-    def __init__(self, values: torch.Tensor, host: torch.Tensor) -> None:
-        self.n = len(values)
-        self.host = host
-        host[: self.n].copy_(values, non_blocking=True)
-        self.event = None
-        if values.device.type == "cuda":
-            self.event = torch.cuda.Event()
-            self.event.record()
 
-    def tokens(self) -> list[int]:
-        """The tokens, one per row (waits for the device to reach them)."""
-        if self.event is not None:
-            self.event.synchronize()
-        return self.host[: self.n].tolist()
+def _staged(method: _Method) -> _Method:
+    """Run a runner method with its host-to-device copies going through one staging bank."""
+
+    @functools.wraps(method)
+    def wrapper(self: SlotRunner, *args: Any, **kwargs: Any) -> Any:
+        with self.staging.bank():
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, wrapper)
 
 
 def _compiled(fn: Callable) -> Callable:
@@ -96,12 +103,14 @@ class SlotRunner:
     """The device side of one run: ``slots`` answers decoded together, contexts up to ``length``."""
 
     def __init__(self, w: ModelWeights, slots: int, length: int, plan: Plan, sampling: Sampling,
-                 steps: int, positions: str, fuse: bool) -> None:
+                 steps: int, positions: str, fuse: bool, padded_prefill: bool = False) -> None:
         self.w, self.slots, self.plan, self.sampling, self.steps = w, slots, plan, sampling, steps
         self.length = -(-length // BUCKET) * BUCKET
         self.steer_prompt = positions == "all"
         dev, dtype, n_layers = w.device, w.dtype, len(w.layers)
-        cache_shape = (n_layers, slots, w.n_kv_heads, self.length, w.head_dim)
+        # one slot more than decoded: the padding rows of a bucketed prefill write their keys there
+        self.scratch = slots
+        cache_shape = (n_layers, slots + 1, w.n_kv_heads, self.length, w.head_dim)
         self.k_cache = torch.zeros(cache_shape, dtype=dtype, device=dev)
         self.v_cache = torch.zeros(cache_shape, dtype=dtype, device=dev)
         self.cos, self.sin = w.rope_tables(self.length)
@@ -110,20 +119,28 @@ class SlotRunner:
         self.slot_ids = torch.arange(slots, dtype=torch.long, device=dev)
         self.positions = torch.arange(self.length, dtype=torch.long, device=dev)
         self.eos = torch.tensor(sampling.eos, dtype=torch.long, device=dev)
-        self.delta = torch.zeros(len(plan.add_layers), slots, w.hidden, dtype=dtype, device=dev)
-        self.unit = torch.zeros(len(plan.ablate_layers), slots, w.hidden, dtype=torch.float32, device=dev)
+        self.delta = torch.zeros(len(plan.add_layers), slots + 1, w.hidden, dtype=dtype, device=dev)
+        self.unit = torch.zeros(len(plan.ablate_layers), slots + 1, w.hidden, dtype=torch.float32, device=dev)
         self.add_index = {layer: j for j, layer in enumerate(plan.add_layers)}
         self.ablate_index = {layer: j for j, layer in enumerate(plan.ablate_layers)}
         self.uniforms = torch.zeros(slots, steps if sampling.do_sample else 1, dtype=torch.float32, device=dev)
         self.u_now = torch.zeros(slots, 1, dtype=torch.float32, device=dev)
-        self.no_ids = torch.zeros(slots, 0, dtype=torch.long, device=dev)
         self.samplers: dict[int, RowSampler] = {}  # per width, over the first rows of ``u_now``
         #: Slots the decode step computes (the first ``width``); :meth:`compact` narrows it.
         self.width = slots
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
-        # host copies of the chosen tokens: two for decode steps (one in flight while one is read)
-        self._step_host = [torch.zeros(slots, dtype=torch.long, pin_memory=dev.type == "cuda") for _ in range(2)]
-        self._flip = 0
+        #: Bucketed prefills (see :meth:`prefill_bucket`): their inputs (token ids, lengths and
+        #: slots, packed), their logits, and on CUDA their graphs per (prompts, width) bucket.
+        self.padded_prefill = padded_prefill
+        self.pf_in = torch.zeros(GRAPH_TOKENS + 2 * GRAPH_PROMPTS, dtype=torch.long, device=dev)
+        self.pf_logits = torch.zeros(GRAPH_PROMPTS if padded_prefill else 0, w.vocab, dtype=torch.float32, device=dev)
+        self.pf_graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.last_bucket: tuple[int, int] | None = None  # the last fill's bucket (None: packed)
+        # host copies of the chosen tokens: two for decode steps (one in flight while one is read),
+        # more for prefills (several may be queued before their tokens are read)
+        self._step_tickets = TicketRing(2, slots, dev)
+        self._fill_tickets = TicketRing(8, slots, dev)
+        self.staging = Staging(dev)
         self.pool: torch.cuda._POOL_HANDLE | None = None  # the CUDA graphs' shared memory pool
         self.use_graphs = dev.type == "cuda"
         #: Read only each slot's live keys (Triton, CUDA): then one graph serves every context.
@@ -136,13 +153,14 @@ class SlotRunner:
         wrap = _compiled if fuse else (lambda fn: fn)
         self.f_qkv, self.f_out, self.f_head = wrap(step.qkv), wrap(step.block_out), wrap(step.head)
         self.graphs.clear()
+        self.pf_graphs.clear()
 
     # ------------------------------------------------------------------ host to device
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        """A host tensor on the device (from pageable memory: the copy waits for the queued work;
-        pinning each small tensor measured slower on an H200 than that wait)."""
-        return t.to(self.w.device)
+        """A host tensor on the device (inside :meth:`fill`, :meth:`release` and :meth:`compact`
+        through pinned staging, without waiting for the queued work)."""
+        return self.staging.to_device(t)
 
     def _longs(self, values: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Integers (a list, or a CPU tensor) as a long tensor on the device."""
@@ -159,7 +177,7 @@ class SlotRunner:
             barred = (gen < s.min_new_tokens)[:, None]
             logits[:, self.eos] = torch.where(barred, float("-inf"), logits[:, self.eos])
         if s.do_sample:
-            logits = sampler(self.no_ids[: logits.shape[0]], logits)
+            return sampler.sample(logits, 0)[:, 0]
         return logits.argmax(dim=-1)
 
     def _steering(self, layer: int, rows: torch.Tensor | int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -174,6 +192,7 @@ class SlotRunner:
     # ------------------------------------------------------------------ prefill
 
     @torch.inference_mode()
+    @_staged
     def fill(self, slots: Sequence[int], prompts: Sequence[Sequence[int]], deltas: torch.Tensor | None,
              units: torch.Tensor | None, uniforms: torch.Tensor | None,
              source: Sequence[int] | None = None) -> Ticket:
@@ -184,7 +203,6 @@ class SlotRunner:
         ``source[i]`` (default ``i``) is the row whose prefill row ``i`` shares: the same prompt and,
         when the prompt is steered, the same steering rows. Only rows with ``source[i] == i`` are
         computed; every row gets the keys and values, and chooses its first token with its own uniform."""
-        w, dev = self.w, self.w.device
         rows = self._longs(slots)
         if deltas is not None and len(self.plan.add_layers):
             self.delta[:, rows] = self._to_device(deltas.to(self.delta.dtype))
@@ -196,7 +214,35 @@ class SlotRunner:
         own = [i for i, src in enumerate(source) if src == i]
         index_of = {row: n for n, row in enumerate(own)}
         computed = [prompts[i] for i in own]
-        # prompts packed token after token (no padding in the matmuls); attention pads per prompt
+        bucket = self.last_bucket = self.prefill_bucket([len(p) for p in computed])
+        if bucket is None:
+            logits = self._prefill_packed(slots, prompts, source, own)
+        else:
+            logits = self._prefill_bucketed(bucket, computed, [slots[i] for i in own])
+            shared = [(slot, slots[src]) for slot, src in zip(slots, source, strict=True) if slot != slots[src]]
+            if shared:
+                self._copy_prompt(shared, bucket[1])
+        if len(own) < len(source):
+            logits = logits[self._longs([index_of[src] for src in source])]
+        first_u = self.uniforms[rows, :1]
+        sampler = RowSampler(first_u, 0, self.sampling.temperature, self.sampling.top_p, self.sampling.top_k)
+        first = self._choose(logits, torch.zeros(len(prompts), dtype=torch.long, device=self.w.device), sampler)
+        self.tok[rows] = first
+        self.pos[rows] = self._longs([len(p) for p in prompts])
+        # index_fill_, not ``t[rows] = 1``: a Python scalar assigned through an index tensor is
+        # copied to the device first, which waits for all queued work (torch 2.11)
+        self.gen.index_fill_(0, rows, 1)
+        self.active.index_fill_(0, rows, 1)
+        return self._fill_tickets.ticket(first)
+
+    def _prefill_packed(self, slots: Sequence[int], prompts: Sequence[Sequence[int]], source: list[int],
+                        own: list[int]) -> torch.Tensor:
+        """Prefill the ``own`` prompts packed token after token (no padding in the matmuls; attention
+        pads per prompt), eagerly; write every row's keys and values. Float32 logits of their last
+        tokens, in ``own`` order."""
+        w = self.w
+        index_of = {row: n for n, row in enumerate(own)}
+        computed = [prompts[i] for i in own]
         lengths = [len(p) for p in computed]
         width = max(lengths)
         starts = [0]
@@ -208,7 +254,7 @@ class SlotRunner:
         # padded position -> packed token: a prompt's padding repeats its last token (harmless: the
         # padding comes after the prompt, and causal attention never lets a real token see it)
         pad_src = self._longs([a + min(j, n - 1) for a, n in zip(starts, lengths, strict=True) for j in range(width)])
-        slot_of = rows[self._longs(own)][row_of]
+        slot_of = self._longs([slots[i] for i in own])[row_of]
         # every row's cache positions, and the packed token that fills each (None: token i fills i)
         targets = [(slot, starts[index_of[src]], len(prompts[src])) for slot, src in zip(slots, source, strict=True)]
         cache_slot = self._longs([s for s, _, n in targets for _ in range(n)])
@@ -237,24 +283,118 @@ class SlotRunner:
                 _rows_dynamic(attn, delta, unit)
             x = self.f_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
         last = self._longs(torch.tensor(lengths).cumsum(0) - 1)
-        logits = step.head(x[last, 0], w.norm, w.lm_head, w.eps)  # a few rows: not worth a compilation
-        if len(own) < len(source):
-            logits = logits[self._longs([index_of[src] for src in source])]
-        first_u = self.uniforms[rows, :1]
-        sampler = RowSampler(first_u, 0, self.sampling.temperature, self.sampling.top_p, self.sampling.top_k)
-        first = self._choose(logits, torch.zeros(len(prompts), dtype=torch.long, device=dev), sampler)
-        self.tok[rows] = first
-        self.pos[rows] = self._longs([len(p) for p in prompts])
-        self.gen[rows] = 1
-        self.active[rows] = 1
-        return Ticket(first, torch.empty(len(first), dtype=torch.long))
+        return step.head(x[last, 0], w.norm, w.lm_head, w.eps)  # a few rows: not worth a compilation
+
+    def prefill_bucket(self, lengths: Sequence[int]) -> tuple[int, int] | None:
+        """The (prompts, width) bucket of a bucketed prefill of prompts of these lengths, or None
+        when it runs packed (bucketed prefills off, too many prompts, or too much padding)."""
+        if not self.padded_prefill:
+            return None
+        prompts = 1 << (len(lengths) - 1).bit_length()
+        width = -(-max(lengths) // BUCKET) * BUCKET
+        if prompts > GRAPH_PROMPTS or prompts * width > GRAPH_TOKENS or width > min(GRAPH_WIDTH, self.length):
+            return None
+        if prompts * width > sum(lengths) + GRAPH_PADDING:
+            return None
+        return prompts, width
+
+    def _prefill_bucketed(self, bucket: tuple[int, int], computed: Sequence[Sequence[int]],
+                          own_slots: Sequence[int]) -> torch.Tensor:
+        """Prefill ``computed`` into ``own_slots`` through the bucket's step (a graph replay on
+        CUDA): the prompts right-padded to the bucket's width, padding prompts writing to the
+        scratch slot. Float32 logits of the prompts' last tokens."""
+        prompts, width = bucket
+        if self.use_graphs:
+            self.capture_prefill(prompts, width)
+        n = len(computed)
+        ids = [t for p in computed for t in (*p, *[0] * (width - len(p)))] + [0] * (width * (prompts - n))
+        lengths = [len(p) for p in computed] + [1] * (prompts - n)
+        dest = list(own_slots) + [self.scratch] * (prompts - n)
+        self.pf_in[: (width + 2) * prompts].copy_(self._longs(ids + lengths + dest))
+        if self.use_graphs:
+            self.pf_graphs[bucket].replay()
+        else:
+            self._prefill_padded(prompts, width)
+        return self.pf_logits[:n]
+
+    def _prefill_padded(self, prompts: int, width: int) -> None:
+        """The bucketed prefill: reads its inputs from ``pf_in`` and the steering tables, writes
+        the caches and ``pf_logits`` (graph-capturable)."""
+        w, tokens = self.w, prompts * width
+        ids = self.pf_in[:tokens]
+        lengths = self.pf_in[tokens: tokens + prompts]
+        dest = self.pf_in[tokens + prompts: tokens + 2 * prompts]
+        x = F.embedding(ids, w.embed)[:, None, :]
+        cos = self.cos[:width].repeat(prompts, 1)[:, None, None, :]
+        sin = self.sin[:width].repeat(prompts, 1)[:, None, None, :]
+        token_slot = dest[:, None].expand(prompts, width).reshape(tokens)
+        at = (dest[:, None], slice(None), self.positions[:width][None, :])
+        if self.fused:
+            _rows_dynamic(x, cos, sin)
+        for layer, lw in enumerate(w.layers):
+            q, k, v = self.f_qkv(x, lw.ln_in, lw.wqkv, lw.bqkv, lw.q_norm, lw.k_norm, cos, sin, w.eps,
+                                 w.n_heads, w.n_kv_heads, w.head_dim)
+            q = q.reshape(prompts, width, w.n_heads, w.head_dim)
+            k = k.reshape(prompts, width, w.n_kv_heads, w.head_dim)
+            v = v.reshape(prompts, width, w.n_kv_heads, w.head_dim)
+            self.k_cache[layer][at] = k
+            self.v_cache[layer][at] = v
+            attn = step.prefill_attention(q, k, v, w.scaling).reshape(tokens, 1, -1)
+            delta, unit = self._steering(layer, token_slot) if self.steer_prompt else (None, None)
+            if self.fused:
+                _rows_dynamic(attn, delta, unit)
+            x = self.f_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
+        last = x.view(prompts, width, -1)[self.positions[:prompts], lengths - 1]
+        self.pf_logits[:prompts].copy_(step.head(last, w.norm, w.lm_head, w.eps))
+
+    def _copy_prompt(self, pairs: Sequence[tuple[int, int]], width: int) -> None:
+        """Copy the first ``width`` cache positions of slot ``src`` into slot ``dst``, for each
+        ``(dst, src)`` (answers sharing a bucketed prefill), a bounded temporary at a time."""
+        per_row = self.k_cache[:, 0, :, :width].numel() * self.k_cache.element_size()
+        chunk = max(1, (256 << 20) // per_row)
+        for at in range(0, len(pairs), chunk):
+            part = pairs[at: at + chunk]
+            dst, src = self._longs([d for d, _ in part]), self._longs([s for _, s in part])
+            self.k_cache[:, dst, :, :width] = self.k_cache[:, src, :, :width]
+            self.v_cache[:, dst, :, :width] = self.v_cache[:, src, :, :width]
 
     @torch.inference_mode()
+    def capture_prefill(self, prompts: int, width: int) -> None:
+        """Capture the bucketed prefill of one (prompts, width) bucket (CUDA; warming up compiled
+        code first, with every prompt writing to the scratch slot)."""
+        if (prompts, width) in self.pf_graphs:
+            return
+        tokens = prompts * width
+        self.pf_in[:tokens].zero_()
+        self.pf_in[tokens: tokens + prompts].fill_(1)
+        self.pf_in[tokens + prompts: tokens + 2 * prompts].fill_(self.scratch)
+        graph = torch.cuda.CUDAGraph()
+        self._capture(graph, lambda: self._prefill_padded(prompts, width), warm=1)
+        self.pf_graphs[(prompts, width)] = graph
+
+    def _capture(self, graph: torch.cuda.CUDAGraph, fn: Callable[[], None], after: Callable[[], None] | None = None,
+                 warm: int = 2) -> None:
+        """Run ``fn`` ``warm`` times on a side stream (compiling it), then capture ``fn`` (and
+        ``after``) in ``graph`` from the runner's shared memory pool."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warm):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph, pool=self.pool):
+            fn()
+            if after is not None:
+                after()
+        self.pool = graph.pool()
+
+    @torch.inference_mode()
+    @_staged
     def release(self, slots: Sequence[int]) -> None:
         """Stop decoding ``slots`` (their answers are finished); they idle at position 0 until refilled."""
         rows = self._longs(slots)
-        self.active[rows] = 0
-        self.pos[rows] = 0
+        self.active.index_fill_(0, rows, 0)  # not ``[rows] = 0``: see fill
+        self.pos.index_fill_(0, rows, 0)
 
     # ------------------------------------------------------------------ decode
 
@@ -304,6 +444,7 @@ class SlotRunner:
         self.gen[:b].add_(self.active[:b])
 
     @torch.inference_mode()
+    @_staged
     def compact(self, moves: Sequence[tuple[int, int]], width: int) -> None:
         """Move answers from slot ``src`` to free slot ``dst`` for each ``(src, dst)`` (cache, state,
         steering rows, uniforms), then decode only the first ``width`` slots, which must hold every
@@ -318,8 +459,8 @@ class SlotRunner:
                 t[dst] = t[src]
             self.delta[:, dst] = self.delta[:, src]
             self.unit[:, dst] = self.unit[:, src]
-            self.active[src] = 0
-            self.pos[src] = 0
+            self.active.index_fill_(0, src, 0)
+            self.pos.index_fill_(0, src, 0)
         self.width = width
 
     def bucket(self, max_pos: int) -> int:
@@ -335,17 +476,8 @@ class SlotRunner:
         compiled code first)."""
         if (context, self.width) in self.graphs:
             return
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._decode(context)
-        torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            self._decode(context)
-            self._advance()
-        self.pool = graph.pool()
+        self._capture(graph, lambda: self._decode(context), self._advance, warm=1 if self.graphs else 2)
         self.graphs[(context, self.width)] = graph
 
     @torch.inference_mode()
@@ -358,9 +490,7 @@ class SlotRunner:
         else:
             self._decode(context)
             self._advance()
-        host = self._step_host[self._flip]
-        self._flip ^= 1
-        return Ticket(self.next_tok[: self.width], host)
+        return self._step_tickets.ticket(self.next_tok[: self.width])
 
     def step(self, context: int) -> list[int]:
         """One decode step, waiting for its tokens (per slot)."""

@@ -35,7 +35,8 @@ from ...settings import GenerationSettings
 from ..base import GenerationRequest
 from ..hf import is_oom
 from ..sampling import row_uniforms
-from .runner import SlotRunner, Ticket
+from .runner import SlotRunner
+from .transfer import Ticket
 
 #: Prompt tokens prefilled in one forward call at most.
 PREFILL_TOKENS = 8192
@@ -95,6 +96,8 @@ class Scheduler:
         self.owner: list[int | None] = [None] * slots
         self.tokens: list[list[int]] = [[] for _ in range(slots)]
         self.fed = [0] * slots  # position of the token each slot feeds next, as far as read
+        self.live = 0  # answers holding a slot
+        self.finished: list[tuple[int, list[int]]] = []  # (request, tokens) of ended answers, not yet rows
         self.done: list[GenerationRow] = []
         self.ended: list[int] = []  # slots whose answers ended, not yet released on the device
         self.step: _Queued | None = None  # the last decode step queued, not read yet
@@ -102,31 +105,42 @@ class Scheduler:
 
     # ------------------------------------------------------------------ reading results
 
-    def _take(self, slot: int, token: int) -> None:
-        """Append a token to the answer in ``slot``; finish the answer if it ended."""
-        tokens = self.tokens[slot]
-        tokens.append(token)
-        n = len(tokens)
-        if n < self.settings.max_new_tokens and not (token in self.eos and n > self.settings.min_new_tokens):
-            return
-        self.done.append(self.finish_row(self.requests[self.owner[slot]], tokens))  # type: ignore[index]
-        self.stats["tokens"] += self.done[-1].n_tokens
-        self.owner[slot] = None
-        self.ended.append(slot)
+    def _take(self, slots: Sequence[int], out: Sequence[int] | Mapping[int, int]) -> None:
+        """Append token ``out[slot]`` to the answer in each of ``slots``; end the answers that
+        ended (an end token after ``min_new_tokens``, or ``max_new_tokens``)."""
+        tokens, eos = self.tokens, self.eos
+        longest, shortest = self.settings.max_new_tokens, self.settings.min_new_tokens
+        for slot in slots:
+            tokens[slot].append(out[slot])
+        for slot in slots:
+            n = len(tokens[slot])
+            if n >= longest or (out[slot] in eos and n > shortest):
+                self.finished.append((self.owner[slot], tokens[slot]))  # type: ignore[arg-type]
+                self.owner[slot] = None
+                self.ended.append(slot)
+                self.live -= 1
+
+    def _finish(self) -> None:
+        """Turn the ended answers into rows (decoding their text: host work, done while a step runs)."""
+        for request, tokens in self.finished:
+            self.done.append(self.finish_row(self.requests[request], tokens))
+            self.stats["tokens"] += self.done[-1].n_tokens
+        self.finished = []
 
     def _read(self) -> None:
         """Read the queued step's tokens, then the first tokens of the prefills queued after it."""
         t0 = time.perf_counter()
         if self.step is not None:
             out = self.step.ticket.tokens()
-            for slot, owner in enumerate(self.step.owners):
-                if owner is not None and self.owner[slot] == owner:
-                    self.fed[slot] += 1
-                    self._take(slot, out[slot])
+            owner, fed = self.owner, self.fed
+            # the answers that held their slot since the step was queued
+            slots = [s for s, o in enumerate(self.step.owners) if o is not None and owner[s] == o]
+            for slot in slots:
+                fed[slot] += 1
+            self._take(slots, out)
             self.step = None
         for fill in self.fills:
-            for slot, token in zip(fill.slots, fill.ticket.tokens(), strict=True):
-                self._take(slot, token)
+            self._take(fill.slots, dict(zip(fill.slots, fill.ticket.tokens(), strict=True)))
         self.fills = []
         self.stats["wait_s"] += time.perf_counter() - t0
 
@@ -140,12 +154,14 @@ class Scheduler:
     def _launch(self) -> _Queued | None:
         """Queue a decode step over the current width if any slot holds an answer."""
         runner = self.runner
-        live = [s for s in range(runner.width) if self.owner[s] is not None]
-        if not live:
+        if not self.live:
             return None
         t0 = time.perf_counter()
-        # the step in flight (if any) may have fed one more token than has been read
-        ticket = runner.launch(runner.bucket(max(self.fed[s] for s in live) + 1))
+        context = runner.length
+        if not runner.live_attention:  # the context bucket of the furthest live answer
+            # the step in flight (if any) may have fed one more token than has been read
+            context = runner.bucket(max(self.fed[s] for s in range(runner.width) if self.owner[s] is not None) + 1)
+        ticket = runner.launch(context)
         self.stats["steps"] += 1
         self.stats["slot_steps"] += runner.width
         self.stats["decode_s"] += time.perf_counter() - t0
@@ -154,9 +170,9 @@ class Scheduler:
     def _refill(self) -> None:
         """Prefill pending requests into free slots, in chunks of at most PREFILL_TOKENS prompt
         tokens computed (a prompt shared by several requests counted once)."""
-        free = [s for s in range(self.runner.slots) if self.owner[s] is None]
-        if not self.pending or len(free) < min(self.policy.refill_at, len(self.pending)):
+        if not self.pending or self.runner.slots - self.live < min(self.policy.refill_at, len(self.pending)):
             return
+        free = [s for s in range(self.runner.slots) if self.owner[s] is None]
         t0 = time.perf_counter()
         budget, max_rows = PREFILL_TOKENS, PREFILL_ROWS
         requests, prompts, positions = self.requests, self.prompts, self.settings.positions
@@ -192,12 +208,14 @@ class Scheduler:
                 budget, max_rows = budget // 2, max(1, max_rows // 2)
                 continue
             del free[: len(chunk)]
+            self.live += len(chunk)
             for slot, idx in zip(slots, chunk, strict=True):
                 self.owner[slot] = idx
                 self.tokens[slot] = []
                 self.fed[slot] = len(prompts[requests[idx].question])
             self.fills.append(_Queued(ticket, slots=slots))
             self.stats["prompts_prefilled"] += computed
+            self.stats["fills_bucketed"] += self.runner.last_bucket is not None
             self.stats["prompts_shared"] += len(chunk) - computed
         self.stats["prefills"] += 1
         self.stats["prefill_s"] += time.perf_counter() - t0
@@ -208,7 +226,7 @@ class Scheduler:
         runner, owner = self.runner, self.owner
         if not self.policy.compact or self.pending:
             return
-        if sum(o is not None for o in owner) > runner.width // 2 or runner.width // 2 < self.policy.min_width:
+        if self.live > runner.width // 2 or runner.width // 2 < self.policy.min_width:
             return
         self._read()
         self._release()
@@ -228,21 +246,25 @@ class Scheduler:
 
     def run(self, batch_rows: int) -> Iterator[list[GenerationRow]]:
         """Generate everything; yields finished rows once ``batch_rows`` are done (and at the end)."""
-        while self.pending or self.step is not None or self.fills or any(o is not None for o in self.owner):
-            if self.policy.overlap:
-                launched = self._launch()  # queued behind everything queued before
-                self._read()  # the previous step and the prefills after it; the device works meanwhile
-                self.step = launched
-            else:
+        while self.pending or self.step is not None or self.fills or self.live:
+            if not self.policy.overlap:
                 self._read()  # the prefills queued last round
-                self.step = self._launch()
-                self._read()
-            self._release()
-            self._refill()
-            self._narrow()
+            launched = self._launch()  # queued behind everything queued before
+            # host work while the device computes: the rows of ended answers, and their consumer
+            self._finish()
             if self.done and (len(self.done) >= batch_rows or not self.pending):
                 yield self.done
                 self.done = []
+            if self.policy.overlap:
+                self._read()  # the previous step and the prefills queued after it
+                self.step = launched
+            else:
+                self.step = launched
+                self._read()  # this step
+            self._release()
+            self._refill()
+            self._narrow()
+        self._finish()
         if self.done:
             yield self.done
             self.done = []
