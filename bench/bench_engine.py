@@ -17,7 +17,7 @@ prefills such a prompt once for all of its answers. ``unique``: the steered mixe
 question of its own for every answer (nothing to share); ``sync``: the steered mixed run with each
 decode step read before the next is queued; ``packed``: the steered mixed run with
 every prefill packed and eager (no captured prefill buckets); ``plain``: the steered mixed run with
-prompt sharing, step narrowing and captured prefills switched off (the engine as it was before them).
+prompt sharing, step narrowing and captured prefills switched off.
 
 Two workloads: ``fixed`` (every answer exactly ``--new-tokens`` long: min = max new tokens) and
 ``mixed`` (sampling; the end-of-sequence set is every ``--eos-stride``-th token id, so a random-init
@@ -177,11 +177,13 @@ def seed_style(model: Any, tok: Any, qs: list[str], vectors: dict, n: int, new_t
 
 
 def agreement(a: dict, b: dict) -> dict[str, Any]:
-    """Rows token-identical between two runs, and where the others first differ."""
+    """Rows token-identical between two runs, rows whose first 16 tokens are, and where the others
+    first differ."""
     same = [k for k in a if a[k] == b.get(k)]
     first = sorted(next((i for i, (x, y) in enumerate(zip(a[k], b[k], strict=False)) if x != y),
                         min(len(a[k]), len(b[k]))) for k in a if a[k] != b.get(k))
-    return {"rows": len(a), "identical": len(same), "first_difference_at": first[:: max(1, len(first) // 16)]}
+    return {"rows": len(a), "identical": len(same), "identical_first_16": len(same) + sum(i >= 16 for i in first),
+            "first_difference_at": first[:: max(1, len(first) // 16)]}
 
 
 def step_probe(engine: Any, slot_counts: list[int], context: int, steered: bool) -> dict[str, Any]:
@@ -200,7 +202,7 @@ def step_probe(engine: Any, slot_counts: list[int], context: int, steered: bool)
         sync()
         t0 = time.perf_counter()
         for _ in range(20):
-            runner.graphs[context].replay()
+            runner.graphs[(context, runner.width)].replay()
         sync()
         ms = (time.perf_counter() - t0) / 20 * 1000
         out[str(slots)] = {"ms_per_step": round(ms, 2), "tokens_per_s": round(slots / ms * 1000, 1)}
@@ -238,7 +240,7 @@ def profile_step(engine: Any, slots: int, context: int) -> dict[str, Any]:
             sync()
             t0 = time.perf_counter()
             for _ in range(20):
-                runner.graphs[ctx].replay()
+                runner.graphs[(ctx, runner.width)].replay()
             sync()
             out[f"{name}_ctx{ctx}_ms"] = round((time.perf_counter() - t0) / 20 * 1000, 2)
     runner.live_attention = live

@@ -168,7 +168,7 @@ def test_min_new_tokens_and_length_one(tiny_models, tokenizer):
 
 
 @pytest.mark.parametrize("positions, overlap, padded", [("all", False, False), ("generated", False, False),
-                                                        ("all", True, False), ("all", False, True),
+                                                        ("all", True, False), ("all", True, True),
                                                         ("generated", False, True)])
 def test_shared_prefills_and_narrowed_steps_change_no_answer(positions, overlap, padded, tokenizer):
     """Answers of one prompt share a prefill and the step narrows to the last live answers (with

@@ -88,7 +88,7 @@ def auto_slots(w: ModelWeights, length: int, plan: Plan, cap: int) -> int:
     inter = w.layers[0].wgu.shape[0]
     reserve = (1 << 30) + PREFILL_TOKENS * (3 * inter + 12 * w.hidden) * w.embed.element_size()
     budget = 0.92 * free - reserve
-    return max(1, min(cap, int(budget // _slot_bytes(w, length, plan))))
+    return max(1, min(cap, int(budget // _slot_bytes(w, length, plan)) - 1))  # - 1: the scratch slot
 
 
 class FastEngine:
@@ -119,9 +119,8 @@ class FastEngine:
         #: the CPU they run eagerly, for tests).
         self.padded_prefill: bool | None = None
         #: Statistics of the last run: slots, setup seconds (allocation and captures), steps,
-        #: prefills, decode and prefill seconds, the
-        #: prompts prefilled and the answers that shared them, prefill calls that ran bucketed,
-        #: slot-steps computed, compactions.
+        #: prefills, decode and prefill seconds, the prompts prefilled and the answers that shared
+        #: them, prefill calls that ran bucketed, slot-steps computed, compactions.
         self.stats: dict[str, Any] = {}
 
     @property
@@ -163,8 +162,10 @@ class FastEngine:
         while self.compact and widths[-1] // 2 >= self.min_width:
             widths.append(widths[-1] // 2)
         contexts = range(runner.bucket(0), runner.length + 1, runner.bucket(0))
+        # every bucket a prefill can take: prompts up to the slots (a power of two), widths up to the longest
+        most = min(GRAPH_PROMPTS, 1 << (runner.slots - 1).bit_length())
         prefills = [runner.prefill_bucket([n] * prompts) for n in range(BUCKET, longest_prompt + BUCKET, BUCKET)
-                    for prompts in (1 << k for k in range(GRAPH_PROMPTS.bit_length()))]
+                    for prompts in (1 << k for k in range(most.bit_length()))]
 
         def capture() -> None:
             for width in widths:
@@ -185,11 +186,11 @@ class FastEngine:
             for bucket in dict.fromkeys(b for b in prefills if b is not None):
                 runner.capture_prefill(*bucket)
         except Exception as exc:  # noqa: BLE001 - prefills can run eagerly, packed
-            if is_oom(exc):
-                raise
             log.warning("fast engine: capturing the prefill failed (%s); prefilling eagerly", str(exc).splitlines()[0])
             runner.pf_graphs.clear()
             runner.padded_prefill = False
+            if is_oom(exc):
+                torch.cuda.empty_cache()
 
     def batches(self, requests: Sequence[GenerationRequest], vectors: Mapping[str, torch.Tensor],
                 settings: GenerationSettings, progress: bool = True) -> Iterator[list[GenerationRow]]:
@@ -224,7 +225,8 @@ class FastEngine:
         policy = Policy(refill_at=max(1, int(slots * self.refill_fraction)) if runner.use_graphs else 1,
                         share_prompts=self.share_prompts, compact=self.compact,
                         min_width=self.min_width if runner.use_graphs else 1, overlap=self.overlap)
-        stats = self.stats = dict(slots=slots, setup_s=time.perf_counter() - started, steps=0, prefills=0, prefill_s=0.0, decode_s=0.0, wait_s=0.0,
+        stats = self.stats = dict(slots=slots, setup_s=time.perf_counter() - started, steps=0, prefills=0,
+                                  prefill_s=0.0, decode_s=0.0, wait_s=0.0,
                                   tokens=0, prompts_prefilled=0, prompts_shared=0, fills_bucketed=0, slot_steps=0,
                                   compactions=0)
         scheduler = Scheduler(runner, requests, prompts, rows_of, settings, policy,

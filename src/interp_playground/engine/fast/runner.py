@@ -1,7 +1,7 @@
 """Slots, caches and the decode step of the fast engine.
 
 A :class:`SlotRunner` owns everything on the device for one run of the engine: the key/value cache
-``[layers, slots, kv_heads, length, head_dim]``, the per-slot state (last token, position, answer
+``[layers, slots (+ 1 scratch slot for bucketed prefills), kv_heads, length, head_dim]``, the per-slot state (last token, position, answer
 step, active flag), the steering tables and the per-slot uniforms. :meth:`SlotRunner.fill` prefills
 prompts into free slots (a prompt shared by several answers once); :meth:`SlotRunner.step` decodes
 one token in the first :attr:`SlotRunner.width` slots. All of the step's inputs live in these
@@ -42,9 +42,15 @@ GRAPH_PROMPTS = 64
 #: ... if the padded batch holds at most this many tokens ...
 GRAPH_TOKENS = 4096
 #: ... and its padding costs at most this many tokens of compute (about what the eager launches
-#: cost), and its prompts are at most this long.
+#: cost) ...
 GRAPH_PADDING = 2048
+#: ... and its longest prompt is at most this many tokens.
 GRAPH_WIDTH = 256
+
+
+def round_up(n: int, multiple: int = BUCKET) -> int:
+    """``n`` rounded up to a multiple of ``multiple``."""
+    return -(-n // multiple) * multiple
 
 
 @dataclass(frozen=True)
@@ -105,12 +111,13 @@ class SlotRunner:
     def __init__(self, w: ModelWeights, slots: int, length: int, plan: Plan, sampling: Sampling,
                  steps: int, positions: str, fuse: bool, padded_prefill: bool = False) -> None:
         self.w, self.slots, self.plan, self.sampling, self.steps = w, slots, plan, sampling, steps
-        self.length = -(-length // BUCKET) * BUCKET
+        self.length = round_up(length)
         self.steer_prompt = positions == "all"
         dev, dtype, n_layers = w.device, w.dtype, len(w.layers)
         # one slot more than decoded: the padding rows of a bucketed prefill write their keys there
         self.scratch = slots
-        cache_shape = (n_layers, slots + 1, w.n_kv_heads, self.length, w.head_dim)
+        extra = 1 if padded_prefill else 0
+        cache_shape = (n_layers, slots + extra, w.n_kv_heads, self.length, w.head_dim)
         self.k_cache = torch.zeros(cache_shape, dtype=dtype, device=dev)
         self.v_cache = torch.zeros(cache_shape, dtype=dtype, device=dev)
         self.cos, self.sin = w.rope_tables(self.length)
@@ -119,8 +126,8 @@ class SlotRunner:
         self.slot_ids = torch.arange(slots, dtype=torch.long, device=dev)
         self.positions = torch.arange(self.length, dtype=torch.long, device=dev)
         self.eos = torch.tensor(sampling.eos, dtype=torch.long, device=dev)
-        self.delta = torch.zeros(len(plan.add_layers), slots + 1, w.hidden, dtype=dtype, device=dev)
-        self.unit = torch.zeros(len(plan.ablate_layers), slots + 1, w.hidden, dtype=torch.float32, device=dev)
+        self.delta = torch.zeros(len(plan.add_layers), slots + extra, w.hidden, dtype=dtype, device=dev)
+        self.unit = torch.zeros(len(plan.ablate_layers), slots + extra, w.hidden, dtype=torch.float32, device=dev)
         self.add_index = {layer: j for j, layer in enumerate(plan.add_layers)}
         self.ablate_index = {layer: j for j, layer in enumerate(plan.ablate_layers)}
         self.uniforms = torch.zeros(slots, steps if sampling.do_sample else 1, dtype=torch.float32, device=dev)
@@ -135,6 +142,7 @@ class SlotRunner:
         self.pf_in = torch.zeros(GRAPH_TOKENS + 2 * GRAPH_PROMPTS, dtype=torch.long, device=dev)
         self.pf_logits = torch.zeros(GRAPH_PROMPTS if padded_prefill else 0, w.vocab, dtype=torch.float32, device=dev)
         self.pf_graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.prompt_rows = torch.arange(GRAPH_PROMPTS, dtype=torch.long, device=dev)
         self.last_bucket: tuple[int, int] | None = None  # the last fill's bucket (None: packed)
         # host copies of the chosen tokens: two for decode steps (one in flight while one is read),
         # more for prefills (several may be queued before their tokens are read)
@@ -216,7 +224,7 @@ class SlotRunner:
         computed = [prompts[i] for i in own]
         bucket = self.last_bucket = self.prefill_bucket([len(p) for p in computed])
         if bucket is None:
-            logits = self._prefill_packed(slots, prompts, source, own)
+            logits = self._prefill_packed(slots, prompts, source, own, index_of)
         else:
             logits = self._prefill_bucketed(bucket, computed, [slots[i] for i in own])
             shared = [(slot, slots[src]) for slot, src in zip(slots, source, strict=True) if slot != slots[src]]
@@ -230,18 +238,17 @@ class SlotRunner:
         self.tok[rows] = first
         self.pos[rows] = self._longs([len(p) for p in prompts])
         # index_fill_, not ``t[rows] = 1``: a Python scalar assigned through an index tensor is
-        # copied to the device first, which waits for all queued work (torch 2.11)
+        # copied to the device first, which waits for all queued work (torch 2.11, the H200's)
         self.gen.index_fill_(0, rows, 1)
         self.active.index_fill_(0, rows, 1)
         return self._fill_tickets.ticket(first)
 
     def _prefill_packed(self, slots: Sequence[int], prompts: Sequence[Sequence[int]], source: list[int],
-                        own: list[int]) -> torch.Tensor:
+                        own: list[int], index_of: dict[int, int]) -> torch.Tensor:
         """Prefill the ``own`` prompts packed token after token (no padding in the matmuls; attention
         pads per prompt), eagerly; write every row's keys and values. Float32 logits of their last
         tokens, in ``own`` order."""
         w = self.w
-        index_of = {row: n for n, row in enumerate(own)}
         computed = [prompts[i] for i in own]
         lengths = [len(p) for p in computed]
         width = max(lengths)
@@ -287,12 +294,14 @@ class SlotRunner:
 
     def prefill_bucket(self, lengths: Sequence[int]) -> tuple[int, int] | None:
         """The (prompts, width) bucket of a bucketed prefill of prompts of these lengths, or None
-        when it runs packed (bucketed prefills off, too many prompts, or too much padding)."""
+        when it runs packed: bucketed prefills off, or over :data:`GRAPH_PROMPTS` prompts,
+        :data:`GRAPH_TOKENS` padded tokens, :data:`GRAPH_PADDING` tokens of padding or
+        :data:`GRAPH_WIDTH` tokens a prompt."""
         if not self.padded_prefill:
             return None
         prompts = 1 << (len(lengths) - 1).bit_length()
-        width = -(-max(lengths) // BUCKET) * BUCKET
-        if prompts > GRAPH_PROMPTS or prompts * width > GRAPH_TOKENS or width > min(GRAPH_WIDTH, self.length):
+        width = round_up(max(lengths))
+        if prompts > GRAPH_PROMPTS or prompts * width > GRAPH_TOKENS or width > GRAPH_WIDTH:
             return None
         if prompts * width > sum(lengths) + GRAPH_PADDING:
             return None
@@ -344,7 +353,7 @@ class SlotRunner:
             if self.fused:
                 _rows_dynamic(attn, delta, unit)
             x = self.f_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
-        last = x.view(prompts, width, -1)[self.positions[:prompts], lengths - 1]
+        last = x.reshape(prompts, width, -1)[self.prompt_rows[:prompts], lengths - 1]
         self.pf_logits[:prompts].copy_(step.head(last, w.norm, w.lm_head, w.eps))
 
     def _copy_prompt(self, pairs: Sequence[tuple[int, int]], width: int) -> None:

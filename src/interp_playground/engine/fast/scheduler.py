@@ -5,14 +5,15 @@ into that slot (with its condition's steering rows and its own uniforms), decode
 step with the other slots and leaves the slot when it ends (an end token once ``min_new_tokens``
 are out, or ``max_new_tokens``).
 
-Each round queues a decode step and reads its tokens (through a :class:`Ticket`), releases the slots
-whose answers ended, refills free slots and, near the end, narrows the step. :attr:`Policy.overlap`
-instead queues the next step *before* reading the previous one, so the host's work runs while the
-device computes; an answer that ended in step ``t`` is then computed once more in step ``t + 1``
-(that token is dropped) and a prefill's first token is read one round later. Which tokens an answer
-gets does not depend on it. It is off by default: on an H200 it measured slower (21,652 against
-23,415 tokens/s), because each host-to-device copy either synchronises the stream (pageable memory)
-or allocates pinned memory; it needs preallocated pinned staging buffers to pay off.
+Each round queues a decode step, turns the answers that ended into rows while the device computes,
+reads the tokens of the step before (through a :class:`Ticket`), releases the slots whose answers
+ended, refills free slots and, near the end, narrows the step. With :attr:`Policy.overlap` (the
+engine's default) the step queued is the *next* one, so the device never waits for the host: an
+answer that ended in step ``t`` is computed once more in step ``t + 1`` (that token is dropped) and
+a prefill's first token is read one round later. Which tokens an answer gets does not depend on it.
+It needs every host-to-device copy of a release or refill to leave the queued work alone (pinned
+staging, :mod:`~interp_playground.engine.fast.transfer`); without the overlap each step is read
+before the next is queued.
 
 Answers with the same prompt (and, when the prompt is steered, the same condition) wait next to each
 other and share one prefill. Once the queue is empty and at most half of the decoded slots are
@@ -68,7 +69,7 @@ class Policy:
     share_prompts: bool
     compact: bool
     min_width: int  # the narrowest decode step
-    overlap: bool = False  # queue the next step before reading the last (see the module)
+    overlap: bool = True  # queue the next step before reading the last (see the module)
 
 
 @dataclass

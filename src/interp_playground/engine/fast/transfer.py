@@ -4,9 +4,10 @@ A copy from pageable host memory to the GPU blocks the host until the stream has
 queued before it (a decode step in flight: ~30 ms); allocating pinned memory per copy costs about as
 much. :class:`Staging` keeps a few banks of pinned memory: each call of the runner that sends data
 (a prefill, a release, a compaction) takes the next bank, writes its tensors into it and queues
-their copies; a bank is rewritten only once the device has read what was last copied out of it (an
-event per bank). :class:`Ticket` brings tokens back the same way, into pinned buffers that are
-reused in turn; a ticket whose buffer is about to be reused reads its tokens first.
+their copies; a bank is rewritten only once the device has done the copies out of it (an event
+recorded after each), and a bank too small for a call grows (once). :class:`Ticket` brings tokens
+back the same way, into pinned buffers that are reused in turn; a ticket whose buffer is about to
+be reused reads its tokens first.
 
 On the CPU both are plain copies.
 """
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 
 import torch
 
-#: Pinned bytes per staging bank; a call that sends more copies the rest from pageable memory.
+#: Pinned bytes a staging bank starts with (it grows for a call that sends more).
 BANK_BYTES = 16 << 20
 #: Staging banks (a bank is reused after this many sending calls).
 BANKS = 4
@@ -99,8 +100,6 @@ class Staging:
         try:
             yield
         finally:
-            event = self.events[i] = torch.cuda.Event()
-            event.record()
             self.current = None
 
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -108,12 +107,18 @@ class Staging:
         in the current bank."""
         if self.current is None:
             return t.to(self.device)
+        i = self.current
         n = t.numel() * t.element_size()
         start = -(-self.offset // ALIGN) * ALIGN
-        bank = self.banks[self.current]
-        if start + n > len(bank):
-            return t.to(self.device)
-        view = bank[start: start + n].view(t.dtype).view(t.shape)
+        if start + n > len(self.banks[i]):
+            # a larger bank (the old one's memory stays with the host allocator until the copies
+            # already queued from it have run)
+            self.banks[i] = torch.empty(2 * (len(self.banks[i]) + n), dtype=torch.uint8, pin_memory=True)
+            start = 0
+        view = self.banks[i][start: start + n].view(t.dtype).view(t.shape)
         view.copy_(t)
         self.offset = start + n
-        return view.to(self.device, non_blocking=True)
+        out = view.to(self.device, non_blocking=True)
+        event = self.events[i] = torch.cuda.Event()
+        event.record()
+        return out
