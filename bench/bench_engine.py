@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-slots", type=int, nargs="*", default=[256, 512, 1024])
     p.add_argument("--refill", type=float, default=None, help="fast-engine refill fraction (default: the engine's)")
     p.add_argument("--skip", nargs="*", default=[],
-                   help="sections to skip: tiny agree profile probe seed hf fast unsteered unique sync packed plain")
+                   help="sections to skip: tiny agree profile probe seed hf fast fixed unsteered unique sync "
+                        "packed plain")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -390,9 +391,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
         name = "steered" if steered else "unsteered"
         if name in args.skip:
             continue
-        if "fast" not in args.skip:
+        if "fast" not in args.skip and "fixed" not in args.skip:
             record(f"fast_{name}_fixed", run_engine(fast, requests_for(qs, conditions(layers, steered), args.fixed_rows),
                                                     vectors, fixed))
+        if "fast" not in args.skip:
             with eos(mixed_eos):
                 record(f"fast_{name}_mixed", run_engine(fast, requests_for(qs, conditions(layers, steered),
                                                                             args.mixed_rows), vectors, mixed))
@@ -422,8 +424,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
     if "hf" not in args.skip:
         hf_fixed = GenerationSettings(max_new_tokens=new, min_new_tokens=new, do_sample=True, batch_size=args.hf_batch)
         hf_mixed = GenerationSettings(max_new_tokens=new, do_sample=True, batch_size=args.hf_batch)
-        record("hf_steered_fixed", run_engine(HFEngine(model, tok), requests_for(qs, conditions(layers, True),
-                                                                                   args.hf_batch), vectors, hf_fixed))
+        if "fixed" not in args.skip:
+            record("hf_steered_fixed", run_engine(HFEngine(model, tok), requests_for(qs, conditions(layers, True),
+                                                                                       args.hf_batch), vectors, hf_fixed))
         with eos(mixed_eos):
             record("hf_steered_mixed", run_engine(HFEngine(model, tok), requests_for(qs, conditions(layers, True),
                                                                                        args.hf_batch), vectors, hf_mixed))
