@@ -53,7 +53,7 @@ def test_spearman_undefined_cases_are_none_with_a_reason():
     rho, reason = spearman([1, 2, 3], [5, 5, 5])
     assert rho is None and "judge B" in reason
     rho, reason = spearman([4, 4], [5, 5])
-    assert rho is None and "both judges" in reason
+    assert rho is None and "both judge A and judge B" in reason
     with pytest.raises(ValueError):
         spearman([1, 2], [1])
 

@@ -324,7 +324,7 @@ MEASURE_ROWS = [
 
 
 def test_measure_fields_equal_a_hand_computation():
-    from interp_playground.metrics import _rng_for
+    from interp_playground.stats import rng_for as _rng_for
 
     seed, n_boot = 7, 400
     s = summarize(MEASURE_ROWS, n_bootstrap=n_boot, seed=seed)

@@ -20,13 +20,14 @@ Everything is plain Python (no torch, no numpy arithmetic).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import UserError
 from ..metrics import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, parse_score
 from ..rows import condition_key
+from ..stats import average_ranks
+from ..stats import spearman as _spearman
 
 #: Default fields that identify one answer in both judges' rows.
 DEFAULT_KEY: tuple[str, ...] = ("condition", "question_id", "answer_idx")
@@ -34,50 +35,10 @@ DEFAULT_KEY: tuple[str, ...] = ("condition", "question_id", "answer_idx")
 KeySpec = Sequence[str] | Callable[[Mapping[str, Any]], Hashable]
 
 
-def average_ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks of ``values``; tied values share the mean of the ranks they span.
-
-    ``[10, 20, 20, 40] -> [1.0, 2.5, 2.5, 4.0]``.
-    """
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        rank = (start + end) / 2.0 + 1.0  # mean of the 1-based ranks start+1 .. end+1
-        for i in order[start:end + 1]:
-            ranks[i] = rank
-        start = end + 1
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, str | None]:
-    """Spearman's rank correlation of paired samples, with average ranks for ties.
-
-    Returns:
-        ``(rho, None)``, or ``(None, reason)`` when rho is undefined: fewer than two pairs, or one
-        side's values all equal (zero rank variance).
-    """
-    if len(x) != len(y):
-        raise ValueError("spearman needs paired samples of equal length")
-    n = len(x)
-    if n < 2:
-        return None, f"fewer than 2 pairs ({n})"
-    rx, ry = average_ranks(x), average_ranks(y)
-    mean = (n + 1) / 2.0  # the mean rank, ties or not
-    sxy = sum((a - mean) * (b - mean) for a, b in zip(rx, ry, strict=True))
-    sxx = sum((a - mean) ** 2 for a in rx)
-    syy = sum((b - mean) ** 2 for b in ry)
-    if sxx == 0.0 and syy == 0.0:
-        return None, "both judges gave every answer the same score (zero variance)"
-    if sxx == 0.0:
-        return None, "judge A gave every answer the same score (zero variance)"
-    if syy == 0.0:
-        return None, "judge B gave every answer the same score (zero variance)"
-    rho = sxy / math.sqrt(sxx * syy)
-    return max(-1.0, min(1.0, rho)), None
+    """Spearman's rho of two judges' paired scores (:func:`interp_playground.stats.spearman`, whose
+    reasons name judge A and judge B)."""
+    return _spearman(x, y, labels=("judge A", "judge B"))
 
 
 def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> tuple[float | None, str | None]:
