@@ -55,7 +55,7 @@ def _now() -> str:
 def _versions() -> dict[str, str]:
     import transformers
 
-    from . import __version__
+    from ._version import __version__
 
     return {"package_version": __version__, "torch_version": torch.__version__,
             "transformers_version": transformers.__version__}

@@ -101,7 +101,7 @@ def environment_info() -> dict[str, Any]:
     import torch
     import transformers
 
-    from . import __version__
+    from ._version import __version__
 
     return {
         "interp_playground": __version__,

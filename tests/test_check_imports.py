@@ -1,0 +1,58 @@
+"""tools/check_imports.py: the layering check that `make lint` runs over the package."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "check_imports.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("check_imports", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_imports"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _package(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "src" / "interp_playground"
+    for name, text in {"__init__.py": "", **files}.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path / "src"
+
+
+def test_the_package_itself_is_clean(tool):
+    assert tool.problems(TOOL.parent.parent / "src") == []
+
+
+def test_upward_import_inside_a_function_is_found(tool, tmp_path):
+    src = _package(tmp_path, {"errors.py": "def f():\n    from .sweep import run\n", "sweep.py": "run = 1\n"})
+    found = tool.problems(src)
+    assert len(found) == 1 and "errors (values) imports sweep (orchestration), a level above" in found[0]
+    assert found[0].endswith("a level above") and "errors.py:2" in found[0]
+
+
+def test_circle_and_stage_to_stage_are_found(tool, tmp_path):
+    src = _package(tmp_path, {
+        "plots.py": "from .run_summary import x\n",
+        "run_summary.py": "x = 1\nfrom . import plots\n",
+        "report/__init__.py": "from .html import page\n",  # a stage's own submodule: fine
+        "report/html.py": "page = 1\n",
+    })
+    found = tool.problems(src)
+    assert "import circle: plots <-> run_summary" in found
+    assert sum("stage plots imports stage run_summary" in line for line in found) == 1
+    assert sum("stage run_summary imports stage plots" in line for line in found) == 1
+    assert len(found) == 3
+
+
+def test_a_module_without_a_level_is_named(tool, tmp_path):
+    src = _package(tmp_path, {"mystery.py": ""})
+    assert tool.problems(src) == [f"{src / 'interp_playground' / 'mystery.py'}: module 'mystery' has no level "
+                                  "in tools/check_imports.py LEVELS"]
