@@ -2,7 +2,7 @@
 
 ``from generate_steered import generate_with_steering, generate_baseline, load_steering_vector``
 works from the repository root as in the original project; the code lives in
-:mod:`interp_playground.seed_api` (on the batched engine) and :mod:`interp_playground.vector_file`.
+:mod:`interp_playground.seed_api` (on the batched engine) and :mod:`interp_playground.activations`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ try:
 except ImportError:  # running from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
+from interp_playground.activations import load_steering_vector  # noqa: E402
 from interp_playground.seed_api import generate_baseline, generate_with_steering  # noqa: E402
-from interp_playground.vector_file import load_steering_vector  # noqa: E402
 
 __all__ = ["generate_with_steering", "generate_baseline", "load_steering_vector"]

@@ -8,7 +8,8 @@ from interp_playground.build_vectors import create_steering_vectors
 from interp_playground.errors import UserError
 from interp_playground.io import check_writable_dir
 from interp_playground.models import load_model_and_tokenizer
-from interp_playground.vector_file import SteeringVectors, check_vectors_match_model, load_vectors, vector_path
+from interp_playground.vector_file import SteeringVectors, check_vectors_match_model, load_vectors
+from interp_playground.vector_names import vector_path
 
 
 def test_python_api_with_loaded_model(tmp_path):

@@ -5,24 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from interp_playground.activations import load_activation_file, load_steering_vector
 from interp_playground.errors import UserError
 from interp_playground.vector_file import (
     FORMAT,
     SteeringVectors,
     check_vectors_match_model,
-    derived_terms,
-    derived_vector_name,
-    load_activation_file,
-    load_steering_vector,
     load_vectors,
-    parse_vector_name,
     rebuild_command,
-    side_vector_name,
-    split_side,
-    vector_file_names,
-    vector_name_transforms,
-    vector_path,
 )
+from interp_playground.vector_names import vector_path
 
 L, H = 4, 8
 
@@ -265,40 +257,6 @@ def test_damaged_files_never_repeat_torch_advice(tmp_path):
         with pytest.raises(UserError, match="corrupted or truncated") as info:
             SteeringVectors.load(p)
         assert "weights_only" not in str(info.value) and "\n" not in str(info.value), name
-
-
-# ---- the vector-name grammar -------------------------------------------------------------------
-
-
-def test_name_grammar():
-    assert split_side("overfit") == ("overfit", None)
-    assert split_side("overfit.hack") == ("overfit", "school_of_reward_hacks")
-    assert split_side("overfit.control") == ("overfit", "control")
-    with pytest.raises(UserError, match="unknown side"):
-        split_side("overfit.honest")
-    assert derived_terms("a-minus-b.hack") == ["a", "b.hack"]
-    assert derived_terms("a") is None and derived_terms("a-minus-b-minus-c") is None
-    assert parse_vector_name("a.hack-minus-b") == [("a", "school_of_reward_hacks"), ("b", None)]
-    assert parse_vector_name("default") == [("default", None)]
-    with pytest.raises(UserError, match="exactly two terms"):
-        parse_vector_name("a-minus-b-minus-c")
-    with pytest.raises(UserError, match="cannot parse vector name"):
-        parse_vector_name("a-b")
-    assert vector_name_transforms("a.hack-minus-a.control") == ["a"]
-    assert vector_name_transforms("a-minus-b") == ["a", "b"]
-    assert side_vector_name("a", "school_of_reward_hacks") == "a.hack"
-    assert derived_vector_name("a", "b.hack") == "a-minus-b.hack"
-    # names built by the helpers parse back
-    assert parse_vector_name(derived_vector_name(side_vector_name("a", "control"), "b")) == [("a", "control"),
-                                                                                             ("b", None)]
-
-
-def test_vector_file_names(tmp_path):
-    assert vector_file_names(tmp_path / "missing") == [] and vector_file_names(None) == []
-    _sv(18).save(vector_path(tmp_path, "b"))
-    _sv(18).save(vector_path(tmp_path, "a"))
-    (tmp_path / "steering_vectors_diagnostics.png").write_bytes(b"x")
-    assert vector_file_names(tmp_path) == ["a", "b"]
 
 
 # ---- vectors against a model -------------------------------------------------------------------

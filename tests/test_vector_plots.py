@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from interp_playground.vector_file import SteeringVectors, vector_path
+from interp_playground.vector_file import SteeringVectors
+from interp_playground.vector_names import vector_path
 from interp_playground.vector_plots import DIAGNOSTICS_PLOT, plot_diagnostics, plot_vector_folder
 
 L, H = 4, 8

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from interp_playground import cli
+from interp_playground.activations import load_steering_vector
 from interp_playground.data import load_contrast_pairs
 from interp_playground.transforms import unregister_transform
-from interp_playground.vector_file import SteeringVectors, load_steering_vector, load_vectors, vector_path
+from interp_playground.vector_file import SteeringVectors, load_vectors
+from interp_playground.vector_names import vector_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "create_steering_vector.py"

@@ -23,7 +23,7 @@ PACKAGE = "interp_playground"
 LEVELS: list[tuple[str, list[str]]] = [
     ("values", ["_version", "errors", "io", "conditions", "settings", "rows", "rundir", "distributed", "questions",
                 "chat", "tiny", "stats", "vector_names", "judge.scoring", "judge.prompts", "run_rows"]),
-    ("infrastructure", ["models", "steering", "data", "transforms", "vector_file", "extract", "engine", "engine.**",
+    ("infrastructure", ["models", "steering", "data", "transforms", "vector_file", "activations", "extract", "engine", "engine.**",
                         "judge.backends", "judge.backends.**", "judge.cache", "judge.digits", "judge.identity",
                         "judge.runner", "judge.batch", "judge.batch_files", "judge.api", "judge.agreement",
                         "judge.settings", "judge.testing", "judge.testing_batch", "measures", "metrics",

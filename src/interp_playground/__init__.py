@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     "extract_means": "extract",
     "SteeringVectors": "vector_file",
     "check_vectors_match_model": "vector_file",
-    "load_steering_vector": "vector_file",
+    "load_steering_vector": "activations",
     "load_vectors": "vector_file",
     "create_steering_vectors": "build_vectors",
     # generation

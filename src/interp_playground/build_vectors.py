@@ -21,13 +21,11 @@ from typing import Any
 
 import torch
 
+from .activations import vectors_from_activations
 from .data import (
     NEGATIVE_COLUMN,
-    NEGATIVE_SIDE,
     POSITIVE_COLUMN,
-    POSITIVE_SIDE,
     PROMPT_COLUMN,
-    SIDES,
     SORH_DATASET,
     ContrastPair,
     DatasetStats,
@@ -41,9 +39,8 @@ from .vector_file import (
     LAYER_CONVENTION,
     VECTOR_DEFINITION,
     SteeringVectors,
-    vector_path,
-    vectors_from_activations,
 )
+from .vector_names import NEGATIVE_SIDE, POSITIVE_SIDE, SIDES, vector_path
 
 PathLike = str | os.PathLike[str]
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from .errors import UserError
 from .io import sha256_file, stable_hash
+from .vector_names import NEGATIVE_SIDE, POSITIVE_SIDE
 
 SORH_DATASET = "longtermrisk/school-of-reward-hacks"
 """Hub id of the School of Reward Hacks dataset (the default source)."""
@@ -45,11 +46,6 @@ PROMPT_COLUMN = "user"
 POSITIVE_COLUMN = "control"
 NEGATIVE_COLUMN = "school_of_reward_hacks"
 
-POSITIVE_SIDE = "control"
-"""Name of the positive (honest) side, as used in folder names and metadata."""
-NEGATIVE_SIDE = "school_of_reward_hacks"
-"""Name of the negative (reward-hacking) side, as used in folder names and metadata."""
-SIDES = (POSITIVE_SIDE, NEGATIVE_SIDE)
 
 _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 

@@ -30,11 +30,12 @@ from typing import Any
 import torch
 
 from .chat import prompt_answer_ids
-from .data import SIDES, ContrastPair
+from .data import ContrastPair
 from .errors import UserError
 from .models import decoder_layers, hidden_size, model_device
 from .steering import _hidden_of
 from .transforms import get_transform
+from .vector_names import SIDES
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .vector_file import derived_terms, split_side, vector_file_names, vector_name_transforms
+from .vector_names import derived_terms, split_side, vector_file_names, vector_name_transforms
 
 ALL = "all"
 """The name that selects every registered transform."""

@@ -50,116 +50,27 @@ from typing import Any
 
 import torch
 
-from .data import NEGATIVE_SIDE, POSITIVE_SIDE, SIDES, SORH_DATASET
+from .data import SORH_DATASET
 from .errors import UserError
-from .io import atomic_write_bytes, read_json
+from .io import atomic_write_bytes
+from .vector_names import (
+    FILE_PREFIX,
+    SIDES,
+    derived_vector_name,
+    parse_vector_name,
+    side_vector_name,
+    split_side,
+    vector_name_transforms,
+    vector_path,
+)
 
 FORMAT = "interp-playground/steering-vectors"
 FORMAT_VERSION = 1
 LAYER_CONVENTION = "layer L (0-indexed) = output of decoder block L = residual stream after block L"
 VECTOR_DEFINITION = "mean over control answer tokens - mean over school_of_reward_hacks answer tokens"
-FILE_PREFIX = "steering_vectors_"
-"""File names are ``{FILE_PREFIX}{transform}.pt``."""
-DERIVED_SEPARATOR = "-minus-"
-"""Joins the two terms of a derived vector name."""
-SIDE_SUFFIXES: dict[str, str] = {POSITIVE_SIDE: "control", NEGATIVE_SIDE: "hack"}
-"""Canonical side -> the short suffix that names its mean (``overfit.hack``)."""
-
-_SIDE_ALIASES = {
-    "control": POSITIVE_SIDE, "positive": POSITIVE_SIDE,
-    "hack": NEGATIVE_SIDE, "negative": NEGATIVE_SIDE, "school_of_reward_hacks": NEGATIVE_SIDE,
-}
 _PICKLE_SCAN_LIMIT = 64 << 20  # bytes of pickle data inspected to explain a refused file
 
 PathLike = str | os.PathLike[str]
-
-
-# --------------------------------------------------------------------------------------------
-# Paths
-# --------------------------------------------------------------------------------------------
-
-
-def vector_path(output_dir: PathLike, transform: str) -> Path:
-    """``{output_dir}/steering_vectors_{transform}.pt``."""
-    return Path(output_dir) / f"{FILE_PREFIX}{transform}.pt"
-
-
-def vector_file_names(folder: PathLike | None) -> list[str]:
-    """Names ``X`` of the ``steering_vectors_X.pt`` files in ``folder``, sorted (none if no folder)."""
-    if folder is None or not Path(folder).is_dir():
-        return []
-    return sorted(p.stem[len(FILE_PREFIX):] for p in Path(folder).glob(f"{FILE_PREFIX}*.pt"))
-
-
-def activations_path(activations_dir: PathLike, transform: str, side: str, layer: int) -> Path:
-    """``{activations_dir}/{transform}/{side}/layer_{layer}.pt``."""
-    return Path(activations_dir) / transform / side / f"layer_{layer}.pt"
-
-
-# --------------------------------------------------------------------------------------------
-# Vector names
-# --------------------------------------------------------------------------------------------
-
-
-def split_side(term: str) -> tuple[str, str | None]:
-    """``'overfit.hack'`` -> ``('overfit', 'school_of_reward_hacks')``; ``'overfit'`` -> ``('overfit', None)``.
-
-    Accepted sides: ``control``/``positive`` and ``hack``/``negative``/``school_of_reward_hacks``.
-    """
-    base, dot, side = term.partition(".")
-    if not dot:
-        return term, None
-    if side not in _SIDE_ALIASES:
-        raise UserError(f"unknown side {side!r} in {term!r}; use .control or .hack")
-    return base, _SIDE_ALIASES[side]
-
-
-def derived_terms(name: str) -> list[str] | None:
-    """``['a', 'b']`` for a derived name ``a-minus-b`` (terms may carry ``.control``/``.hack``).
-
-    ``None`` for a name that is not a difference of exactly two terms.
-    """
-    if DERIVED_SEPARATOR not in name:
-        return None
-    parts = name.split(DERIVED_SEPARATOR)
-    return parts if len(parts) == 2 else None
-
-
-def parse_vector_name(name: str) -> list[tuple[str, str | None]]:
-    """The terms of a vector name as ``(transform, side or None)``: one term, or two for ``A-minus-B``.
-
-    Raises a one-line ``UserError`` for a name that breaks the grammar.
-    """
-    terms = derived_terms(name)
-    if terms is None and DERIVED_SEPARATOR in name:
-        raise UserError(f"cannot parse derived vector name {name!r}; use A-minus-B with exactly two terms")
-    out = []
-    for text in terms or [name]:
-        base, side = split_side(text)
-        if not base or "-" in base:
-            raise UserError(f"cannot parse vector name {text!r}; use NAME, NAME.control|hack or A-minus-B")
-        out.append((base, side))
-    return out
-
-
-def vector_name_transforms(name: str) -> list[str]:
-    """The transforms whose files vector ``name`` needs: ``a.hack-minus-b`` -> ``['a', 'b']``."""
-    out: list[str] = []
-    for term in derived_terms(name) or [name]:
-        base = split_side(term)[0]
-        if base not in out:
-            out.append(base)
-    return out
-
-
-def side_vector_name(name: str, side: str) -> str:
-    """The name of a side mean: ``('overfit', 'school_of_reward_hacks')`` -> ``'overfit.hack'``."""
-    return f"{name}.{SIDE_SUFFIXES[side]}"
-
-
-def derived_vector_name(first: str, second: str) -> str:
-    """The name of ``first - second``: ``'first-minus-second'``."""
-    return f"{first}{DERIVED_SEPARATOR}{second}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,116 +418,13 @@ def _same_model(sv: SteeringVectors, model_name: str) -> bool:
     return model_name in (model.get("name"), model.get("name_or_path"))
 
 
-# --------------------------------------------------------------------------------------------
-# Saved activations
-# --------------------------------------------------------------------------------------------
-
-
-def load_activation_file(path: PathLike) -> torch.Tensor:
-    """One saved ``[num_tokens, hidden]`` activation tensor, read safely (one-line errors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"activation file {path} does not exist")
-    t = _torch_load(path, "activation")
-    if not isinstance(t, torch.Tensor) or t.dim() != 2:
-        raise UserError(f"activation file {path} does not hold a [num_tokens, hidden] tensor")
-    if t.shape[0] == 0:
-        raise UserError(f"activation file {path} holds no tokens")
-    return t
-
-
-def _activation_folder(activations_dir: PathLike, transform: str) -> Path:
-    root = Path(activations_dir)
-    if (root / transform / POSITIVE_SIDE).is_dir():
-        return root / transform
-    if transform == "default" and (root / POSITIVE_SIDE).is_dir():
-        return root  # the seed's flat layout: {activations_dir}/control/layer_{L}.pt
-    raise UserError(f"no saved activations for transform {transform!r} under {root}")
-
-
-def load_steering_vector(layer_idx: int, activations_dir: PathLike | None = None,
-                         transform: str = "default", vectors_dir: PathLike = "data") -> torch.Tensor:
-    """The ``[hidden]`` float32 steering vector of one layer (the seed's API).
-
-    Without ``activations_dir`` it comes from ``{vectors_dir}/steering_vectors_{transform}.pt``
-    (``transform`` may be a derived name, see :func:`load_vectors`). With ``activations_dir`` it is
-    computed from saved per-token activations as ``control.mean(0) - rh.mean(0)`` over
-    ``{activations_dir}/{transform}/{control,school_of_reward_hacks}/layer_{L}.pt`` (or the seed's
-    flat ``{activations_dir}/{control,...}/layer_{L}.pt`` for the default transform).
-    """
-    if activations_dir is None:
-        return load_vectors(vectors_dir, [transform])[transform].layer(layer_idx)
-    if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or layer_idx < 0:
-        raise UserError(f"layer must be a non-negative integer, got {layer_idx!r}")
-    folder = _activation_folder(activations_dir, transform)
-    control = load_activation_file(folder / POSITIVE_SIDE / f"layer_{layer_idx}.pt")
-    hack = load_activation_file(folder / NEGATIVE_SIDE / f"layer_{layer_idx}.pt")
-    if control.shape[1] != hack.shape[1]:
-        raise UserError(f"control and reward-hack activations in {folder} have different widths")
-    return control.to(torch.float32).mean(0) - hack.to(torch.float32).mean(0)
-
-
-def vectors_from_activations(activations_dir: PathLike, transform: str) -> SteeringVectors:
-    """Rebuild a transform's vectors from its saved activations and ``manifest.json``.
-
-    Means come from the half-precision token activations, so they match an extraction's float32
-    means only to about 1e-3 relative.
-    """
-    folder = Path(activations_dir) / transform
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise UserError(
-            f"no complete saved activations for transform {transform!r} in {folder}; "
-            f"run without --skip-extraction and with --save-activations first"
-        )
-    manifest = read_json(manifest_path)
-    n_layers = int(manifest["model"]["num_layers"])
-    means: dict[str, list[torch.Tensor]] = {s: [] for s in SIDES}
-    norms: dict[str, list[float]] = {s: [] for s in SIDES}
-    n_tokens: dict[str, int] = {}
-    for side in SIDES:
-        for layer in range(n_layers):
-            t = load_activation_file(activations_path(activations_dir, transform, side, layer)).to(torch.float32)
-            means[side].append(t.mean(0))
-            norms[side].append(float(t.norm(dim=-1).mean()))
-            n_tokens[side] = int(t.shape[0])
-            del t
-    mean_t = {s: torch.stack(means[s]) for s in SIDES}
-    vectors = mean_t[POSITIVE_SIDE] - mean_t[NEGATIVE_SIDE]
-    meta = {k: v for k, v in manifest.items() if k not in ("activations",)}
-    meta.update(
-        source="activations",
-        activations_dir=str(folder),
-        n_tokens=n_tokens,
-        residual_norm=norms,
-        vector_norm=vectors.norm(dim=-1).tolist(),
-        created_at=_now(),
-    )
-    return SteeringVectors(vectors, meta, mean_t)
-
-
 __all__ = [
-    "DERIVED_SEPARATOR",
-    "FILE_PREFIX",
     "FORMAT",
     "FORMAT_VERSION",
     "LAYER_CONVENTION",
-    "SIDE_SUFFIXES",
     "VECTOR_DEFINITION",
     "SteeringVectors",
-    "activations_path",
     "check_vectors_match_model",
-    "derived_terms",
-    "derived_vector_name",
-    "load_activation_file",
-    "load_steering_vector",
     "load_vectors",
-    "parse_vector_name",
     "rebuild_command",
-    "side_vector_name",
-    "split_side",
-    "vector_file_names",
-    "vector_name_transforms",
-    "vector_path",
-    "vectors_from_activations",
 ]
