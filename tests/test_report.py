@@ -114,14 +114,15 @@ def test_report_with_measures_with_and_without_judge_scores(tmp_path):
     run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(3,), alphas=(-1.0, 1.0), n_questions=2,
                             n_generations=2)
     plain = write_report(run).read_text(encoding="utf-8")
-    assert "NLL [95% CI]" not in plain  # no measures: the table is the seed's
+    assert 'data-key="nll"' not in plain  # no measures: the table is the seed's
     measured = add_fake_measures(run)
     text = write_report(run).read_text(encoding="utf-8")
     summary = json.loads((run / "summary.json").read_text())
     stem = "default_layer_3_alpha_1.0"
     cond = summary["conditions"][stem]
-    for header in ("NLL [95% CI]", "Δ NLL", "repetition [95% CI]", "projection [95% CI]", "baseline on it"):
-        assert header in text
+    for key, header in (("nll", "NLL"), ("d_nll", "Δ NLL"), ("repetition", "repetition"),
+                        ("projection", "projection"), ("baseline_projection", "baseline on it")):
+        assert f'data-key="{key}" data-type="num" title="click to sort">{header}</th>' in text
     assert f'{cond["nll"]["mean"]:.2f}' in text and f'{cond["projection"]["baseline_mean"]:.2f}' in text
     rows = {(r["condition"], r["question_id"], r["answer_idx"]): r for r in _payload(text)["rows"]}
     for m in measured[stem]:
@@ -139,7 +140,8 @@ def test_report_with_measures_with_and_without_judge_scores(tmp_path):
     payload = _payload(free)
     assert payload["judged"] is False and "answers (not judged)" in free
     assert all(r["aligned"] is None and r["nll"] is not None for r in payload["rows"])
-    assert "NLL [95% CI]" in free and "not available" not in free
+    assert 'data-key="nll"' in free and "not available" not in free
+    assert 'data-key="aligned"' not in free  # no judge: no judge columns
 
 
 def test_missing_run_dir(tmp_path):
@@ -360,5 +362,6 @@ def test_a_condition_on_two_layers_shows_both_layers_not_a_range():
     rows = [{"condition": stem, "question_id": 0, "answer_idx": 0, "question": "q", "response": "r",
              "aligned_score": 80.0, "coherent_score": 90.0} for stem in ("baseline", cond.stem)]
     text = render_report({}, summarize(rows), rows, {})
-    row = re.search(rf'<tr data-condition="{cond.stem}">(.*?)</tr>', text, re.S)
-    assert row is not None and "<td>0+2</td>" in row.group(1)
+    row = re.search(rf'<tr data-condition="{cond.stem}"[^>]*>(.*?)</tr>', text, re.S)
+    assert row is not None and '<td data-v="0.0">0+2</td>' in row.group(1)
+    assert 'data-layer="0+2"' in row.group(0)
