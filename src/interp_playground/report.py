@@ -242,7 +242,8 @@ def weak_judge(config: Mapping[str, Any], summary: Mapping[str, Any]) -> bool:
     if not summary.get("judged", True):
         return True
     run = summary.get("run") or {}
-    info = run.get("judge_info") if isinstance(run.get("judge_info"), Mapping) else {}
+    raw = run.get("judge_info")
+    info: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     model = info.get("model") or config_value(config, "judge.model", "judge_model")
     return model is not None and Path(str(model)).name in WEAK_JUDGE_MODELS
 
