@@ -4,7 +4,8 @@ Every string from the run is HTML-escaped here. Each summary row carries its con
 attributes (``data-condition``, ``data-transform``, ``data-layer``, ``data-alpha``, ``data-op``) and
 each numeric cell its value (``data-v``), so the page's script sorts and filters the rows without
 parsing the text; a column's ``data-key`` names what it holds (``d_aligned``: Δ aligned, ...).
-Means are shown with their 95% CI on a second, smaller line, which keeps the table narrow.
+Means are shown with their 95% CI on a second, smaller line, which keeps the table narrow;
+projections with the decimals their scale needs (it depends on the model, see :func:`projection_spec`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,26 @@ from typing import Any
 
 from .conditions import BASELINE_STEM as BASELINE
 
-#: (data-key, header, is numeric) of the summary table's judge columns, then its measure columns.
-JUDGE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("aligned", "aligned", True), ("d_aligned", "Δ aligned", True), ("coherent", "coherent", True),
-    ("d_coherent", "Δ coherent", True), ("misaligned", "% misaligned", True), ("d_misaligned", "Δ % mis.", True),
-    ("code", "CODE", True), ("refusal", "REFUSAL", True), ("unscorable", "unscorable", True),
+#: (data-key, header HTML, tooltip) of the summary table's columns: the condition, the judge's scores,
+#: the judge-free measures. Long words carry soft hyphens (``&shy;``) so that the demo's table fits
+#: 1400 px without a sideways scroll.
+CONDITION_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("condition", "condition", ""), ("transform", "trans&shy;form", "steering vector (prompt transform)"),
+    ("layer", "layer", ""), ("alpha", "alpha", ""), ("n", "n", "answers"),
 )
-MEASURE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("nll", "NLL", True), ("d_nll", "Δ NLL", True), ("repetition", "repetition", True),
-    ("tokens", "tokens", True), ("projection", "projection", True), ("baseline_projection", "baseline on it", True),
-    ("d_projection", "Δ projection", True),
+JUDGE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("aligned", "aligned", "mean aligned score"), ("d_aligned", "Δ aligned", "minus the baseline's"),
+    ("coherent", "coher&shy;ent", "mean coherent score"), ("d_coherent", "Δ coher&shy;ent", "minus the baseline's"),
+    ("misaligned", "% mis&shy;aligned", "share misaligned"), ("d_misaligned", "Δ % mis.", "minus the baseline's"),
+    ("code", "CODE", "CODE verdicts"), ("refusal", "REF.", "REFUSAL verdicts"),
+    ("unscorable", "un&shy;scor&shy;able", "unscorable verdicts"),
 )
-CONDITION_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("condition", "condition", False), ("transform", "transform", False), ("layer", "layer", True),
-    ("alpha", "alpha", True), ("n", "n", True),
+MEASURE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("nll", "NLL", "mean NLL per answer token, unsteered model"), ("d_nll", "Δ NLL", "minus the baseline's"),
+    ("repetition", "repe&shy;tition", "share of repeated token 3-grams"), ("tokens", "tokens", "mean answer tokens"),
+    ("projection", "projec&shy;tion", "mean projection on the condition's own direction"),
+    ("baseline_projection", "base&shy;line on it", "the baseline's answers on the same direction"),
+    ("d_projection", "Δ projec&shy;tion", "minus the baseline's"),
 )
 
 
@@ -93,7 +100,15 @@ def _judge_cells(c: Mapping[str, Any], is_base: bool) -> str:
     )
 
 
-def _measure_cells(c: Mapping[str, Any], is_base: bool) -> str:
+def projection_spec(conds: Mapping[str, Mapping[str, Any]]) -> str:
+    """The number format of the projection columns: one decimal when the largest mean projection is
+    at least 10, two from 1, three below (tiny random models project near 0)."""
+    top = max((abs(float(m)) for c in conds.values() if (m := (c.get("projection") or {}).get("mean")) is not None),
+              default=0.0)
+    return ".1f" if top >= 10 else ".2f" if top >= 1 else ".3f"
+
+
+def _measure_cells(c: Mapping[str, Any], is_base: bool, spec: str) -> str:
     vs = c.get("vs_baseline") or {}
     proj = c.get("projection") or {}
     tokens = (c.get("answer_tokens") or {}).get("mean")
@@ -103,13 +118,13 @@ def _measure_cells(c: Mapping[str, Any], is_base: bool) -> str:
         + (_td("—") if is_base else _delta_td(vs.get("nll_mean"), better_high=False, spec=".2f"))
         + _ci_td(c.get("repetition"), spec=".2f")
         + (_td("n/a") if tokens is None else _td(escape(fmt(tokens)), float(tokens)))
-        + (_ci_td(proj, spec=".2f") if proj.get("mean") is not None else _td("—"))
-        + (_td("—") if base_proj is None else _td(escape(fmt(base_proj, ".2f")), float(base_proj)))
-        + (_td("—") if is_base else _delta_td(vs.get("projection_mean"), better_high=None, spec=".2f"))
+        + (_ci_td(proj, spec=spec) if proj.get("mean") is not None else _td("—"))
+        + (_td("—") if base_proj is None else _td(escape(fmt(base_proj, spec)), float(base_proj)))
+        + (_td("—") if is_base else _delta_td(vs.get("projection_mean"), better_high=None, spec=spec))
     )
 
 
-def summary_columns(summary: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+def summary_columns(summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """The summary table's columns for this run: judge columns when it was judged, measure columns
     when it was measured."""
     judged = bool(summary.get("judged", True))
@@ -124,9 +139,11 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     judged = bool(summary.get("judged", True))
     measured = bool(summary.get("measured"))
     columns = summary_columns(summary)
+    spec = projection_spec(conds)
     head = "<tr>" + "".join(
-        f'<th data-key="{key}" data-type="{"num" if numeric else "text"}"{" class=cond" if key == "condition" else ""}'
-        f' title="click to sort">{label}</th>' for key, label, numeric in columns) + "</tr>"
+        f'<th data-key="{key}" data-type="{"text" if key in ("condition", "transform") else "num"}"'
+        f'{" class=cond" if key == "condition" else ""} title="{tip + ": " if tip else ""}click to sort">{label}</th>'
+        for key, label, tip in columns) + "</tr>"
     body = []
     for name in order:
         c = conds[name]
@@ -146,7 +163,7 @@ def summary_table(summary: Mapping[str, Any]) -> str:
             + _td(escape(alpha_text), None if is_base or op == "ablate" or alpha is None else float(alpha))
             + _td(escape(c.get("n")), None if c.get("n") is None else float(c["n"]))
             + (_judge_cells(c, is_base) if judged else "")
-            + (_measure_cells(c, is_base) if measured else "") + "</tr>"
+            + (_measure_cells(c, is_base, spec) if measured else "") + "</tr>"
         )
     thr = summary.get("thresholds") or {}
     note = (

@@ -196,7 +196,8 @@
   }
   heads.forEach(function (th, j) {
     th.addEventListener("click", function () {
-      if (sortCol === j) { sortDir = -sortDir; } else { sortCol = j; sortDir = 1; }
+      // ascending, descending, then back to the run's order
+      if (sortCol !== j) { sortCol = j; sortDir = 1; } else if (sortDir === 1) { sortDir = -1; } else { sortCol = -1; }
       renderTable();
     });
   });

@@ -1,0 +1,220 @@
+"""The report at the seed's grid (541 conditions): its summary table sorts by every column, filters by
+transform / layer / alpha / op and keeps the top N by a difference to the baseline; at 1400 px the
+demo-shaped report shows the measure columns without a sideways scroll and leads with the judge-free
+plots when its judge is the demo's. Browser checks run in headless Chromium (skipped without it)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chromium_helpers import CHROMIUM, Chromium, choose
+from grid_rows import SEED_GRID, grid_rows
+from interp_playground.demo import DemoOptions
+from interp_playground.metrics import summarize
+from interp_playground.plots import PLOT_FILES, make_plots
+from interp_playground.report import WEAK_JUDGE_MODELS, plot_order, render_report, weak_judge
+
+DEMO_JUDGE = {"backend": "hf", "model": "smollm2-135m", "mode": "logprob"}
+
+# the visible rows of the summary table: condition, data-v (or text) of every cell
+VISIBLE = """Array.from(document.querySelectorAll('#summary-table tbody tr')).filter(function (tr) {
+    return !tr.hidden; }).map(function (tr) { return {c: tr.getAttribute('data-condition'),
+    v: Array.from(tr.cells).map(function (td) { var v = td.getAttribute('data-v');
+        return v === null ? null : parseFloat(v); }),
+    t: Array.from(tr.cells).map(function (td) { return td.textContent; })}; })"""
+
+
+def _open(path):
+    if not CHROMIUM.exists():
+        pytest.skip("headless browser test needs /usr/bin/chromium (apt-get install -y chromium)")
+    url = path.resolve().as_uri()
+    b = Chromium(url)
+    try:
+        b.wait_ready(url)
+    except BaseException:
+        b.close()
+        raise
+    return b
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory):
+    rows = grid_rows(**SEED_GRID)
+    summary = summarize(rows, n_bootstrap=20)
+    start = time.perf_counter()
+    text = render_report({}, summary, rows, {})
+    seconds = time.perf_counter() - start
+    path = tmp_path_factory.mktemp("seed") / "report.html"
+    path.write_text(text, encoding="utf-8")
+    return path, summary, seconds
+
+
+@pytest.fixture(scope="module")
+def seed_browser(seed):
+    b = _open(seed[0])
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def _set_top(b, n: str, rank: str) -> None:
+    choose(b, "table-rank", rank)
+    b.js(f"(function () {{ var e = document.getElementById('table-top'); e.value = {n!r};"
+         " e.dispatchEvent(new Event('input')); })()")
+
+
+def test_seed_report_renders_quickly_with_every_condition(seed):
+    path, summary, seconds = seed
+    assert len(summary["conditions"]) == 541
+    assert seconds < 10  # linear work: 1,082 answers and 541 rows render in well under a second here
+    assert path.read_text(encoding="utf-8").count("<tr data-condition=") == 541
+
+
+# in the page: whether the visible steered rows are sorted by column j in direction d (missing last)
+SORTED = """(function (j, d, numeric) {
+    var rows = Array.from(document.querySelectorAll('#summary-table tbody tr')).filter(function (tr) {
+        return !tr.hidden; });
+    if (rows[0].getAttribute('data-condition') !== 'baseline') { return 'baseline not first'; }
+    var prev = null, missing = false;
+    for (var i = 1; i < rows.length; i++) {
+        var td = rows[i].cells[j], v = td.getAttribute('data-v');
+        if (numeric) {
+            if (v === null) { missing = true; continue; }
+            if (missing) { return 'a value after a missing one at row ' + i; }
+            v = parseFloat(v);
+            if (prev !== null && d * (v - prev) < 0) { return 'out of order at row ' + i; }
+        } else {
+            v = td.textContent;
+            if (prev !== null && d * prev.localeCompare(v) > 0) { return 'out of order at row ' + i; }
+        }
+        prev = v;
+    }
+    return rows.length;
+})"""
+
+
+def _sorts_by_every_column(b, n_rows: int) -> None:
+    th = "document.querySelectorAll('#summary-table thead th')"
+    order = b.js(f"{VISIBLE}.map(function (r) {{ return r.c; }})")
+    keys = b.js(f"Array.from({th}).map(function (th) {{ return [th.getAttribute('data-key'), "
+                "th.getAttribute('data-type')]; })")
+    assert len(keys) == 5 + 9 + 7
+    for j, (key, kind) in enumerate(keys):
+        for direction, aria in ((1, "ascending"), (-1, "descending")):
+            b.js(f"{th}[{j}].click()")
+            assert b.js(f"{SORTED}({j}, {direction}, {str(kind == 'num').lower()})") == n_rows, (key, direction)
+            assert b.js(f"{th}[{j}].getAttribute('aria-sort')") == aria
+        b.js(f"{th}[{j}].click()")  # a third click: the run's order again
+        assert b.js(f"{VISIBLE}.map(function (r) {{ return r.c; }})") == order
+
+
+def test_every_column_sorts_both_ways_with_the_baseline_first(tmp_path):
+    rows = grid_rows(SEED_GRID["transforms"], (2, 9, 30), SEED_GRID["alphas"])
+    path = tmp_path / "report.html"
+    path.write_text(render_report({}, summarize(rows, n_bootstrap=20), rows, {}), encoding="utf-8")
+    b = _open(path)
+    try:
+        _sorts_by_every_column(b, 1 + 3 * 3 * 5)
+    finally:
+        b.close()
+
+
+def test_the_seed_table_sorts(seed_browser):
+    th = "document.querySelectorAll('#summary-table thead th')"
+    for j, numeric in ((6, "true"), (0, "false")):  # Δ aligned, condition
+        seed_browser.js(f"{th}[{j}].click()")
+        assert seed_browser.js(f"{SORTED}({j}, 1, {numeric})") == 541
+        seed_browser.js(f"{th}[{j}].click()")
+        seed_browser.js(f"{th}[{j}].click()")
+
+
+def test_filters_by_transform_layer_alpha_and_op(seed_browser):
+    b = seed_browser
+    choose(b, "table-transform", "overfit")
+    choose(b, "table-layer", "15")
+    rows = b.js(VISIBLE)
+    assert [r["c"] for r in rows] == ["baseline"] + [f"overfit_layer_15_alpha_{a}" for a in SEED_GRID["alphas"]]
+    choose(b, "table-alpha", "-2")
+    assert [r["c"] for r in b.js(VISIBLE)] == ["baseline", "overfit_layer_15_alpha_-2.0"]
+    assert b.js("document.getElementById('table-count').textContent") == "1 of 540 steered conditions + baseline"
+    for sel in ("table-transform", "table-layer", "table-alpha"):
+        choose(b, sel, "")
+    choose(b, "table-op", "add")
+    assert len(b.js(VISIBLE)) == 541
+    choose(b, "table-op", "")
+
+
+@pytest.mark.parametrize("rank, delta", [("d_aligned", "aligned_mean"), ("d_nll", "nll_mean"),
+                                         ("d_projection", "projection_mean")])
+def test_top_n_keeps_the_conditions_furthest_from_the_baseline(seed, seed_browser, rank, delta):
+    b, summary = seed_browser, seed[1]
+    steered = [c for name, c in summary["conditions"].items() if name != "baseline"]
+    want = sorted(steered, key=lambda c: -abs(c["vs_baseline"][delta]))
+    _set_top(b, "10", rank)
+    assert [r["c"] for r in b.js(VISIBLE)] == ["baseline"] + [c["condition"] for c in want[:10]]
+    choose(b, "table-transform", "default")  # the top N of what the filters keep
+    assert [r["c"] for r in b.js(VISIBLE)][1:] == [c["condition"] for c in want
+                                                    if c["transform"] == "default"][:10]
+    choose(b, "table-transform", "")
+    _set_top(b, "", rank)
+    assert len(b.js(VISIBLE)) == 541
+
+
+def test_a_judge_free_report_ranks_by_the_measures(tmp_path):
+    rows = grid_rows(("default",), (3, 4), (-1.0, 1.0), judged=False)
+    summary = summarize(rows, n_bootstrap=0)
+    assert not summary["judged"] and summary["measured"]
+    path = tmp_path / "free.html"
+    path.write_text(render_report({}, summary, rows, {}), encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    assert 'data-key="aligned"' not in text and 'data-key="d_nll"' in text
+    b = _open(path)
+    try:
+        ranks = b.js("Array.from(document.getElementById('table-rank').options).map(function (o) { return o.value; })")
+        assert ranks == ["d_nll", "d_projection"]
+    finally:
+        b.close()
+
+
+def test_which_runs_lead_with_the_judge_free_plots():
+    assert DemoOptions().judge_model in WEAK_JUDGE_MODELS
+    judged = {"judged": True, "run": {"judge_info": DEMO_JUDGE}}
+    assert weak_judge({}, judged)
+    assert weak_judge({"judge": DEMO_JUDGE}, {"judged": True})
+    assert not weak_judge({"judge": {"backend": "openai", "model": "gpt-4o-mini"}}, {"judged": True})
+    real = {"judged": True, "run": {"judge_info": {"backend": "openai", "model": "gpt-4o-mini"}}}
+    assert not weak_judge({"judge": DEMO_JUDGE}, real)  # the judge that scored the rows decides
+    assert weak_judge({}, {"judged": False})
+    assert plot_order(False) == list(PLOT_FILES)
+    assert plot_order(True)[:2] == ["fluency_by_alpha.png", "projection_by_alpha.png"]
+    assert sorted(plot_order(True)) == sorted(PLOT_FILES)
+
+
+def test_demo_report_at_1400px_shows_the_measures_without_scrolling_sideways(tmp_path):
+    rows = grid_rows(("default",), (15,), (-4.0, -2.0, 0.0, 2.0), n_answers=8)
+    summary = summarize(rows, n_bootstrap=50, metadata={"judge": "hf smollm2-135m (logprob)",
+                                                         "judge_info": DEMO_JUDGE})
+    paths = make_plots((rows, summary), tmp_path / "plots", {"model": "smollm2-135m", "judge": "hf"})
+    plots = {p.name: p.read_bytes() for p in paths}
+    path = tmp_path / "report.html"
+    config = {"model": "smollm2-135m", "judge": DEMO_JUDGE}
+    path.write_text(render_report(config, summary, rows, plots), encoding="utf-8")
+    b = _open(path)
+    try:
+        assert b.js("window.innerWidth") == 1400
+        assert b.js("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        wrap = b.js("(function (w) { return [w.scrollWidth, w.clientWidth]; })"
+                    "(document.querySelector('#summary .table-wrap'))")
+        assert wrap[0] <= wrap[1], wrap
+        for key in ("nll", "d_nll", "repetition", "projection", "d_projection", "aligned", "d_aligned"):
+            right = b.js(f"document.querySelector('#summary-table th[data-key={key}]').getBoundingClientRect().right")
+            assert 0 < right <= 1400, key
+        figures = b.js("Array.from(document.querySelectorAll('#plots figure')).map(function (f) { return f.id; })")
+        assert figures[:2] == ["plot-fluency_by_alpha", "plot-projection_by_alpha"]
+        assert len(figures) == len(PLOT_FILES)
+        assert "demo's 135M model" in b.js("document.querySelector('#plots .note').textContent")
+    finally:
+        b.close()
