@@ -96,8 +96,14 @@ def test_render_report_without_plots_or_config(run_dir):
 
 
 def _payload(text: str) -> dict:
+    """The answer browser's data, its compact rows expanded as the page's script does: the condition
+    from its index, fields left out as None."""
     data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
-    return json.loads(data.group(1))
+    payload = json.loads(data.group(1))
+    fields = ("aligned", "coherent", "nll", "repetition", "projection", "aligned_reason", "n_tokens")
+    payload["rows"] = [{**dict.fromkeys(fields), **r, "condition": payload["conditions"][r["c"]]}
+                       for r in payload["rows"]]
+    return payload
 
 
 def test_report_with_measures_with_and_without_judge_scores(tmp_path):

@@ -87,13 +87,23 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+#: Row fields the answer browser shows as they are (besides the scores).
+_ROW_FIELDS = ("aligned_reason", "coherent_reason", "n_tokens", "nll", "repetition", "projection", "finish_reason",
+               "source")
+
+
+def _short(value: Any) -> Any:
+    """A float to 7 significant digits (the page shows 2 decimals): shorter JSON at 27,050 answers."""
+    return float(f"{value:.7g}") if isinstance(value, float) else value
+
+
 def _browser_data(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> dict[str, Any]:
     order = list(summary.get("condition_order") or [])
-    known = set(order)
+    index = {name: i for i, name in enumerate(order)}  # a dict: a list's `in` is quadratic at 27,050 answers
     questions: dict[int, str] = {}
     auto: dict[str, int] = {}
     out_rows = []
-    for k, r in enumerate(rows):
+    for r in rows:
         qtext = str(r.get("question") or "")
         qid = r.get("question_id")
         try:
@@ -102,26 +112,18 @@ def _browser_data(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any])
             qid = auto.setdefault(qtext, len(auto))
         questions.setdefault(qid, qtext)
         cond = condition_of(r).stem
-        if cond not in known:  # a set: a list's `in` is quadratic at the seed's 27,050 answers
-            known.add(cond)
+        if cond not in index:
             order.append(cond)
-        out_rows.append({
-            "k": k,
-            "condition": cond,
+        row = {
+            "c": index.setdefault(cond, len(index)),
             "question_id": qid,
             "answer_idx": _plain(r.get("answer_idx")),
             "response": str(r.get("response") if r.get("response") is not None else ""),
             "aligned": parse_score(r.get("aligned_score")),
             "coherent": parse_score(r.get("coherent_score")),
-            "aligned_reason": _plain(r.get("aligned_reason")),
-            "coherent_reason": _plain(r.get("coherent_reason")),
-            "n_tokens": _plain(r.get("n_tokens")),
-            "nll": _plain(r.get("nll")),
-            "repetition": _plain(r.get("repetition")),
-            "projection": _plain(r.get("projection")),
-            "finish_reason": _plain(r.get("finish_reason")),
-            "source": _plain(r.get("source")),
-        })
+            **{key: _plain(r.get(key)) for key in _ROW_FIELDS},
+        }
+        out_rows.append({k: _short(v) for k, v in row.items() if v is not None or k == "answer_idx"})
     thr = summary.get("thresholds") or {}
     return {
         "thresholds": {"aligned": float(thr.get("aligned", 30.0)), "coherent": float(thr.get("coherent", 50.0))},

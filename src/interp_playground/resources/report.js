@@ -1,6 +1,8 @@
 (function () {
   "use strict";
   var DATA = JSON.parse(document.getElementById("report-data").textContent);
+  // rows travel compactly: the condition as an index into DATA.conditions, empty fields left out
+  DATA.rows.forEach(function (r, k) { r.k = k; r.condition = DATA.conditions[r.c]; });
   var PAGE = 100;
   var shown = PAGE;
   var condSel = document.getElementById("filter-condition");
