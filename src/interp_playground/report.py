@@ -46,11 +46,12 @@ PLOT_CAPTIONS: dict[str, str] = {
     "coherence_by_layer_transform.png": "Mean coherent score against the steered layer, one line per alpha.",
     "alignment_heatmap.png": "Mean aligned score on the layer x alpha grid, per transform.",
     "fluency_by_alpha.png": "Judge-free fluency against alpha: mean NLL per answer token under the unsteered model "
-                            "(top) and the repeated-3-gram rate (bottom), one line per layer; dashed: the baseline. "
-                            "Loops are easy to predict, so a lower NLL with high repetition is collapse, not fluency.",
+                            "(top) and the repeated-3-gram rate (bottom), one line per layer (above 8 layers: "
+                            "layer x alpha heatmaps); dashed: the baseline. Loops are easy to predict, so a lower "
+                            "NLL with high repetition is collapse, not fluency.",
     "projection_by_alpha.png": "Mean projection of the answers' residual stream onto the condition's own steering "
                                "direction against alpha, one line per layer; dashed: the baseline's answers on that "
-                               "direction.",
+                               "direction (above 8 layers: heatmaps of the mean minus the baseline's).",
 }
 
 #: The judge models whose scores carry no verdict: the demo's 135M judge (``interp-playground demo``).
