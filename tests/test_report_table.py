@@ -5,15 +5,17 @@ plots when its judge is the demo's. Browser checks run in headless Chromium (ski
 
 from __future__ import annotations
 
+import io
 import time
 
 import pytest
+from PIL import Image
 
 from chromium_helpers import CHROMIUM, Chromium, choose
 from grid_rows import SEED_GRID, grid_rows
 from interp_playground.demo import DemoOptions
 from interp_playground.metrics import summarize
-from interp_playground.plots import PLOT_FILES, make_plots
+from interp_playground.plots import PLOT_FILES
 from interp_playground.report import WEAK_JUDGE_MODELS, plot_order, render_report, weak_judge
 
 DEMO_JUDGE = {"backend": "hf", "model": "smollm2-135m", "mode": "logprob"}
@@ -26,17 +28,24 @@ VISIBLE = """Array.from(document.querySelectorAll('#summary-table tbody tr')).fi
     t: Array.from(tr.cells).map(function (td) { return td.textContent; })}; })"""
 
 
-def _open(path):
+@pytest.fixture(scope="module")
+def browser(seed):
+    """One headless Chromium for the module, opened on the seed-grid report (1400 x 1000)."""
     if not CHROMIUM.exists():
         pytest.skip("headless browser test needs /usr/bin/chromium (apt-get install -y chromium)")
-    url = path.resolve().as_uri()
+    url = seed[0].resolve().as_uri()
     b = Chromium(url)
     try:
         b.wait_ready(url)
-    except BaseException:
+        yield b
+    finally:
         b.close()
-        raise
-    return b
+
+
+def _show(b, path) -> None:
+    url = path.resolve().as_uri()
+    b.call("Page.navigate", url=url)
+    b.wait_ready(url)
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +60,18 @@ def seed(tmp_path_factory):
     return path, summary, seconds
 
 
-@pytest.fixture(scope="module")
-def seed_browser(seed):
-    b = _open(seed[0])
-    try:
-        yield b
-    finally:
-        b.close()
+@pytest.fixture
+def seed_browser(browser, seed):
+    """The browser on the seed-grid report with no filter and no top N (the tests leave no sort)."""
+    if browser.js("location.href") != seed[0].resolve().as_uri():
+        _show(browser, seed[0])
+    browser.js("""(function () {
+        ['table-transform', 'table-layer', 'table-alpha', 'table-op', 'table-top'].forEach(function (id) {
+            document.getElementById(id).value = ''; });
+        document.getElementById('table-rank').value = 'd_aligned';
+        document.getElementById('table-op').dispatchEvent(new Event('change'));
+    })()""")
+    return browser
 
 
 def _set_top(b, n: str, rank: str) -> None:
@@ -96,39 +110,25 @@ SORTED = """(function (j, d, numeric) {
 })"""
 
 
-def _sorts_by_every_column(b, n_rows: int) -> None:
+def test_every_column_sorts_both_ways_with_the_baseline_first(seed_browser):
+    """Every column of the seed table (filtered to one layer: 15 conditions and the baseline), then
+    two columns over all 541 rows."""
+    b = seed_browser
     th = "document.querySelectorAll('#summary-table thead th')"
-    order = b.js(f"{VISIBLE}.map(function (r) {{ return r.c; }})")
     keys = b.js(f"Array.from({th}).map(function (th) {{ return [th.getAttribute('data-key'), "
                 "th.getAttribute('data-type')]; })")
     assert len(keys) == 5 + 9 + 7
-    for j, (key, kind) in enumerate(keys):
-        for direction, aria in ((1, "ascending"), (-1, "descending")):
-            b.js(f"{th}[{j}].click()")
-            assert b.js(f"{SORTED}({j}, {direction}, {str(kind == 'num').lower()})") == n_rows, (key, direction)
-            assert b.js(f"{th}[{j}].getAttribute('aria-sort')") == aria
-        b.js(f"{th}[{j}].click()")  # a third click: the run's order again
-        assert b.js(f"{VISIBLE}.map(function (r) {{ return r.c; }})") == order
-
-
-def test_every_column_sorts_both_ways_with_the_baseline_first(tmp_path):
-    rows = grid_rows(SEED_GRID["transforms"], (2, 9, 30), SEED_GRID["alphas"])
-    path = tmp_path / "report.html"
-    path.write_text(render_report({}, summarize(rows, n_bootstrap=20), rows, {}), encoding="utf-8")
-    b = _open(path)
-    try:
-        _sorts_by_every_column(b, 1 + 3 * 3 * 5)
-    finally:
-        b.close()
-
-
-def test_the_seed_table_sorts(seed_browser):
-    th = "document.querySelectorAll('#summary-table thead th')"
-    for j, numeric in ((6, "true"), (0, "false")):  # Δ aligned, condition
-        seed_browser.js(f"{th}[{j}].click()")
-        assert seed_browser.js(f"{SORTED}({j}, 1, {numeric})") == 541
-        seed_browser.js(f"{th}[{j}].click()")
-        seed_browser.js(f"{th}[{j}].click()")
+    for layer, columns, n_rows in (("9", range(len(keys)), 16), ("", (6, 0), 541)):
+        choose(b, "table-layer", layer)
+        order = b.js(f"{VISIBLE}.map(function (r) {{ return r.c; }})")
+        for j in columns:
+            numeric = str(keys[j][1] == "num").lower()
+            for direction, aria in ((1, "ascending"), (-1, "descending")):
+                got = b.js(f"(function () {{ {th}[{j}].click(); return [{SORTED}({j}, {direction}, {numeric}), "
+                           f"{th}[{j}].getAttribute('aria-sort')]; }})()")
+                assert got == [n_rows, aria], (keys[j], direction)
+            assert b.js(f"(function () {{ {th}[{j}].click(); return {VISIBLE}.map(function (r) {{ return r.c; }}); "
+                        "})()") == order  # a third click: the run's order again
 
 
 def test_filters_by_transform_layer_alpha_and_op(seed_browser):
@@ -163,7 +163,7 @@ def test_top_n_keeps_the_conditions_furthest_from_the_baseline(seed, seed_browse
     assert len(b.js(VISIBLE)) == 541
 
 
-def test_a_judge_free_report_ranks_by_the_measures(tmp_path):
+def test_a_judge_free_report_ranks_by_the_measures(browser, tmp_path):
     rows = grid_rows(("default",), (3, 4), (-1.0, 1.0), judged=False)
     summary = summarize(rows, n_bootstrap=0)
     assert not summary["judged"] and summary["measured"]
@@ -171,12 +171,9 @@ def test_a_judge_free_report_ranks_by_the_measures(tmp_path):
     path.write_text(render_report({}, summary, rows, {}), encoding="utf-8")
     text = path.read_text(encoding="utf-8")
     assert 'data-key="aligned"' not in text and 'data-key="d_nll"' in text
-    b = _open(path)
-    try:
-        ranks = b.js("Array.from(document.getElementById('table-rank').options).map(function (o) { return o.value; })")
-        assert ranks == ["d_nll", "d_projection"]
-    finally:
-        b.close()
+    _show(browser, path)
+    ranks = browser.js("Array.from(document.getElementById('table-rank').options).map(function (o) { return o.value; })")
+    assert ranks == ["d_nll", "d_projection"]
 
 
 def test_which_runs_lead_with_the_judge_free_plots():
@@ -193,28 +190,27 @@ def test_which_runs_lead_with_the_judge_free_plots():
     assert sorted(plot_order(True)) == sorted(PLOT_FILES)
 
 
-def test_demo_report_at_1400px_shows_the_measures_without_scrolling_sideways(tmp_path):
+def test_demo_report_at_1400px_shows_the_measures_without_scrolling_sideways(browser, tmp_path):
     rows = grid_rows(("default",), (15,), (-4.0, -2.0, 0.0, 2.0), n_answers=8)
     summary = summarize(rows, n_bootstrap=50, metadata={"judge": "hf smollm2-135m (logprob)",
                                                          "judge_info": DEMO_JUDGE})
-    paths = make_plots((rows, summary), tmp_path / "plots", {"model": "smollm2-135m", "judge": "hf"})
-    plots = {p.name: p.read_bytes() for p in paths}
+    blank = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(blank, format="PNG")  # the plots' order is what matters here
+    plots = dict.fromkeys(PLOT_FILES, blank.getvalue())
     path = tmp_path / "report.html"
     config = {"model": "smollm2-135m", "judge": DEMO_JUDGE}
     path.write_text(render_report(config, summary, rows, plots), encoding="utf-8")
-    b = _open(path)
-    try:
-        assert b.js("window.innerWidth") == 1400
-        assert b.js("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-        wrap = b.js("(function (w) { return [w.scrollWidth, w.clientWidth]; })"
-                    "(document.querySelector('#summary .table-wrap'))")
-        assert wrap[0] <= wrap[1], wrap
-        for key in ("nll", "d_nll", "repetition", "projection", "d_projection", "aligned", "d_aligned"):
-            right = b.js(f"document.querySelector('#summary-table th[data-key={key}]').getBoundingClientRect().right")
-            assert 0 < right <= 1400, key
-        figures = b.js("Array.from(document.querySelectorAll('#plots figure')).map(function (f) { return f.id; })")
-        assert figures[:2] == ["plot-fluency_by_alpha", "plot-projection_by_alpha"]
-        assert len(figures) == len(PLOT_FILES)
-        assert "demo's 135M model" in b.js("document.querySelector('#plots .note').textContent")
-    finally:
-        b.close()
+    _show(browser, path)
+    b = browser
+    assert b.js("window.innerWidth") == 1400
+    assert b.js("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    wrap = b.js("(function (w) { return [w.scrollWidth, w.clientWidth]; })"
+                "(document.querySelector('#summary .table-wrap'))")
+    assert wrap[0] <= wrap[1], wrap
+    for key in ("nll", "d_nll", "repetition", "projection", "d_projection", "aligned", "d_aligned"):
+        right = b.js(f"document.querySelector('#summary-table th[data-key={key}]').getBoundingClientRect().right")
+        assert 0 < right <= 1400, key
+    figures = b.js("Array.from(document.querySelectorAll('#plots figure')).map(function (f) { return f.id; })")
+    assert figures[:2] == ["plot-fluency_by_alpha", "plot-projection_by_alpha"]
+    assert len(figures) == len(PLOT_FILES)
+    assert "demo's 135M model" in b.js("document.querySelector('#plots .note').textContent")
