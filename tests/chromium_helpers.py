@@ -13,8 +13,12 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -117,3 +121,25 @@ def choose(b: Chromium, select_id: str, value: str) -> None:
         s.value = {json.dumps(value)};
         s.dispatchEvent(new Event('change'));
     }})()""")
+
+
+@contextmanager
+def open_page(path: Path) -> Iterator[Chromium]:
+    """A headless Chromium showing the file ``path`` once its script has run (the test skips
+    without ``/usr/bin/chromium``)."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless browser test needs /usr/bin/chromium (apt-get install -y chromium)")
+    url = Path(path).resolve().as_uri()
+    b = Chromium(url)
+    try:
+        b.wait_ready(url)
+        yield b
+    finally:
+        b.close()
+
+
+def show(b: Chromium, path: Path) -> None:
+    """Navigate ``b`` to the file ``path`` and wait until its script has run."""
+    url = Path(path).resolve().as_uri()
+    b.call("Page.navigate", url=url)
+    b.wait_ready(url)

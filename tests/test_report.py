@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chromium_helpers import CHROMIUM, Chromium, choose
+from chromium_helpers import Chromium, choose, open_page
 from interp_playground.errors import UserError
 from interp_playground.plots import PLOT_FILES
 from interp_playground.report import embed_json, render_report, write_report
@@ -152,15 +152,8 @@ def test_missing_run_dir(tmp_path):
 
 @pytest.fixture(scope="module")
 def browser(run_dir):
-    if not CHROMIUM.exists():
-        pytest.skip("headless browser test needs /usr/bin/chromium (apt-get install -y chromium)")
-    url = (run_dir / "report.html").resolve().as_uri()
-    b = Chromium(url)
-    try:
-        b.wait_ready(url)
+    with open_page(run_dir / "report.html") as b:
         yield b
-    finally:
-        b.close()
 
 
 _choose = choose

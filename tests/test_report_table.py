@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from chromium_helpers import CHROMIUM, Chromium, choose
+from chromium_helpers import choose, open_page, show
 from grid_rows import SEED_GRID, grid_rows
 from interp_playground.demo import DemoOptions
 from interp_playground.metrics import summarize
@@ -31,21 +31,8 @@ VISIBLE = """Array.from(document.querySelectorAll('#summary-table tbody tr')).fi
 @pytest.fixture(scope="module")
 def browser(seed):
     """One headless Chromium for the module, opened on the seed-grid report (1400 x 1000)."""
-    if not CHROMIUM.exists():
-        pytest.skip("headless browser test needs /usr/bin/chromium (apt-get install -y chromium)")
-    url = seed[0].resolve().as_uri()
-    b = Chromium(url)
-    try:
-        b.wait_ready(url)
+    with open_page(seed[0]) as b:
         yield b
-    finally:
-        b.close()
-
-
-def _show(b, path) -> None:
-    url = path.resolve().as_uri()
-    b.call("Page.navigate", url=url)
-    b.wait_ready(url)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +51,7 @@ def seed(tmp_path_factory):
 def seed_browser(browser, seed):
     """The browser on the seed-grid report with no filter and no top N (the tests leave no sort)."""
     if browser.js("location.href") != seed[0].resolve().as_uri():
-        _show(browser, seed[0])
+        show(browser, seed[0])
     browser.js("""(function () {
         ['table-transform', 'table-layer', 'table-alpha', 'table-op', 'table-top'].forEach(function (id) {
             document.getElementById(id).value = ''; });
@@ -171,7 +158,7 @@ def test_a_judge_free_report_ranks_by_the_measures(browser, tmp_path):
     path.write_text(render_report({}, summary, rows, {}), encoding="utf-8")
     text = path.read_text(encoding="utf-8")
     assert 'data-key="aligned"' not in text and 'data-key="d_nll"' in text
-    _show(browser, path)
+    show(browser, path)
     ranks = browser.js("Array.from(document.getElementById('table-rank').options).map(function (o) { return o.value; })")
     assert ranks == ["d_nll", "d_projection"]
 
@@ -200,7 +187,7 @@ def test_demo_report_at_1400px_shows_the_measures_without_scrolling_sideways(bro
     path = tmp_path / "report.html"
     config = {"model": "smollm2-135m", "judge": DEMO_JUDGE}
     path.write_text(render_report(config, summary, rows, plots), encoding="utf-8")
-    _show(browser, path)
+    show(browser, path)
     b = browser
     assert b.js("window.innerWidth") == 1400
     assert b.js("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
