@@ -201,3 +201,23 @@ def test_demo_report_at_1400px_shows_the_measures_without_scrolling_sideways(bro
     assert figures[:2] == ["plot-fluency_by_alpha", "plot-projection_by_alpha"]
     assert len(figures) == len(PLOT_FILES)
     assert "demo's 135M model" in b.js("document.querySelector('#plots .note').textContent")
+
+
+def test_rows_carry_their_condition_for_the_filters():
+    """Each summary row's data attributes: an ablation has no alpha and op "ablate", two layers read "0+2"."""
+    import re
+
+    from interp_playground.conditions import Condition
+
+    conds = [Condition(), Condition("v.hack", (3,), -1.5), Condition("v.hack", (0, 2), 2.0),
+             Condition("v.hack", (3,), op="ablate")]
+    rows = [{"condition": c.stem, "steering": c.to_dict(), "question_id": 0, "answer_idx": 0, "question": "q",
+             "response": "r", "aligned_score": 80.0, "coherent_score": 90.0} for c in conds]
+    text = render_report({}, summarize(rows), rows, {})
+    attrs = dict(re.findall(r'<tr data-condition="([^"]*)" (data-transform="[^>]*")', text))
+    assert attrs == {
+        "baseline": 'data-transform="" data-layer="" data-alpha="" data-op=""',
+        conds[1].stem: 'data-transform="v.hack" data-layer="3" data-alpha="-1.5" data-op="add"',
+        conds[2].stem: 'data-transform="v.hack" data-layer="0+2" data-alpha="2" data-op="add"',
+        conds[3].stem: 'data-transform="v.hack" data-layer="3" data-alpha="" data-op="ablate"',
+    }
