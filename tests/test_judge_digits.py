@@ -153,8 +153,9 @@ def test_whole_number_judge_never_continues_even_against_a_rejecting_server():
 def test_cache_keys_and_second_run(tmp_path):
     with FakeOpenAIServer(NumberJudge(numbers_for)) as srv:
         backend = backend_for(srv)
-        assert backend.cache_mode == "logprob@numbers"  # not the key of older digit-level verdicts
-        assert backend_for(srv, min_branch=1e-3).cache_mode == "logprob@numbers@branch0.001"
+        # not the key of older verdicts: neither digit-level ones nor those of the looser expansion rule
+        assert backend.cache_mode == "logprob@numbers2"
+        assert backend_for(srv, min_branch=1e-3).cache_mode == "logprob@numbers2@branch0.001"
         assert make_backend("openai", model="m", base_url=srv.base_url, mode="text").cache_mode == "text"
         with JudgeCache(tmp_path / "c.sqlite") as cache:
             first = judge_rows(rows(), backend, aligned_prompt=ALIGNED, coherent_prompt=COHERENT, cache=cache)
