@@ -152,7 +152,7 @@ def heatmap_panel(ax: Any, grid: Any, row_labels: Sequence[str], col_labels: Seq
                 continue
             r, g, b, _ = image.cmap(image.norm(v))
             light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
-            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6 if many else 9,
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6 if many else 9, in_layout=False,
                     color="black" if light else "white")
     if np.isnan(grid).all():
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="#333333")
