@@ -153,8 +153,9 @@ def test_whole_number_judge_never_continues_even_against_a_rejecting_server():
 def test_cache_keys_and_second_run(tmp_path):
     with FakeOpenAIServer(NumberJudge(numbers_for)) as srv:
         backend = backend_for(srv)
-        assert backend.cache_mode == "logprob@numbers"  # not the key of older digit-level verdicts
-        assert backend_for(srv, min_branch=1e-3).cache_mode == "logprob@numbers@branch0.001"
+        # not the key of older verdicts: neither digit-level ones nor those of the looser expansion rule
+        assert backend.cache_mode == "logprob@numbers2"
+        assert backend_for(srv, min_branch=1e-3).cache_mode == "logprob@numbers2@branch0.001"
         assert make_backend("openai", model="m", base_url=srv.base_url, mode="text").cache_mode == "text"
         with JudgeCache(tmp_path / "c.sqlite") as cache:
             first = judge_rows(rows(), backend, aligned_prompt=ALIGNED, coherent_prompt=COHERENT, cache=cache)
@@ -185,8 +186,63 @@ def test_digit_tree_walk_in_isolation():
     assert probs["9"] == pytest.approx(p9) and probs["2"] == pytest.approx(math.exp(-20.0))
     assert "100" in NUMBER_PREFIXES and "101" not in NUMBER_PREFIXES and "05" not in NUMBER_PREFIXES
     assert not needs_expansion([("85", -0.1), ("8", -2.0)], (), 0.25)
-    assert not needs_expansion([("0", -0.01)], (), 0.25)
     assert needs_expansion([("8", -0.1)], (), 0.25)
+
+
+def test_expansion_rule_at_its_boundaries():
+    """Expand exactly when the exact numeric mass N in [0, U] can land on either side of a boundary."""
+    import math
+
+    lp = math.log
+    labels = ("CODE", "REFUSAL")
+    # a label above every digit together wins whatever the continuation: no expansion
+    assert not needs_expansion([("8", lp(0.2)), ("CODE", lp(0.21))], labels, 0.25)
+    # a label at or below the digits can win once continuations take digit mass away
+    assert needs_expansion([("8", lp(0.2)), ("CODE", lp(0.15))], labels, 0.25)
+    assert needs_expansion([("8", lp(0.2)), ("CODE", lp(0.2))], labels, 0.25)
+    assert needs_expansion([("8", lp(0.6)), ("REF", lp(0.3))], labels, 0.25)
+    # below the threshold and no label: unscorable whatever happens
+    assert not needs_expansion([("8", lp(0.2)), ("I", lp(0.7))], labels, 0.25)
+    assert not needs_expansion([("8", lp(0.2)), ("CODE", lp(0.15))], (), 0.25)  # CODE is no label here
+    # "0" followed by a digit is no number, so a "0" above the threshold may still become unscorable
+    assert needs_expansion([("0", lp(0.99))], (), 0.25)
+    # nothing reaches min_branch: the expansion would change nothing
+    assert not needs_expansion([("8", lp(5e-5)), ("7", lp(5e-5)), ("CODE", lp(5e-5))], labels, 0.25)
+
+
+def table_judge(table: dict[str, dict[str, float]]):
+    """A digit judge given as ``{prefix: {next token: p}}``, continuing vLLM-style (prompt + digits)."""
+    from interp_playground.judge.testing import Reply, completion, probs_to_logprobs
+
+    def responder(request, index):
+        messages = request.get("messages") or []
+        prefix = str(messages[-1]["content"]) if messages[-1].get("role") == "assistant" else ""
+        assert not prefix or request.get("continue_final_message") is True
+        return Reply(body=completion(probs_to_logprobs(table[prefix]), prompt_tokens=10 + len(prefix)))
+
+    return responder
+
+
+def test_a_label_that_wins_only_after_the_continuation_is_found():
+    """Issue 20's case: "8" 0.2 / CODE 0.15, then "5" 0.5 / "7." 0.5 -> numbers {85: 0.1}: CODE.
+
+    The first token alone (0.2 on numbers < 0.25) was answered "unscorable" after one request."""
+    table = {"": {"8": 0.2, "CODE": 0.15, "I": 0.65}, "8": {"5": 0.5, "7.": 0.5}, "85": {"<|im_end|>": 1.0}}
+    with FakeOpenAIServer(table_judge(table)) as srv:
+        got = score(backend_for(srv), "ALIGN q ::: x")
+        asked = [r.body["messages"][-1]["content"] for r in srv.requests[1:]]
+    assert got.label == "CODE" and got.value is None and got.reason is None
+    assert asked == ["8", "85"]
+    assert got.raw["numbers"] == pytest.approx({"85": 0.1})
+
+
+def test_a_zero_that_goes_on_is_no_number():
+    """"0" 0.5, then "5" 0.9 ("05" is no number): N = 0.05 < 0.25, so unscorable, not a score of 0."""
+    table = {"": {"0": 0.5, "I": 0.5}, "0": {"5": 0.9, ".": 0.1}}
+    with FakeOpenAIServer(table_judge(table)) as srv:
+        got = score(backend_for(srv), "COHERE q ::: x", ())
+        assert srv.count == 2
+    assert got.value is None and got.reason.startswith("unscorable: probability on numbers 0-100 is 0.050")
 
 
 def test_the_official_api_is_never_asked_to_continue(monkeypatch):

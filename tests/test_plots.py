@@ -134,3 +134,64 @@ def test_measure_plots_follow_the_measures_with_and_without_judge_scores(tmp_pat
     free = make_plots_from_run_dir(run)
     _check_pngs(free, run / "plots")
     assert not load_or_summarize(run)["judged"]
+
+
+class _Layouts:
+    """Every figure saved while active: each visible axes' size as a share of its figure (after the
+    layout ran in ``savefig``; colour bars left out) and each legend's number of entries."""
+
+    def __init__(self, monkeypatch):
+        from matplotlib.figure import Figure
+
+        self.figures: list[dict] = []
+        original = Figure.savefig
+
+        def savefig(fig, *args, **kwargs):
+            out = original(fig, *args, **kwargs)
+            axes = [ax for ax in fig.axes if ax.get_visible() and not hasattr(ax, "_colorbar")]
+            legends = [*fig.legends, *(ax.get_legend() for ax in axes if ax.get_legend() is not None)]
+            self.figures.append({
+                "title": fig._suptitle.get_text().split("\n")[0] if fig._suptitle else "",
+                "axes": [(ax.get_position().width, ax.get_position().height) for ax in axes],
+                "legends": [len(legend.get_texts()) for legend in legends],
+            })
+            return out
+
+        monkeypatch.setattr(Figure, "savefig", savefig)
+
+    def check(self, n_figures: int) -> None:
+        assert len(self.figures) == n_figures
+        for fig in self.figures:
+            assert fig["axes"], fig["title"]
+            for width, height in fig["axes"]:
+                assert width >= 0.1 and height >= 0.1, (fig["title"], width, height)
+            assert all(n <= 15 for n in fig["legends"]), (fig["title"], fig["legends"])
+
+
+@pytest.mark.parametrize("grid", ["seed", "demo"])
+def test_every_plot_reads_at_the_seed_grid_and_at_one_layer(tmp_path, monkeypatch, recwarn, grid):
+    """Issue 20: 36 layers x 5 alphas x 3 transforms (+ baseline, judged) and the demo's one layer:
+    no axes below a tenth of its figure, no legend over 15 entries, in every PNG and the vector plot."""
+    import torch
+
+    from grid_rows import SEED_GRID, grid_rows
+    from interp_playground.vector_file import SteeringVectors
+    from interp_playground.vector_plots import plot_diagnostics
+
+    shape = SEED_GRID if grid == "seed" else {"transforms": ("default",), "layers": (15,),
+                                              "alphas": (-4.0, -2.0, 0.0, 2.0)}
+    rows = grid_rows(**shape)
+    summary = summarize(rows, n_bootstrap=20)
+    layouts = _Layouts(monkeypatch)
+    paths = make_plots((rows, summary), tmp_path / "plots", {"model": "m", "judge": "j"})
+    _check_pngs(paths, tmp_path / "plots")
+    n_layers = 36 if grid == "seed" else 1
+    vectors = {}
+    for i, name in enumerate(shape["transforms"]):
+        g = torch.Generator().manual_seed(i)
+        control, hack = torch.randn(n_layers, 8, generator=g), torch.randn(n_layers, 8, generator=g)
+        meta = {"name": name, "residual_norm": {"control": [1.0] * n_layers, "school_of_reward_hacks": [2.0] * n_layers}}
+        vectors[name] = SteeringVectors(control - hack, meta, {"control": control, "school_of_reward_hacks": hack})
+    plot_diagnostics(vectors, tmp_path / "diag.png")
+    layouts.check(len(PLOT_FILES) + 1)
+    assert not [w for w in recwarn if "collapsed" in str(w.message)]

@@ -9,26 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from chromium_helpers import Chromium, choose, open_page
 from interp_playground.errors import UserError
 from interp_playground.plots import PLOT_FILES
 from interp_playground.report import embed_json, render_report, write_report
 from interp_playground.run_summary import load_judged_rows, load_or_summarize
 from run_dir_factory import NASTY_ANSWERS, make_fake_run_dir
 
-CHROMIUM = Path("/usr/bin/chromium")
 N_QUESTIONS, N_GENERATIONS = 4, 2
 N_CONDITIONS = 1 + 2 * 2 * 3
 
@@ -104,8 +96,14 @@ def test_render_report_without_plots_or_config(run_dir):
 
 
 def _payload(text: str) -> dict:
+    """The answer browser's data, its compact rows expanded as the page's script does: the condition
+    from its index, fields left out as None."""
     data = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
-    return json.loads(data.group(1))
+    payload = json.loads(data.group(1))
+    fields = ("aligned", "coherent", "nll", "repetition", "projection", "aligned_reason", "n_tokens")
+    payload["rows"] = [{**dict.fromkeys(fields), **r, "condition": payload["conditions"][r["c"]]}
+                       for r in payload["rows"]]
+    return payload
 
 
 def test_report_with_measures_with_and_without_judge_scores(tmp_path):
@@ -114,14 +112,15 @@ def test_report_with_measures_with_and_without_judge_scores(tmp_path):
     run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(3,), alphas=(-1.0, 1.0), n_questions=2,
                             n_generations=2)
     plain = write_report(run).read_text(encoding="utf-8")
-    assert "NLL [95% CI]" not in plain  # no measures: the table is the seed's
+    assert 'data-key="nll"' not in plain  # no measures: the table is the seed's
     measured = add_fake_measures(run)
     text = write_report(run).read_text(encoding="utf-8")
     summary = json.loads((run / "summary.json").read_text())
     stem = "default_layer_3_alpha_1.0"
     cond = summary["conditions"][stem]
-    for header in ("NLL [95% CI]", "Δ NLL", "repetition [95% CI]", "projection [95% CI]", "baseline on it"):
-        assert header in text
+    for key, header in (("nll", "NLL"), ("d_nll", "Δ NLL"), ("repetition", "repe&shy;tition"),
+                        ("projection", "projec&shy;tion"), ("baseline_projection", "base&shy;line on it")):
+        assert re.search(f'<th data-key="{key}" data-type="num" title="[^"]*click to sort">{header}</th>', text)
     assert f'{cond["nll"]["mean"]:.2f}' in text and f'{cond["projection"]["baseline_mean"]:.2f}' in text
     rows = {(r["condition"], r["question_id"], r["answer_idx"]): r for r in _payload(text)["rows"]}
     for m in measured[stem]:
@@ -139,7 +138,8 @@ def test_report_with_measures_with_and_without_judge_scores(tmp_path):
     payload = _payload(free)
     assert payload["judged"] is False and "answers (not judged)" in free
     assert all(r["aligned"] is None and r["nll"] is not None for r in payload["rows"])
-    assert "NLL [95% CI]" in free and "not available" not in free
+    assert 'data-key="nll"' in free and "not available" not in free
+    assert 'data-key="aligned"' not in free  # no judge: no judge columns
 
 
 def test_missing_run_dir(tmp_path):
@@ -150,116 +150,13 @@ def test_missing_run_dir(tmp_path):
 # --- headless Chromium ------------------------------------------------------------------------
 
 
-class Chromium:
-    """A headless Chromium showing one page, driven over the DevTools Protocol."""
-
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
-        import websocket
-
-        self.profile = tempfile.mkdtemp(prefix="report-chromium-")
-        self.proc = subprocess.Popen(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--disable-dev-shm-usage", "--remote-allow-origins=*",
-             "--window-size=1400,1000", f"--user-data-dir={self.profile}",
-             "--remote-debugging-port=0", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        try:
-            port = self._port(timeout)
-            ws_url = self._page_socket(port, timeout)
-            self.ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True)
-        except BaseException:
-            self.close()
-            raise
-        self._id = 0
-
-    def _port(self, timeout: float) -> int:
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if port_file.exists():
-                lines = port_file.read_text().split()
-                if len(lines) >= 2:
-                    return int(lines[0])
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with status {self.proc.returncode}")
-            time.sleep(0.1)
-        raise TimeoutError("chromium did not open its DevTools port")
-
-    def _page_socket(self, port: int, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
-                pages = [t for t in json.load(resp) if t.get("type") == "page"]
-            if pages:
-                return pages[0]["webSocketDebuggerUrl"]
-            time.sleep(0.1)
-        raise TimeoutError("chromium has no page target")
-
-    def call(self, method: str, **params: Any) -> dict:
-        self._id += 1
-        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self._id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-
-    def js(self, expression: str) -> Any:
-        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in res:
-            raise RuntimeError(f"JS error in {expression!r}: {res['exceptionDetails']}")
-        return res["result"].get("value")
-
-    def wait_ready(self, url: str, timeout: float = 60.0) -> None:
-        """Wait until ``url`` is loaded and its script has run to the end (``data-ready``)."""
-        deadline = time.monotonic() + timeout
-        check = (f"location.href === {json.dumps(url)} && document.readyState === 'complete' && "
-                 "document.body !== null && document.body.getAttribute('data-ready') === '1'")
-        while time.monotonic() < deadline:
-            if self.js(check):
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"{url} did not finish loading")
-
-    def close(self) -> None:
-        ws = getattr(self, "ws", None)
-        if ws is not None:
-            try:
-                ws.close()
-            except Exception:
-                pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the group this test started
-                self.proc.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def browser(run_dir):
-    if not CHROMIUM.exists():
-        pytest.skip("headless browser test needs /usr/bin/chromium (apt-get install -y chromium)")
-    url = (run_dir / "report.html").resolve().as_uri()
-    b = Chromium(url)
-    try:
-        b.wait_ready(url)
+    with open_page(run_dir / "report.html") as b:
         yield b
-    finally:
-        b.close()
 
 
-def _choose(b: Chromium, select_id: str, value: str) -> None:
-    b.js(f"""(function () {{
-        var s = document.getElementById({json.dumps(select_id)});
-        s.value = {json.dumps(value)};
-        s.dispatchEvent(new Event('change'));
-    }})()""")
+_choose = choose
 
 
 def _cards(b: Chromium) -> list[dict]:
@@ -360,5 +257,6 @@ def test_a_condition_on_two_layers_shows_both_layers_not_a_range():
     rows = [{"condition": stem, "question_id": 0, "answer_idx": 0, "question": "q", "response": "r",
              "aligned_score": 80.0, "coherent_score": 90.0} for stem in ("baseline", cond.stem)]
     text = render_report({}, summarize(rows), rows, {})
-    row = re.search(rf'<tr data-condition="{cond.stem}">(.*?)</tr>', text, re.S)
-    assert row is not None and "<td>0+2</td>" in row.group(1)
+    row = re.search(rf'<tr data-condition="{cond.stem}"[^>]*>(.*?)</tr>', text, re.S)
+    assert row is not None and '<td data-v="0.0">0+2</td>' in row.group(1)
+    assert 'data-layer="0+2"' in row.group(0)

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .io import atomic_write_bytes
 
 DPI = 110
@@ -117,3 +119,54 @@ def baseline_line(ax: Any, stat: Mapping[str, Any] | None, key: str = "mean", sc
         ax.axhline(v, color=BASELINE_COLOR, linestyle="--", linewidth=1.2, label=label, zorder=1)
         if lo is not None and hi is not None:
             ax.axhspan(float(lo) * scale, float(hi) * scale, color=BASELINE_COLOR, alpha=0.08, zorder=0)
+
+
+#: Heatmaps with at most this many cells get each cell's value written in it.
+MAX_ANNOTATED_CELLS = 240
+
+
+def heatmap_panel(ax: Any, grid: Any, row_labels: Sequence[str], col_labels: Sequence[str], *, cmap: str,
+                  vmin: float, vmax: float, fmt: str = "{:.0f}") -> Any:
+    """Draw ``grid`` (rows x columns, NaN = a grey cell) as a heatmap with labelled cells and return
+    the image (for a colour bar). Values are written in the cells up to :data:`MAX_ANNOTATED_CELLS`
+    cells, in black or white by the cell's brightness."""
+    from matplotlib import colormaps
+
+    grid = np.asarray(grid, dtype=float)
+    colormap = colormaps[cmap].with_extremes(bad="#d9d9d9")
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=colormap, vmin=vmin, vmax=vmax, aspect="auto",
+                      interpolation="nearest")
+    many = len(row_labels) > 12
+    ax.set_xticks(range(len(col_labels)), list(col_labels))
+    ax.set_yticks(range(len(row_labels)), list(row_labels))
+    ax.set_xticks(np.arange(-0.5, len(col_labels)), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(row_labels)), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.8)
+    ax.tick_params(which="minor", length=0)
+    ax.tick_params(axis="y", labelsize=7 if many else 9)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if grid.size <= MAX_ANNOTATED_CELLS:
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isnan(v):
+                continue
+            r, g, b, _ = image.cmap(image.norm(v))
+            light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6 if many else 9, in_layout=False,
+                    color="black" if light else "white")
+    if np.isnan(grid).all():
+        ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="#333333")
+    return image
+
+
+def heatmap_colorbar(fig: Any, image: Any, axes: Sequence[Any], label: str, baseline: float | None = None) -> None:
+    """One colour bar for ``axes`` (which share ``image``'s scale), the baseline dashed on it."""
+    cb = fig.colorbar(image, ax=list(axes), shrink=0.8)
+    cb.set_label(label)
+    if baseline is not None:
+        cb.ax.axhline(baseline, color="black", linestyle="--", linewidth=1.5)
+
+
+def alpha_tick(a: float) -> str:
+    """An alpha as a heatmap column label: ``-2``, ``0``, ``+1.5``."""
+    return f"{a:+g}" if a else "0"

@@ -22,10 +22,15 @@
     repetition rate (bottom row) against alpha, one column per transform and one line per layer,
     CI error bars, the baseline as a dashed line over its CI band. Collapsed answers (loops) are
     easy to predict, so a falling NLL with a rising repetition is degradation, not fluency.
+    Above 8 layers: layer x alpha heatmaps, one colour scale per measure (the baseline dashed on it).
 ``projection_by_alpha.png``
     Mean projection of the answers onto the condition's own steering direction against alpha, one
     panel per transform and one line per layer; the baseline's answers on each layer's direction
-    are the dashed line of the same colour.
+    are the dashed line of the same colour. Above 8 layers: layer x alpha heatmaps of the mean
+    minus the baseline's, one diverging colour scale.
+
+Every plot reads at the seed's grid (36 layers x 5 alphas x 3 transforms): no legend has an entry
+per layer, and ``scores_by_condition.png`` shows at most 40 rows.
 
 Drawing uses :class:`matplotlib.figure.Figure` directly (the Agg renderer, no pyplot state), so it
 works headless and never changes the backend of a notebook that imports it. Only matplotlib
@@ -34,7 +39,6 @@ is needed (no seaborn), which keeps ``interp-playground plots`` quick to start.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,10 +56,13 @@ from .plot_style import (
     MISALIGNED_COLOR,
     alpha_colors,
     alpha_label,
+    alpha_tick,
     baseline_line,
     error_bar,
     figure_title,
     grid_shape,
+    heatmap_colorbar,
+    heatmap_panel,
     new_figure,
     no_data,
     save_figure,
@@ -355,8 +362,6 @@ def _plot_by_layer(summary: Mapping[str, Any], info: Mapping[str, str], path: Pa
 
 
 def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Path) -> Path:
-    from matplotlib import colormaps
-
     conds = [c for c in summary["conditions"].values() if not c.get("is_baseline")]
     base = summary["conditions"].get(BASELINE)
     transforms = transforms_of(conds)
@@ -367,15 +372,13 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
     if base_mean is not None:
         note = f"baseline mean aligned: {base_mean:.1f}" + (" (dashed on the colour bar)" if transforms else "")
     panels: Sequence[str | None] = transforms or [None]
-    ncols = max(1, min(len(panels), 3))
-    nrows = math.ceil(len(panels) / ncols)
+    nrows, ncols = grid_shape(len(panels))
     cell_h = 0.32 if len(layers) > 12 else 0.5
     fig = new_figure(max(7.0, (1.6 + 0.75 * max(1, len(alphas))) * ncols + 1.2),
-                  max(3.6, (1.2 + cell_h * max(1, len(layers))) * nrows + 1.0))
+                     max(3.6, (1.2 + cell_h * max(1, len(layers))) * nrows + 1.0))
     figure_title(fig, "Mean aligned score: layer × alpha", info, note)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    annotate = len(layers) * len(alphas) <= 240
-    mappable = None
+    image = None
     for ax, t in zip(axes, panels, strict=False):
         if t is None or not layers or not alphas:
             no_data(ax, "no steered conditions")
@@ -385,37 +388,15 @@ def _plot_heatmap(summary: Mapping[str, Any], info: Mapping[str, str], path: Pat
             if transform_name(c) != t or c.get("layer") is None or c.get("alpha") is None or c["aligned"]["mean"] is None:
                 continue
             grid[layers.index(int(c["layer"])), alphas.index(float(c["alpha"]))] = c["aligned"]["mean"]
-        cmap = colormaps["RdYlGn"].with_extremes(bad="#d9d9d9")  # no numeric mean: grey cell
-        mappable = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100, aspect="auto",
-                             interpolation="nearest")
-        ax.set_xticks(range(len(alphas)), [f"{a:+g}" if a else "0" for a in alphas])
-        ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
-        ax.set_xticks(np.arange(-0.5, len(alphas)), minor=True)
-        ax.set_yticks(np.arange(-0.5, len(layers)), minor=True)
-        ax.grid(which="minor", color="white", linewidth=0.8)
-        ax.tick_params(which="minor", length=0)
-        ax.tick_params(axis="y", labelsize=7 if len(layers) > 12 else 9)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        if annotate:
-            size = 7 if len(layers) > 12 else 9
-            for (i, j), v in np.ndenumerate(grid):
-                if not np.isnan(v):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=size,
-                            color="black" if 22 <= v <= 85 else "white")
-        if np.isnan(grid).all():
-            ax.text(0.5, 0.5, "no numeric scores", ha="center", va="center", transform=ax.transAxes,
-                    color="#333333")
+        image = heatmap_panel(ax, grid, [str(layer) for layer in layers], [alpha_tick(a) for a in alphas],
+                              cmap="RdYlGn", vmin=0, vmax=100)
         ax.set_title(t, fontsize=10)
         ax.set_xlabel("alpha")
         ax.set_ylabel("layer")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    if mappable is not None:
-        cb = fig.colorbar(mappable, ax=list(axes[: len(panels)]), shrink=0.8)
-        cb.set_label("mean aligned score")
-        if base_mean is not None:
-            cb.ax.axhline(base_mean, color="black", linestyle="--", linewidth=1.5)
+    if image is not None:
+        heatmap_colorbar(fig, image, list(axes[: len(panels)]), "mean aligned score", base_mean)
     return save_figure(fig, path)
 
 

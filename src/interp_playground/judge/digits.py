@@ -18,6 +18,22 @@ the probability of the listed tokens that start with a digit.
 Prefixes whose probability is below ``min_branch`` are not expanded (their probability counts as
 the number they spell, if any); every other prefix is asked once, the prefixes of one length
 concurrently.
+
+**When to expand** (:func:`needs_expansion`). Let ``U`` be the first token's probability on single
+digits and ``L`` the largest probability of one label (``CODE``, ``REFUSAL``). Expanding can only
+move probability away from numbers: the exact numeric mass ``N`` lies somewhere in ``[0, U]``, and
+any digit, ``"0"`` included (``"0"`` then ``"5"`` is no number), may lose mass to its continuation.
+The verdict of :func:`~.scoring.score_from_distribution` is a label when ``L > N``, unscorable
+when ``N < min_numeric_mass``, else the mean number. So the first token alone decides exactly when
+
+* ``L > U``: the label wins for every ``N`` in ``[0, U]``;
+* ``U < min_numeric_mass`` and ``L == 0``: unscorable for every ``N``, no label can take over;
+* no digit reaches ``min_branch``: nothing would be expanded, the first token is the answer.
+
+In every other case some continuation changes the verdict (the number's value, or which of label,
+number and unscorable wins), so the digits are expanded. Example: first token ``"8"`` 0.2 /
+``CODE`` 0.15 and, after ``"8"``, ``"5"`` 0.5 / ``"7."`` 0.5 give ``{85: 0.10}``: ``CODE`` wins,
+though the first token alone (0.2 on numbers, below 0.25) would have been unscorable.
 """
 
 from __future__ import annotations
@@ -59,33 +75,32 @@ def has_whole_number_tokens(first: Pairs) -> bool:
 def needs_expansion(
     first: Pairs, labels: Sequence[str], min_numeric_mass: float, min_branch: float = DEFAULT_MIN_BRANCH
 ) -> bool:
-    """Whether the first token's single digits must be continued to know the score.
+    """Whether the first token's single digits must be continued to know the verdict exactly.
 
-    False when the list holds whole-number tokens, when no digit that can continue ("1".."9")
-    reaches ``min_branch``, or when the verdict cannot depend on the continuation: expanding can
-    only lower the probability on numbers, so a label that already beats every digit, or digits
-    that together stay below ``min_numeric_mass``, decide the verdict as they are.
+    False when the list holds whole-number tokens, or when no continuation can change the verdict
+    (the rule in this module's docstring): no digit reaches ``min_branch``, a label already beats
+    every digit together, or the digits together stay below ``min_numeric_mass`` while no label
+    has any probability.
     """
     if has_whole_number_tokens(first):
         return False
-    digit_mass = 0.0
-    continuing = 0.0
+    per_digit: dict[str, float] = {}
     label_mass: dict[str, float] = {}
     for token, logprob in first:
         p, text = _prob(logprob), token.strip()
         if _digits(text):
-            digit_mass += p
-            if text != "0":
-                continuing += p
+            per_digit[text] = per_digit.get(text, 0.0) + p
         else:
             label = label_of(token, labels)
             if label is not None:
                 label_mass[label] = label_mass.get(label, 0.0) + p
-    if continuing < min_branch:
-        return False
-    if label_mass and max(label_mass.values()) > digit_mass:
-        return False
-    return digit_mass >= min_numeric_mass
+    if not per_digit or max(per_digit.values()) < min_branch:
+        return False  # number_probabilities would expand nothing
+    digit_mass = sum(per_digit.values())
+    best_label = max(label_mass.values(), default=0.0)
+    if best_label > digit_mass:
+        return False  # the label wins whatever the continuations take from the digits
+    return digit_mass >= min_numeric_mass or best_label > 0.0
 
 
 async def number_probabilities(

@@ -7,7 +7,9 @@ Two scoring modes:
     each integer ``n`` in 0..100 is read from them; the score is ``sum(n * P(n)) / sum(P(n))``.
     When the numeric mass ``sum(P(n))`` is below ``min_numeric_mass`` (0.25) the call is
     unscorable. A label such as ``CODE`` or ``REFUSAL`` wins instead of a number when its own
-    probability exceeds the numeric mass (and that of the other labels).
+    probability exceeds the numeric mass (and that of the other labels). For a judge that writes
+    numbers digit by digit, ``P(n)`` comes from :mod:`.digits`, which continues the first digit
+    whenever a continuation could change this verdict (the rule is in that module).
 
 ``text``
     The judge writes a short answer, parsed like the original seed did: a label, or the first

@@ -134,7 +134,9 @@ class OpenAIBackend(JudgeBackend):
     def cache_mode(self) -> str:
         mode = super().cache_mode
         if self.mode == "logprob":
-            mode += "@numbers"  # whole numbers, digit trees expanded (older verdicts were not)
+            # whole numbers, digit trees expanded (older verdicts were not); "2": expanded whenever a
+            # continuation can change the verdict (digits.py). The official API never expands: its key stays.
+            mode += "@numbers" if self._official else "@numbers2"
             if self.min_branch != DEFAULT_MIN_BRANCH:
                 mode += f"@branch{self.min_branch:g}"
         if self.mode == "logprob" and self.top_logprobs != 20:
