@@ -35,6 +35,11 @@ def _eval(*extra: str) -> list[str]:
             "--device", "cpu", "--judge-backend", "hf", "--judge-model", MODEL, *extra]
 
 
+def _sampling(*extra: str) -> list[str]:
+    """``eval`` without ``--greedy`` (a sampling option beside --greedy is refused as a conflict)."""
+    return [a for a in _eval(*extra) if a != "--greedy"]
+
+
 def _generate(*extra: str) -> list[str]:
     return ["generate", "--model", MODEL, "--vectors-dir", "{vectors}", "--output-dir", "{out}",
             "--transforms", "default", "--layers", "1", "--max-samples", "2", "--max-new-tokens", "3", "--greedy",
@@ -60,9 +65,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("no new tokens", _eval("--max-new-tokens", "0"), "max_new_tokens"),
     ("temperature 0 while sampling", [a for a in _eval("--temperature", "0") if a != "--greedy"], "--greedy"),
     ("negative temperature", [a for a in _eval("--temperature", "-1") if a != "--greedy"], "temperature"),
-    ("top-p 0", _eval("--top-p", "0"), "top_p"),
-    ("top-p above 1", _eval("--top-p", "1.5"), "top_p"),
-    ("negative top-k", _eval("--top-k", "-1"), "top_k"),
+    ("top-p 0", _sampling("--top-p", "0"), "top_p"),
+    ("top-p above 1", _sampling("--top-p", "1.5"), "top_p"),
+    ("negative top-k", _sampling("--top-k", "-1"), "top_k"),
     ("negative seed", _eval("--seed", "-1"), "seed"),
     ("zero batch", _eval("--batch-size", "0"), "batch_size"),
     ("unknown positions", _eval("--positions", "middle"), "--positions"),

@@ -7,9 +7,13 @@ one-line ``error: ...`` message with exit status 2.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import UserError
 
@@ -35,14 +39,35 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+#: errno values of a failed write that the user fixes outside the program (disk, quota, permissions).
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM handler: stop like Ctrl-C (finished work saved, the exact resume command printed)."""
+    raise KeyboardInterrupt()
+
+
+def _ignore_further_interrupts() -> None:
+    """After the first Ctrl-C / SIGTERM, a second one must not break the way out into a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def run_command(name: str, argv: Sequence[str]) -> int:
     """Run subcommand ``name`` with ``argv``; a ``UserError`` becomes ``error: ...`` and exit 2.
 
+    SIGTERM is handled like Ctrl-C: both print that finished work is saved and how to resume
+    (exit 130). A write that fails for lack of space, quota or permission is one ``error:`` line too.
     Under torchrun each rank runs the command (see :mod:`interp_playground.distributed`); the
     process group, if the command joined one, is left on the way out."""
     from . import distributed
 
     module_name, func_name, _ = COMMANDS[name]
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = (signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _sigterm_as_interrupt))
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(list(argv)) or 0)
@@ -50,18 +75,32 @@ def run_command(name: str, argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        _ignore_further_interrupts()
         resume = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
         hint = f"resume with: {resume}" if resume else "rerun the same command to resume"
         print(f"interrupted; finished work is saved; {hint}", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; finished work is saved: fix this and rerun the same "
+              "command to resume", file=sys.stderr)
+        return 2
     finally:
         distributed.teardown()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``interp-playground`` console script."""
+    """Entry point of the ``interp-playground`` console script (no command: usage on stderr, exit 2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):

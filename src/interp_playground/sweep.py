@@ -11,7 +11,9 @@ checked against what the directory holds, so a refused resume never changes it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import os
 import platform
 import re
@@ -24,6 +26,8 @@ from typing import Any
 
 from .errors import UserError
 from .io import check_writable_dir, sha256_file
+from .judge.cache import check_cache_file
+from .judge.runner import JudgeStopped
 from .judge.settings import JudgeSettings
 from .rundir import RunDir, RunManifest
 from .settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings, Settings
@@ -242,15 +246,16 @@ def run_eval(
     reports. The other ranks return after the generation stage.
     """
     from . import distributed
-    from .conditions import plan_grid
-    from .models import load_model_and_tokenizer, load_tokenizer, num_layers
+    from .models import check_device
 
     prepared = _prepare(config, need_vectors=not skip_generation)
     if not skip_measures:
         from .measures_stage import check_batch_size
 
         check_batch_size(measures_batch_size)
-    job = distributed.job()
+    check_device(config.model.device)
+    if not skip_judging and config.judge.backend == "hf":
+        check_device(config.judge.device, "--judge-device")
     device = distributed.init(config.model.device, device_map=config.model.device_map)
     old_run = RunDir.existing(run_dir) if run_dir is not None and not isinstance(run_dir, RunDir) else run_dir
     if skip_generation and (old_run is None or not old_run.generation_files()):
@@ -258,6 +263,26 @@ def run_eval(
                         "pass --resume RUN_DIR of a run that has generations_*.json")
     if old_run is None:
         check_writable_dir(output_dir, "--output-dir")
+    else:
+        old_run.check_writable()
+    with old_run.lock("eval") if old_run is not None else contextlib.nullcontext():  # before any model loads
+        return _run_eval_locked(config, prepared, old_run, output_dir, device, skip_generation, skip_judging,
+                                overwrite, model_and_tokenizer, judge_backend, make_report, progress, command,
+                                skip_measures, measures_batch_size)
+
+
+def _run_eval_locked(config: EvalConfig, prepared: _Prepared, old_run: RunDir | None, output_dir: Any,
+                     device: str | None, skip_generation: bool, skip_judging: bool, overwrite: bool,
+                     model_and_tokenizer: tuple[Any, Any] | None, judge_backend: Any, make_report: bool,
+                     progress: bool, command: list[str] | None, skip_measures: bool, measures_batch_size: int
+                     ) -> Path:
+    """:func:`run_eval` once the cheap checks have passed (a resumed run's lock held)."""
+    from . import distributed
+    from .conditions import plan_grid
+    from .models import context_length, load_model_and_tokenizer, load_tokenizer, num_layers
+    from .questions import check_question_lengths
+
+    job = distributed.job()
     old = old_run.read_manifest() if old_run is not None else None
     if skip_generation:
         if old is not None:  # nothing is generated now: the generations' settings stay as recorded
@@ -267,14 +292,19 @@ def run_eval(
     if not skip_judging:  # every judge setting is checked before the first stage starts
         if judge_backend is None:
             config.judge.validate()
+            if old_run is not None:
+                check_cache_file(config.judge.cache_path(old_run.judge_cache_path), "the judge cache")
         # the judge runs on rank 0 only
         backend = distributed.agree(lambda: (judge_backend or _make_judge(config)) if job.is_main else None)
     say = print if progress and job.is_main else (lambda *a, **k: None)
     progress = progress and job.is_main
     try:
         if model_and_tokenizer is None and not skip_generation:
-            load_tokenizer(config.model.model)  # a clear error now for an unreachable hub id
+            tokenizer = load_tokenizer(config.model.model)  # a clear error now for an unreachable hub id
             _check_vectors_fit(config, prepared)
+            check_question_lengths(tokenizer, prepared.questions, config.generation.max_new_tokens,
+                                   context_length(config.model.model, revision=config.model.revision),
+                                   thinking=config.generation.thinking)
 
         groups: list[tuple[int, ...]] | None = prepared.layer_groups
         model = tokenizer = None
@@ -303,11 +333,24 @@ def run_eval(
                                model_and_tokenizer is None, overwrite,
                                skip_generation, make_report, progress, command, say)
         except KeyboardInterrupt:
-            batch = " --judge-batch" if config.judge.batch and not skip_judging else ""  # poll the same batches
-            raise KeyboardInterrupt(f"interp-playground eval --resume {run.path}{batch}") from None
+            raise KeyboardInterrupt(_resume_command(run, config, skip_judging)) from None
+        except JudgeStopped as exc:
+            raise UserError(f"{exc}; finished work is saved: resume with: "
+                            f"{_resume_command(run, config, skip_judging)}") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise
+            raise UserError(f"{exc.strerror or exc} ({exc.filename or run.path}); finished work is saved: "
+                            f"fix this, then resume with: {_resume_command(run, config, skip_judging)}") from None
     finally:
         if backend is not None and judge_backend is None:
             backend.close()
+
+
+def _resume_command(run: RunDir, config: EvalConfig, skip_judging: bool) -> str:
+    """The command that finishes ``run`` (``--judge-batch`` polls the same batches)."""
+    batch = " --judge-batch" if config.judge.batch and not skip_judging else ""
+    return f"interp-playground eval --resume {run.path}{batch}"
 
 
 def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, ...]],
