@@ -40,6 +40,12 @@ def _sampling(*extra: str) -> list[str]:
     return [a for a in _eval(*extra) if a != "--greedy"]
 
 
+def _no_output_dir(argv: list[str]) -> list[str]:
+    """``argv`` without ``--output-dir {out}`` (refused beside ``--resume``)."""
+    k = argv.index("--output-dir")
+    return argv[:k] + argv[k + 2:]
+
+
 def _generate(*extra: str) -> list[str]:
     return ["generate", "--model", MODEL, "--vectors-dir", "{vectors}", "--output-dir", "{out}",
             "--transforms", "default", "--layers", "1", "--max-samples", "2", "--max-new-tokens", "3", "--greedy",
@@ -87,7 +93,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("unknown tiny model", _eval("--model", "tiny-qwen4"), "tiny-qwen4"),
     ("output dir is a file", _eval("--output-dir", "{file}"), "not a folder"),
     ("output dir under a file", _eval("--output-dir", "{file}/sub"), "cannot be created"),
-    ("resume a missing run", _eval("--resume", "/nonexistent/run"), "does not exist"),
+    ("resume a missing run", _no_output_dir(_eval("--resume", "/nonexistent/run")), "does not exist"),
     ("skip generation without resume", _eval("--skip-generation"), "--resume"),
     # generate
     ("generate without output dir", ["generate", "--model", MODEL], "--output-dir"),

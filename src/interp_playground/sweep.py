@@ -27,7 +27,7 @@ from typing import Any
 from .errors import UserError
 from .io import check_writable_dir, sha256_file
 from .judge.cache import check_cache_file
-from .judge.runner import JudgeStopped
+from .judge.runner import JudgeStats, JudgeStopped
 from .judge.settings import JudgeSettings
 from .rundir import RunDir, RunManifest
 from .settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings, Settings
@@ -484,12 +484,21 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
         from .judge.stage import run_judge_stage
 
         second = _make_judge(config, second=True)
+        stats = [JudgeStats() for _ in range(1 if second is None else 2)]
         try:
             run_judge_stage(run, config.judge, [backend] + ([second] if second is not None else []),
-                            progress=progress, stems=stems, log=say)
+                            progress=progress, stems=stems, log=say, stats=stats)
+        except JudgeStopped:
+            raise
+        except UserError as exc:  # the settings were checked: a server or judge fault met while judging
+            raise JudgeStopped(str(exc)) from None
         finally:
             if second is not None:
                 second.close()
+        failed = sum(s.failed for s in stats)
+        if failed:
+            print(f"warning: {failed} judge call(s) failed and their rows have no score; resume with: "
+                  f"{_resume_command(run, config, False)}", file=sys.stderr)
         return True
     stale = _unjudged(run, stems)
     if len(stale) == len(stems):

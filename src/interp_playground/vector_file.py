@@ -226,8 +226,8 @@ def _torch_load(path: Path, what: str) -> Any:
             ) from None
         kind = _not_torch_kind(path)
         if kind is not None:
-            raise UserError(f"{path} is not a {what} file: it is {kind}, and a torch file is a zip archive "
-                            "(write one with `interp-playground vectors`)") from None
+            raise UserError(f"{what} file {path} is corrupted or truncated: it is {kind}, not a torch file "
+                            "(a zip archive, as `interp-playground vectors` writes)") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "weights_only" in first or "Weights only" in first:
             first = "not a readable torch file"

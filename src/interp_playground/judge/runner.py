@@ -121,7 +121,9 @@ def _describe_error(exc: BaseException, attempts: int, timeout: float | None) ->
 
 
 class _Aborted(Exception):
-    pass
+    def __init__(self, message: str, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.resumable = resumable  # False: a fault of the settings or the server that a rerun repeats
 
 
 class JudgeStopped(UserError):
@@ -278,7 +280,7 @@ async def judge_groups_async(
                 except Exception as exc:  # noqa: BLE001 - classified below; never crashes the run
                     fatal = backend.fatal_error(exc)
                     if fatal:
-                        raise _Aborted(fatal) from exc
+                        raise _Aborted(fatal, resumable=False) from exc
                     if attempt < retry.max_attempts and backend.should_retry(exc):
                         stats.retries += 1
                         after = backend.retry_after(exc)
@@ -350,7 +352,7 @@ async def judge_groups_async(
                            f"{why}), so no judged file was written; check the judge (--judge-mode text for a "
                            "server without usable logprobs, or a lower --judge-min-mass)")
     except _Aborted as exc:
-        raise JudgeStopped(str(exc)) from None
+        raise (JudgeStopped if exc.resumable else UserError)(str(exc)) from None
     finally:
         stats.seconds = time.monotonic() - started
         if bar is not None and progress is True:
