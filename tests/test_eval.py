@@ -32,8 +32,9 @@ def vectors_dir(tmp_path_factory) -> Path:
 
 
 def _eval_args(vectors_dir: Path, out: Path, *extra: str) -> list[str]:
+    where = [] if "--resume" in extra else ["--output-dir", str(out)]  # --resume names the run's own folder
     return [
-        "eval", "--model", MODEL, "--vectors-dir", str(vectors_dir), "--output-dir", str(out),
+        "eval", "--model", MODEL, "--vectors-dir", str(vectors_dir), *where,
         "--layers", "0", "2", "--alphas", "-1", "0", "1", "--max-samples", "3",
         "--max-new-tokens", "6", "--greedy", "--device", "cpu",
         "--judge-backend", "hf", "--judge-model", MODEL, "--judge-min-mass", "0", *extra,

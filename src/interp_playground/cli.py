@@ -43,31 +43,36 @@ def _usage() -> str:
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM handler: stop like Ctrl-C (finished work saved, the exact resume command printed)."""
-    raise KeyboardInterrupt()
+class _Interrupts:
+    """The SIGINT / SIGTERM handler of a command: the first signal stops it like Ctrl-C (finished work
+    saved, the exact resume command printed); later ones are ignored, so a second Ctrl-C while the
+    first unwinds (closing the judge's connections, say) cannot turn the way out into a traceback.
+    Being installed instead of Python's own handler, it also keeps asyncio from installing its own."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.seen += 1
+        if self.seen == 1:
+            raise KeyboardInterrupt()
 
 
-def _ignore_further_interrupts() -> None:
-    """After the first Ctrl-C / SIGTERM, a second one must not break the way out into a traceback."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def run_command(name: str, argv: Sequence[str]) -> int:
+def run_command(name: str, argv: Sequence[str], *, exiting: bool = False) -> int:
     """Run subcommand ``name`` with ``argv``; a ``UserError`` becomes ``error: ...`` and exit 2.
 
     SIGTERM is handled like Ctrl-C: both print that finished work is saved and how to resume
     (exit 130). A write that fails for lack of space, quota or permission is one ``error:`` line too.
     Under torchrun each rank runs the command (see :mod:`interp_playground.distributed`); the
-    process group, if the command joined one, is left on the way out."""
+    process group, if the command joined one, is left on the way out. ``exiting``: the process ends
+    after this command (the console script), so after an interrupt the handler stays, deaf to more."""
     from . import distributed
 
     module_name, func_name, _ = COMMANDS[name]
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = (signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _sigterm_as_interrupt))
+        handler = _Interrupts()
+        previous = (signal.signal(signal.SIGINT, handler), signal.signal(signal.SIGTERM, handler))
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(list(argv)) or 0)
@@ -75,7 +80,8 @@ def run_command(name: str, argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        _ignore_further_interrupts()
+        if exiting:
+            previous = None  # the handler stays: deaf to further signals until the process has exited
         resume = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
         hint = f"resume with: {resume}" if resume else "rerun the same command to resume"
         print(f"interrupted; finished work is saved; {hint}", file=sys.stderr)
@@ -96,6 +102,7 @@ def run_command(name: str, argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``interp-playground`` console script (no command: usage on stderr, exit 2)."""
+    exiting = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(_usage(), file=sys.stderr)
@@ -111,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return run_command(argv[0], argv[1:])
+    return run_command(argv[0], argv[1:], exiting=exiting)
 
 
 if __name__ == "__main__":
