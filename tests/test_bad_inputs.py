@@ -22,7 +22,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bad_inputs")
     vectors = root / "vectors"
-    create_steering_vectors(MODEL, transforms=["default"], dataset="bundled", n_samples=4, output_dir=vectors,
+    create_steering_vectors(MODEL, transforms=["default"], dataset="bundled", n_samples=4, output_dir=vectors, plot=False,
                             device="cpu")
     (root / "a_file").write_text("not a folder")
     (root / "empty").mkdir()

@@ -208,6 +208,16 @@ def _check_vectors_fit(config: EvalConfig, prepared: _Prepared) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+def _check_conditions(model: Any, config: EvalConfig, prepared: _Prepared, conditions: list[Any]) -> None:
+    """The engine's checks of the planned conditions against the loaded model (zero vectors, alphas
+    that overflow its dtype, layers), before anything is written."""
+    from .engine.base import check_conditions, check_vectors
+    from .vector_file import load_vectors
+
+    loaded = load_vectors(config.grid.vectors_dir, prepared.transforms)
+    check_conditions(model, conditions, check_vectors(model, {name: sv.vectors for name, sv in loaded.items()}))
+
+
 def _make_judge(config: EvalConfig, second: bool = False) -> Any:
     """Judge A's backend (``second``: judge B's, or None without a second judge model)."""
     import dataclasses
@@ -322,6 +332,8 @@ def _run_eval_locked(config: EvalConfig, prepared: _Prepared, old_run: RunDir | 
                 raise UserError(f"--skip-generation: {old_run} records no layers; pass --layers")
             groups = [tuple(g) if isinstance(g, list) else (int(g),) for g in stored_layers]
         conditions = plan_grid(prepared.transforms, groups, prepared.alphas, ablate=config.grid.ablate)
+        if model is not None and old_run is None:  # steering the model cannot take: refused before a folder exists
+            _check_conditions(model, config, prepared, conditions)
         # rank 0 names a new run directory; every rank takes that name
         run = old_run if old_run is not None else distributed.on_main(lambda: RunDir.create(output_dir))
         say(f"run directory: {run}")
