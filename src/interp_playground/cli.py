@@ -80,8 +80,10 @@ def run_command(name: str, argv: Sequence[str], *, exiting: bool = False) -> int
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        if exiting:
-            previous = None  # the handler stays: deaf to further signals until the process has exited
+        if exiting:  # deaf to further signals until the process has exited (at the OS level: Python
+            previous = None  # puts its own handlers back to the default while it shuts down)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         resume = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
         hint = f"resume with: {resume}" if resume else "rerun the same command to resume"
         print(f"interrupted; finished work is saved; {hint}", file=sys.stderr)
