@@ -15,9 +15,6 @@ import contextlib
 import datetime as _dt
 import errno
 import os
-import platform
-import re
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .io import check_writable_dir, sha256_file
+from .io import check_writable_dir
 from .judge.cache import check_cache_file
 from .judge.runner import JudgeStats, JudgeStopped
 from .judge.settings import JudgeSettings
+from .run_environment import environment_info, git_commit, redact_url, redacted, vector_hashes
 from .rundir import RunDir, RunManifest
 from .settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings, Settings
 
@@ -88,41 +86,6 @@ class EvalConfig:
         return cls._of(sections)
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout the package runs from, if it is one."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-            text=True, timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment_info() -> dict[str, Any]:
-    """Versions of the pieces that change results."""
-    import torch
-    import transformers
-
-    from . import __version__
-
-    return {
-        "interp_playground": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "git_commit": git_commit(),
-    }
-
-
-def vector_hashes(paths: dict[str, Path]) -> dict[str, str]:
-    """SHA-256 of each vector file that a run uses."""
-    return {name: sha256_file(path) for name, path in paths.items() if Path(path).exists()}
-
-
 @dataclass
 class _Prepared:
     """What ``run_eval`` checked before any expensive work."""
@@ -166,23 +129,6 @@ def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
         if n_layers is not None or not needs_depth:  # else decided once the model is loaded
             groups = parse_layer_groups(grid.layers, n_layers)
     return _Prepared(transforms, alphas, questions, groups, files)
-
-
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def redact_url(text: Any) -> Any:
-    """A string with the ``user:password@`` part of every URL in it removed (other values unchanged)."""
-    return _URL_CREDENTIALS.sub("", text) if isinstance(text, str) else text
-
-
-def _redacted(data: Any) -> Any:
-    """``data`` as recorded: no URL credentials anywhere in it (keys come from the environment)."""
-    if isinstance(data, Mapping):
-        return {key: _redacted(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [_redacted(value) for value in data]
-    return redact_url(data)
 
 
 def _release_memory() -> None:
@@ -454,7 +400,7 @@ def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, .
               keep_generation: bool) -> RunManifest:
     layers = [g[0] if len(g) == 1 else list(g) for g in groups]
     manifest = RunManifest(
-        config=_redacted(config.to_dict()),
+        config=redacted(config.to_dict()),
         resolved={
             "transforms": prepared.transforms, "alphas": prepared.alphas, "layers": layers,
             "n_questions": len(prepared.questions), "questions": prepared.questions,
@@ -479,7 +425,7 @@ def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, .
         manifest.vector_hashes = old.vector_hashes or manifest.vector_hashes
         manifest.generation_settings = old.generation_settings or manifest.generation_settings
     if backend is not None:
-        manifest.judge = _redacted(backend.describe())
+        manifest.judge = redacted(backend.describe())
         if config.judge.second_model:  # judge B: judge A's settings with another model
             second = dict(manifest.judge, model=config.judge.second_model)
             manifest.second_judge = second

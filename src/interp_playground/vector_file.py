@@ -34,7 +34,6 @@ a ``manifest.json`` per transform; :func:`vectors_from_activations` rebuilds a v
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import io as _io
@@ -53,7 +52,7 @@ import torch
 
 from .data import NEGATIVE_SIDE, POSITIVE_SIDE, SIDES, SORH_DATASET
 from .errors import UserError
-from .io import atomic_write_bytes, read_json
+from .io import atomic_write_bytes, read_json, text_file_kind
 
 FORMAT = "interp-playground/steering-vectors"
 FORMAT_VERSION = 1
@@ -224,7 +223,7 @@ def _torch_load(path: Path, what: str) -> Any:
                 f"{path} is not an interp-playground {what} file: it is a pickle of Python objects{named} "
                 f"that such a file never holds; it was not loaded, for safety"
             ) from None
-        kind = _not_torch_kind(path)
+        kind = text_file_kind(path, binary_magic=(b"PK", b"\x80"))  # a zip (torch.save) or a pickle
         if kind is not None:
             raise UserError(f"{what} file {path} is corrupted or truncated: it is {kind}, not a torch file "
                             "(a zip archive, as `interp-playground vectors` writes)") from None
@@ -232,17 +231,6 @@ def _torch_load(path: Path, what: str) -> Any:
         if "weights_only" in first or "Weights only" in first:
             first = "not a readable torch file"
         raise UserError(f"{what} file {path} is corrupted or truncated ({first[:200]})") from None
-
-
-def _not_torch_kind(path: Path) -> str | None:
-    """``"empty"`` or ``"text (...)"`` for a file that cannot be a torch file (zip or pickle), else None."""
-    with contextlib.suppress(OSError), open(path, "rb") as fh:
-        head = fh.read(512)
-        if not head or head.startswith((b"PK", b"\x80")):
-            return None if head else "empty"
-        with contextlib.suppress(UnicodeDecodeError):
-            return f"text ({(head.decode('utf-8').strip() or ' ').splitlines()[0][:40]!r} ...)"
-    return None
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
