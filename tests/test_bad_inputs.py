@@ -147,6 +147,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("device bogus", _eval("--device", "bogus"), "'bogus' is not a device"),
     ("device cuda:99", _eval("--device", "cuda:99"), "--device cuda:99"),
     ("generate device bogus", _generate("--device", "bogus"), "not a device"),
+    ("vectors device bogus", ["vectors", "--model", MODEL, "--dataset", "bundled", "--output-dir", "{out}",
+                              "--device", "bogus"], "not a device"),
+    ("measures device bogus", ["measures", "{empty}", "--device", "bogus"], "not a device"),
     ("judge device bogus", _eval("--judge-device", "bogus"), "--judge-device"),
     *([("device cuda without CUDA", _eval("--device", "cuda"), "no CUDA device")]
       if not torch.cuda.is_available() else []),
