@@ -257,3 +257,26 @@ def test_disk_full_is_one_line_keeps_the_data_and_resume_finishes(vectors, mount
     assert cli_main(["eval", "--resume", str(run), "--skip-judging"]) == 0
     capsys.readouterr()
     assert (run / "report.html").exists() and (run / "summary.json").exists()
+
+
+def test_non_finite_activations_stop_the_engine_with_one_line(tiny_models):
+    """What the alpha check cannot see (here: a NaN weight) is caught in the engine, naming the condition."""
+    import copy
+
+    import torch
+
+    from interp_playground.conditions import Condition
+    from interp_playground.engine import GenerationRequest, generate_rows
+    from interp_playground.errors import UserError
+    from interp_playground.models import decoder_layers
+    from interp_playground.settings import GenerationSettings
+    from interp_playground.tiny import tiny_tokenizer
+
+    model = copy.deepcopy(tiny_models("qwen3"))
+    with torch.no_grad():
+        decoder_layers(model)[2].mlp.down_proj.weight[0, 0] = float("nan")
+    vectors = {"default": torch.ones(3, 32)}
+    requests = [GenerationRequest(Condition("default", (1,), 2.0), "Hi", 0, 0)]
+    settings = GenerationSettings(max_new_tokens=3, do_sample=False, engine="hf")
+    with pytest.raises(UserError, match=r"NaN or infinite under default_layer_1_alpha_2\.0: .*lower --alphas"):
+        list(generate_rows(model, tiny_tokenizer(), requests, vectors, settings, progress=False))
