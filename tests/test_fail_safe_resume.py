@@ -1,5 +1,5 @@
-"""Interrupted runs (issue 21): killed during generation, killed and stopped by SIGTERM during judging,
-then resumed, a run directory is byte-identical to an uninterrupted one; SIGTERM and a double Ctrl-C
+"""Interrupted runs (issue 21): killed during generation, stopped by SIGTERM during judging, then
+resumed, a run directory is byte-identical to an uninterrupted one; SIGTERM and a double Ctrl-C
 end in one line with the exact resume command, never a traceback.
 
 The judge-free measures are left out (``--skip-measures``): their batch composition after a resume
@@ -132,23 +132,18 @@ def test_killed_and_stopped_runs_resume_byte_identical(vectors, server, tmp_path
     run = _only_run(work)
     assert not list(run.glob("judged_*")) and len(list(run.glob("generations_*.json"))) < 4
     resume = ["eval", "--resume", str(run.relative_to(work)), "--skip-measures"]
-    # 2. resumed, then SIGKILLed during judging, some verdicts cached
+    # 2. resumed, then stopped with SIGTERM during judging: one line with the exact resume command
     server.latency = 0.05
     proc = _spawn(resume, work)
     _wait_until(proc, lambda: len(_verdicts(run)) >= 2)
-    proc.kill()
-    proc.wait(timeout=30)
-    # 3. resumed, then stopped with SIGTERM during judging: one line with the exact resume command
-    cached = len(_verdicts(run))
-    proc = _spawn(resume, work)
-    _wait_until(proc, lambda: len(_verdicts(run)) >= cached + 2)
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     lines = [line for line in err.splitlines() if "interrupted" in line]
     assert lines == [f"interrupted; finished work is saved; resume with: interp-playground eval --resume "
                      f"{run.relative_to(work)}"], err[-2000:]  # (without --skip-measures it measures too)
-    # 4. resumed to the end
+    assert 2 <= len(_verdicts(run)) < len(_verdicts(ref))
+    # 3. resumed to the end
     server.latency = 0.0
     monkeypatch.chdir(work)
     assert cli_main(resume) == 0
