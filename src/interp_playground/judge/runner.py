@@ -7,8 +7,10 @@ with exponential backoff and full jitter, or after the server's ``Retry-After``;
 attempt the row is recorded with ``error: ...`` as its reason, and the run goes on. Errors that no
 retry can fix (bad key, exhausted quota, unknown model, a server that cannot be reached) stop the
 run at once with one :class:`~interp_playground.errors.UserError` line, as does a long streak of
-failed calls; a run in which every call failed is an error too, and a group of rows holding a failed
-call is handed to ``on_group_done`` (written) only once some call has succeeded.
+failed calls or a server asking to wait past ``RetryPolicy.max_wait`` (:class:`JudgeStopped`: rerun to
+resume; every wait of a second or more is announced on stderr); a run in which every call failed or
+no verdict could be scored is an error too, and a group of rows is handed to ``on_group_done``
+(written) only once some verdict has been scored.
 """
 
 from __future__ import annotations
@@ -209,8 +211,8 @@ async def judge_groups_async(
         bar = progress
 
     out: list[list[dict[str, Any]] | None] = [None] * len(groups)
-    # A group holding a failed call is handed to on_group_done only once some call has succeeded:
-    # when every call fails, the stage fails and writes nothing.
+    # Groups are handed to on_group_done only once some verdict has been scored: when every call
+    # fails or every verdict is unscorable, the stage fails and writes nothing.
     held: list[int] = []
     verdicts = {"sent": 0, "answered": 0, "scored": 0}
     noticed = {"at": -1e9}
@@ -350,7 +352,7 @@ async def judge_groups_async(
             why = f", mostly {reasons[0][0]!r}" if reasons else ""
             raise _Aborted(f"no judge verdict could be scored ({stats.unscorable} unscorable, {stats.failed} failed"
                            f"{why}), so no judged file was written; check the judge (--judge-mode text for a "
-                           "server without usable logprobs, or a lower --judge-min-mass)")
+                           "server without usable logprobs, or a lower --judge-min-mass)", resumable=False)
     except _Aborted as exc:
         raise (JudgeStopped if exc.resumable else UserError)(str(exc)) from None
     finally:
