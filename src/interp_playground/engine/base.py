@@ -89,7 +89,7 @@ def check_conditions(
     holds (:func:`steering_limit`). ``vectors`` as returned by :func:`check_vectors`."""
     n = num_layers(model)
     dtype = next(model.parameters()).dtype
-    limit = steering_limit(dtype)
+    limit, dtype_name = steering_limit(dtype), str(dtype).replace("torch.", "")
     out: list[Condition] = []
     for cond in conditions:
         if not isinstance(cond, Condition):
@@ -111,7 +111,7 @@ def check_conditions(
                 if cond.op == "add" and cond.alpha and abs(cond.alpha) * norm > limit:
                     raise UserError(
                         f"alpha {cond.alpha:g} times the norm {norm:.3g} of vector {cond.vector!r} at layer {layer} "
-                        f"is {abs(cond.alpha) * norm:.3g}, past what the model's {dtype} activations can hold "
+                        f"is {abs(cond.alpha) * norm:.3g}, past what the model's {dtype_name} activations can hold "
                         f"(about {limit:.3g}): the answers would be NaN or empty; use a smaller --alphas")
         out.append(cond)
     return out
