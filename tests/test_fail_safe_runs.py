@@ -280,3 +280,31 @@ def test_non_finite_activations_stop_the_engine_with_one_line(tiny_models):
     settings = GenerationSettings(max_new_tokens=3, do_sample=False, engine="hf")
     with pytest.raises(UserError, match=r"NaN or infinite under default_layer_1_alpha_2\.0: .*lower --alphas"):
         list(generate_rows(model, tiny_tokenizer(), requests, vectors, settings, progress=False))
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("cache", "judge_cache.sqlite is unusable (file is not a database)"),
+    ("plots", "is a file, where the run's plots folder goes"),
+])
+def test_a_damaged_run_directory_is_refused_before_the_model_loads(finished_run, tmp_path, capsys, monkeypatch,
+                                                                  damage, needle):
+    import shutil
+
+    import interp_playground.models as models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for a run directory that cannot be finished")
+
+    monkeypatch.setattr(models, "load_model_and_tokenizer", no_model)
+    run = Path(shutil.copytree(finished_run, tmp_path / finished_run.name))
+    if damage == "cache":
+        (run / "judge_cache.sqlite").write_bytes(b"\x00not sqlite\x00" * 200)
+    else:
+        (run / "plots").write_text("a file")
+    before = _tree(run)
+    with FakeOpenAIServer() as server:
+        err = _fails(["eval", "--resume", str(run), "--judge-backend", "openai", "--judge-base-url", server.base_url,
+                      "--judge-model", "m"], capsys)
+        assert server.count == 0
+    assert needle in err
+    assert _tree(run) == before
