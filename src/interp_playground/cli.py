@@ -102,9 +102,12 @@ def run_command(name: str, argv: Sequence[str], *, exiting: bool = False) -> int
             signal.signal(signal.SIGTERM, previous[1])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``interp-playground`` console script (no command: usage on stderr, exit 2)."""
-    exiting = argv is None
+def main(argv: Sequence[str] | None = None, *, exiting: bool | None = None) -> int:
+    """Entry point of the ``interp-playground`` console script (no command: usage on stderr, exit 2).
+
+    ``exiting``: the process ends when this returns (default: when ``argv`` is None, as for the
+    console script), so after an interrupt further signals stay ignored."""
+    exiting = argv is None if exiting is None else exiting
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(_usage(), file=sys.stderr)
