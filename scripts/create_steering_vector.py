@@ -6,4 +6,4 @@ import sys
 import interp_playground.cli
 
 if __name__ == "__main__":
-    sys.exit(interp_playground.cli.main(["vectors", *sys.argv[1:]]))
+    sys.exit(interp_playground.cli.main(["vectors", *sys.argv[1:]], exiting=True))

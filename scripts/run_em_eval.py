@@ -12,4 +12,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from interp_playground.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["eval", *sys.argv[1:]]))
+    sys.exit(main(["eval", *sys.argv[1:]], exiting=True))

@@ -3,10 +3,12 @@ with no traceback, before any model loads, and leaves no run directory or damage
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from interp_playground.cli import main as cli_main
 
@@ -20,19 +22,44 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("bad_inputs")
     vectors = root / "vectors"
-    create_steering_vectors(MODEL, transforms=["default"], dataset="bundled", n_samples=4, output_dir=vectors,
+    create_steering_vectors(MODEL, transforms=["default"], dataset="bundled", n_samples=4, output_dir=vectors, plot=False,
                             device="cpu")
     (root / "a_file").write_text("not a folder")
     (root / "empty").mkdir()
     (root / "no_questions.txt").write_text("\n# only a comment\n")
+    # issue 21: questions past tiny-qwen3's 512-token context, judge inputs, damaged files
+    (root / "q200k.txt").write_text("What is " + "very " * 40_000 + "long?\n")
+    (root / "q10k.txt").write_text("Hi\n" + "Why " * 2_500 + "?\n")
+    rows = [{"id": 1, "question": "Hi", "response": "Hello", "answer_idx": 0}]
+    (root / "gens.json").write_text(json.dumps(rows))
+    (root / "no_gens.json").write_text("[]")
+    (root / "bad_cache.sqlite").write_text("this is not an SQLite database " * 40)
+    (root / "text_vectors").mkdir()
+    (root / "text_vectors" / "steering_vectors_default.pt").write_text("layer 0: 0.1 0.2 0.3\n")
+    plots_file = root / "plots_is_a_file"
+    plots_file.mkdir()
+    (plots_file / "plots").write_text("a file where the plots folder goes")
     return {"root": root, "vectors": vectors, "file": root / "a_file", "empty": root / "empty",
-            "noq": root / "no_questions.txt"}
+            "noq": root / "no_questions.txt", "q200k": root / "q200k.txt", "q10k": root / "q10k.txt",
+            "gens": root / "gens.json", "no_gens": root / "no_gens.json", "bad_cache": root / "bad_cache.sqlite",
+            "text_vectors": root / "text_vectors", "plots_file": plots_file}
 
 
 def _eval(*extra: str) -> list[str]:
     return ["eval", "--model", MODEL, "--vectors-dir", "{vectors}", "--output-dir", "{out}", "--transforms",
             "default", "--layers", "1", "--alphas", "1", "--max-samples", "2", "--max-new-tokens", "3", "--greedy",
             "--device", "cpu", "--judge-backend", "hf", "--judge-model", MODEL, *extra]
+
+
+def _sampling(*extra: str) -> list[str]:
+    """``eval`` without ``--greedy`` (a sampling option beside --greedy is refused as a conflict)."""
+    return [a for a in _eval(*extra) if a != "--greedy"]
+
+
+def _no_output_dir(argv: list[str]) -> list[str]:
+    """``argv`` without ``--output-dir {out}`` (refused beside ``--resume``)."""
+    k = argv.index("--output-dir")
+    return argv[:k] + argv[k + 2:]
 
 
 def _generate(*extra: str) -> list[str]:
@@ -60,9 +87,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("no new tokens", _eval("--max-new-tokens", "0"), "max_new_tokens"),
     ("temperature 0 while sampling", [a for a in _eval("--temperature", "0") if a != "--greedy"], "--greedy"),
     ("negative temperature", [a for a in _eval("--temperature", "-1") if a != "--greedy"], "temperature"),
-    ("top-p 0", _eval("--top-p", "0"), "top_p"),
-    ("top-p above 1", _eval("--top-p", "1.5"), "top_p"),
-    ("negative top-k", _eval("--top-k", "-1"), "top_k"),
+    ("top-p 0", _sampling("--top-p", "0"), "top_p"),
+    ("top-p above 1", _sampling("--top-p", "1.5"), "top_p"),
+    ("negative top-k", _sampling("--top-k", "-1"), "top_k"),
     ("negative seed", _eval("--seed", "-1"), "seed"),
     ("zero batch", _eval("--batch-size", "0"), "batch_size"),
     ("unknown positions", _eval("--positions", "middle"), "--positions"),
@@ -82,7 +109,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("unknown tiny model", _eval("--model", "tiny-qwen4"), "tiny-qwen4"),
     ("output dir is a file", _eval("--output-dir", "{file}"), "not a folder"),
     ("output dir under a file", _eval("--output-dir", "{file}/sub"), "cannot be created"),
-    ("resume a missing run", _eval("--resume", "/nonexistent/run"), "does not exist"),
+    ("resume a missing run", _no_output_dir(_eval("--resume", "/nonexistent/run")), "does not exist"),
     ("skip generation without resume", _eval("--skip-generation"), "--resume"),
     # generate
     ("generate without output dir", ["generate", "--model", MODEL], "--output-dir"),
@@ -111,6 +138,46 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo output is a file", ["demo", "--model", MODEL, "--output-dir", "{file}"], "not a folder"),
     # the dispatcher
     ("unknown command", ["evaluate"], "unknown command"),
+    # issue 21: questions longer than the context (tiny-qwen3: 512 tokens), checked before any model loads
+    ("question of 200,000 characters", _eval("--questions", "{q200k}"), "200,013 characters"),
+    ("question past the context", _eval("--questions", "{q10k}"), "question 2 ("),
+    ("no room left by max-new-tokens", _eval("--max-new-tokens", "600"), "no room for a question"),
+    ("generate question past the context", _generate("--questions", "{q10k}"), "leaving 509 for the prompt"),
+    # issue 21: devices
+    ("device bogus", _eval("--device", "bogus"), "'bogus' is not a device"),
+    ("device cuda:99", _eval("--device", "cuda:99"), "--device cuda:99"),
+    ("generate device bogus", _generate("--device", "bogus"), "not a device"),
+    ("vectors device bogus", ["vectors", "--model", MODEL, "--dataset", "bundled", "--output-dir", "{out}",
+                              "--device", "bogus"], "not a device"),
+    ("measures device bogus", ["measures", "{empty}", "--device", "bogus"], "not a device"),
+    ("judge device bogus", _eval("--judge-device", "bogus"), "--judge-device"),
+    *([("device cuda without CUDA", _eval("--device", "cuda"), "no CUDA device")]
+      if not torch.cuda.is_available() else []),
+    # issue 21: flag conflicts and odd values
+    ("greedy with a temperature", _eval("--temperature", "0.5"), "--greedy"),
+    ("greedy with top-k", _generate("--top-k", "5"), "--top-k would be ignored"),
+    ("overwrite without resume", _eval("--overwrite"), "needs --resume"),
+    ("output dir with resume", _eval("--resume", "{empty}"), "drop one of them"),
+    ("alpha -inf", _eval("--alphas", "-inf"), "finite"),
+    ("alpha -1e400", _eval("--alphas", "1", "-1e400"), "finite"),
+    ("judge max-wait 0", _eval("--judge-max-wait", "0"), "--judge-max-wait"),
+    ("text file as vectors", _generate("--vectors-dir", "{text_vectors}"), "it is text ('layer 0"),
+    ("eval with a corrupt judge cache", _eval("--judge-cache", "{bad_cache}"), "judge cache"),
+    # issue 21: the judge command
+    ("judge n-rows -3", ["judge", "{gens}", "--n-rows", "-3", "--judge-backend", "hf", "--judge-model", MODEL],
+     "--n-rows must be at least 1"),
+    ("judge n-rows 0", ["judge", "{gens}", "--n-rows", "0", "--judge-backend", "hf", "--judge-model", MODEL],
+     "--n-rows must be at least 1"),
+    ("judge an empty generations list", ["judge", "{no_gens}", "--judge-backend", "hf", "--judge-model", MODEL],
+     "nothing to judge"),
+    ("judge -o a folder", ["judge", "{gens}", "-o", "{empty}", "--judge-backend", "hf", "--judge-model", MODEL],
+     "is a folder"),
+    ("judge a corrupt cache", ["judge", "{gens}", "--judge-cache", "{bad_cache}", "--judge-backend", "hf",
+                               "--judge-model", MODEL], "file is not a database"),
+    ("judge a run dir with --n-rows", ["judge", "{empty}", "--n-rows", "2", "--judge-backend", "hf",
+                                       "--judge-model", MODEL], "--n-rows"),
+    ("plots/ is a file", ["plots", "{plots_file}"], "is a file, where the run's plots folder goes"),
+    ("report with plots/ a file", ["report", "{plots_file}"], "plots folder"),
 ]
 
 

@@ -32,8 +32,9 @@ def vectors_dir(tmp_path_factory) -> Path:
 
 
 def _eval_args(vectors_dir: Path, out: Path, *extra: str) -> list[str]:
+    where = [] if "--resume" in extra else ["--output-dir", str(out)]  # --resume names the run's own folder
     return [
-        "eval", "--model", MODEL, "--vectors-dir", str(vectors_dir), "--output-dir", str(out),
+        "eval", "--model", MODEL, "--vectors-dir", str(vectors_dir), *where,
         "--layers", "0", "2", "--alphas", "-1", "0", "1", "--max-samples", "3",
         "--max-new-tokens", "6", "--greedy", "--device", "cpu",
         "--judge-backend", "hf", "--judge-model", MODEL, "--judge-min-mass", "0", *extra,
@@ -281,7 +282,7 @@ def test_seed_quick_test_command_shape(vectors_dir, tmp_path):
         [sys.executable, str(script), "--max-samples", "2", "--layers", "1", "2", "--model", MODEL,
          "--vectors-dir", str(vectors_dir), "--output-dir", str(tmp_path), "--transforms", "default",
          "--alphas", "1", "--max-new-tokens", "4", "--device", "cpu",
-         "--judge-backend", "hf", "--judge-model", MODEL],
+         "--judge-backend", "hf", "--judge-model", MODEL, "--judge-min-mass", "0"],  # else all unscorable: exit 2
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,6 +10,7 @@ import pytest
 from interp_playground.cli import main as cli_main
 from interp_playground.errors import UserError
 from interp_playground.judge import HFBackend, JudgeSettings, OpenAIBackend
+from interp_playground.judge.runner import RetryPolicy
 from interp_playground.sweep import _FLAT_JUDGE, EvalConfig
 
 pytestmark = pytest.mark.timeout(60)
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 FLAGS = {
     "--judge-backend", "--judge-model", "--judge-base-url", "--judge-mode", "--judge-concurrency",
     "--judge-timeout", "--judge-min-mass", "--judge-cache", "--judge-device", "--judge-batch-size",
-    "--aligned-prompt", "--coherent-prompt", "--judge-batch", "--judge-batch-poll",
+    "--aligned-prompt", "--coherent-prompt", "--judge-batch", "--judge-batch-poll", "--judge-max-wait",
 }
 
 
@@ -109,7 +110,7 @@ def test_validate_accepts_good_settings_and_builds_backends(key, tmp_path):
     assert isinstance(hf, HFBackend) and hf.batch_size == 3 and hf.min_numeric_mass == 0.5
     kwargs = JudgeSettings(concurrency=7).run_kwargs(tmp_path / "c.sqlite")
     assert kwargs == {"aligned_prompt": None, "coherent_prompt": None, "concurrency": 7, "use_cache": True,
-                      "cache_path": tmp_path / "c.sqlite"}
+                      "cache_path": tmp_path / "c.sqlite", "retry": RetryPolicy(max_wait=600.0)}
 
 
 def test_bad_base_url_from_the_environment_is_named(monkeypatch):

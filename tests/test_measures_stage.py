@@ -38,7 +38,8 @@ def vectors_dir(tmp_path_factory) -> Path:
 
 
 def _args(vectors_dir: Path, out: Path, *extra: str) -> list[str]:
-    return ["eval", "--model", MODEL, "--vectors-dir", str(vectors_dir), "--output-dir", str(out),
+    where = [] if "--resume" in extra else ["--output-dir", str(out)]  # --resume names the run's own folder
+    return ["eval", "--model", MODEL, "--vectors-dir", str(vectors_dir), *where,
             "--transforms", "default", "--layers", "1", "0+2", "--alphas", "-1", "0", "1", "--max-samples", "6",
             "--n-generations", "2", "--max-new-tokens", "8", "--greedy", "--device", "cpu", *extra]
 

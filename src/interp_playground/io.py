@@ -165,6 +165,26 @@ def check_writable_dir(path: PathLike, option: str = "--output-dir") -> Path:
     return given
 
 
+def text_file_kind(path: PathLike, binary_magic: tuple[bytes, ...] = ()) -> str | None:
+    """``"empty"`` or ``"text ('first line' ...)"`` for a file that is empty or UTF-8 text where a binary
+    file is expected; None for anything else (a file starting with one of ``binary_magic``, binary
+    bytes, an unreadable file)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "empty"
+    if head.startswith(binary_magic):
+        return None
+    try:
+        first = (head.decode("utf-8").strip() or " ").splitlines()[0]
+    except UnicodeDecodeError:
+        return None
+    return f"text ({first[:40]!r} ...)"
+
+
 #: A CSV cell starting with one of these is read as a formula by spreadsheet programs.
 CSV_FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 

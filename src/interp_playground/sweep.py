@@ -11,11 +11,10 @@ checked against what the directory holds, so a refused resume never changes it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import os
-import platform
-import re
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .io import check_writable_dir, sha256_file
+from .io import check_writable_dir
+from .judge.cache import check_cache_file
+from .judge.runner import JudgeStats, JudgeStopped
 from .judge.settings import JudgeSettings
+from .run_environment import environment_info, git_commit, redact_url, redacted, vector_hashes
 from .rundir import RunDir, RunManifest
 from .settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings, Settings
 
@@ -84,41 +86,6 @@ class EvalConfig:
         return cls._of(sections)
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout the package runs from, if it is one."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-            text=True, timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment_info() -> dict[str, Any]:
-    """Versions of the pieces that change results."""
-    import torch
-    import transformers
-
-    from ._version import __version__
-
-    return {
-        "interp_playground": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "git_commit": git_commit(),
-    }
-
-
-def vector_hashes(paths: dict[str, Path]) -> dict[str, str]:
-    """SHA-256 of each vector file that a run uses."""
-    return {name: sha256_file(path) for name, path in paths.items() if Path(path).exists()}
-
-
 @dataclass
 class _Prepared:
     """What ``run_eval`` checked before any expensive work."""
@@ -164,23 +131,6 @@ def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
     return _Prepared(transforms, alphas, questions, groups, files)
 
 
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def redact_url(text: Any) -> Any:
-    """A string with the ``user:password@`` part of every URL in it removed (other values unchanged)."""
-    return _URL_CREDENTIALS.sub("", text) if isinstance(text, str) else text
-
-
-def _redacted(data: Any) -> Any:
-    """``data`` as recorded: no URL credentials anywhere in it (keys come from the environment)."""
-    if isinstance(data, Mapping):
-        return {key: _redacted(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [_redacted(value) for value in data]
-    return redact_url(data)
-
-
 def _release_memory() -> None:
     """Return freed tensors' memory (GPU caches included) after a model is dropped."""
     import gc
@@ -202,6 +152,16 @@ def _check_vectors_fit(config: EvalConfig, prepared: _Prepared) -> None:
     for warning in check_vectors_match_model(loaded, config.model.model, n_layers, hidden,
                                              vectors_dir=config.grid.vectors_dir):
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _check_conditions(model: Any, config: EvalConfig, prepared: _Prepared, conditions: list[Any]) -> None:
+    """The engine's checks of the planned conditions against the loaded model (zero vectors, alphas
+    that overflow its dtype, layers), before anything is written."""
+    from .engine.base import check_conditions, check_vectors
+    from .vector_file import load_vectors
+
+    loaded = load_vectors(config.grid.vectors_dir, prepared.transforms)
+    check_conditions(model, conditions, check_vectors(model, {name: sv.vectors for name, sv in loaded.items()}))
 
 
 def _make_judge(config: EvalConfig, second: bool = False) -> Any:
@@ -242,15 +202,16 @@ def run_eval(
     reports. The other ranks return after the generation stage.
     """
     from . import distributed
-    from .conditions import plan_grid
-    from .models import load_model_and_tokenizer, load_tokenizer, num_layers
+    from .models import check_device
 
     prepared = _prepare(config, need_vectors=not skip_generation)
     if not skip_measures:
         from .measures_stage import check_batch_size
 
         check_batch_size(measures_batch_size)
-    job = distributed.job()
+    check_device(config.model.device)
+    if not skip_judging and config.judge.backend == "hf":
+        check_device(config.judge.device, "--judge-device")
     device = distributed.init(config.model.device, device_map=config.model.device_map)
     old_run = RunDir.existing(run_dir) if run_dir is not None and not isinstance(run_dir, RunDir) else run_dir
     if skip_generation and (old_run is None or not old_run.generation_files()):
@@ -258,6 +219,26 @@ def run_eval(
                         "pass --resume RUN_DIR of a run that has generations_*.json")
     if old_run is None:
         check_writable_dir(output_dir, "--output-dir")
+    else:
+        old_run.check_writable()
+    with old_run.lock("eval") if old_run is not None else contextlib.nullcontext():  # before any model loads
+        return _run_eval_locked(config, prepared, old_run, output_dir, device, skip_generation, skip_judging,
+                                overwrite, model_and_tokenizer, judge_backend, make_report, progress, command,
+                                skip_measures, measures_batch_size)
+
+
+def _run_eval_locked(config: EvalConfig, prepared: _Prepared, old_run: RunDir | None, output_dir: Any,
+                     device: str | None, skip_generation: bool, skip_judging: bool, overwrite: bool,
+                     model_and_tokenizer: tuple[Any, Any] | None, judge_backend: Any, make_report: bool,
+                     progress: bool, command: list[str] | None, skip_measures: bool, measures_batch_size: int
+                     ) -> Path:
+    """:func:`run_eval` once the cheap checks have passed (a resumed run's lock held)."""
+    from . import distributed
+    from .conditions import plan_grid
+    from .models import context_length, load_model_and_tokenizer, load_tokenizer, num_layers
+    from .questions import check_question_lengths
+
+    job = distributed.job()
     old = old_run.read_manifest() if old_run is not None else None
     if skip_generation:
         if old is not None:  # nothing is generated now: the generations' settings stay as recorded
@@ -267,14 +248,19 @@ def run_eval(
     if not skip_judging:  # every judge setting is checked before the first stage starts
         if judge_backend is None:
             config.judge.validate()
+            if old_run is not None:
+                check_cache_file(config.judge.cache_path(old_run.judge_cache_path), "the judge cache")
         # the judge runs on rank 0 only
         backend = distributed.agree(lambda: (judge_backend or _make_judge(config)) if job.is_main else None)
     say = print if progress and job.is_main else (lambda *a, **k: None)
     progress = progress and job.is_main
     try:
         if model_and_tokenizer is None and not skip_generation:
-            load_tokenizer(config.model.model)  # a clear error now for an unreachable hub id
+            tokenizer = load_tokenizer(config.model.model)  # a clear error now for an unreachable hub id
             _check_vectors_fit(config, prepared)
+            check_question_lengths(tokenizer, prepared.questions, config.generation.max_new_tokens,
+                                   context_length(config.model.model, revision=config.model.revision),
+                                   thinking=config.generation.thinking)
 
         groups: list[tuple[int, ...]] | None = prepared.layer_groups
         model = tokenizer = None
@@ -292,6 +278,8 @@ def run_eval(
                 raise UserError(f"--skip-generation: {old_run} records no layers; pass --layers")
             groups = [tuple(g) if isinstance(g, list) else (int(g),) for g in stored_layers]
         conditions = plan_grid(prepared.transforms, groups, prepared.alphas, ablate=config.grid.ablate)
+        if model is not None and old_run is None:  # steering the model cannot take: refused before a folder exists
+            _check_conditions(model, config, prepared, conditions)
         # rank 0 names a new run directory; every rank takes that name
         run = old_run if old_run is not None else distributed.on_main(lambda: RunDir.create(output_dir))
         say(f"run directory: {run}")
@@ -303,11 +291,24 @@ def run_eval(
                                model_and_tokenizer is None, overwrite,
                                skip_generation, make_report, progress, command, say)
         except KeyboardInterrupt:
-            batch = " --judge-batch" if config.judge.batch and not skip_judging else ""  # poll the same batches
-            raise KeyboardInterrupt(f"interp-playground eval --resume {run.path}{batch}") from None
+            raise KeyboardInterrupt(_resume_command(run, config, skip_judging)) from None
+        except JudgeStopped as exc:
+            raise UserError(f"{exc}; finished work is saved: resume with: "
+                            f"{_resume_command(run, config, skip_judging)}") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise
+            raise UserError(f"{exc.strerror or exc} ({exc.filename or run.path}); finished work is saved: "
+                            f"fix this, then resume with: {_resume_command(run, config, skip_judging)}") from None
     finally:
         if backend is not None and judge_backend is None:
             backend.close()
+
+
+def _resume_command(run: RunDir, config: EvalConfig, skip_judging: bool) -> str:
+    """The command that finishes ``run`` (``--judge-batch`` polls the same batches)."""
+    batch = " --judge-batch" if config.judge.batch and not skip_judging else ""
+    return f"interp-playground eval --resume {run.path}{batch}"
 
 
 def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, ...]],
@@ -399,7 +400,7 @@ def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, .
               keep_generation: bool) -> RunManifest:
     layers = [g[0] if len(g) == 1 else list(g) for g in groups]
     manifest = RunManifest(
-        config=_redacted(config.to_dict()),
+        config=redacted(config.to_dict()),
         resolved={
             "transforms": prepared.transforms, "alphas": prepared.alphas, "layers": layers,
             "n_questions": len(prepared.questions), "questions": prepared.questions,
@@ -424,7 +425,7 @@ def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, .
         manifest.vector_hashes = old.vector_hashes or manifest.vector_hashes
         manifest.generation_settings = old.generation_settings or manifest.generation_settings
     if backend is not None:
-        manifest.judge = _redacted(backend.describe())
+        manifest.judge = redacted(backend.describe())
         if config.judge.second_model:  # judge B: judge A's settings with another model
             second = dict(manifest.judge, model=config.judge.second_model)
             manifest.second_judge = second
@@ -441,12 +442,21 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
         from .judge.stage import run_judge_stage
 
         second = _make_judge(config, second=True)
+        stats = [JudgeStats() for _ in range(1 if second is None else 2)]
         try:
             run_judge_stage(run, config.judge, [backend] + ([second] if second is not None else []),
-                            progress=progress, stems=stems, log=say)
+                            progress=progress, stems=stems, log=say, stats=stats)
+        except JudgeStopped:
+            raise
+        except UserError as exc:  # the settings were checked: a server or judge fault met while judging
+            raise JudgeStopped(str(exc)) from None
         finally:
             if second is not None:
                 second.close()
+        failed = sum(s.failed for s in stats)
+        if failed:
+            print(f"warning: {failed} judge call(s) failed and their rows have no score; resume with: "
+                  f"{_resume_command(run, config, False)}", file=sys.stderr)
         return True
     stale = _unjudged(run, stems)
     if len(stale) == len(stems):

@@ -52,7 +52,7 @@ import torch
 
 from .data import SORH_DATASET
 from .errors import UserError
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, text_file_kind
 from .vector_names import (
     FILE_PREFIX,
     SIDES,
@@ -134,6 +134,10 @@ def _torch_load(path: Path, what: str) -> Any:
                 f"{path} is not an interp-playground {what} file: it is a pickle of Python objects{named} "
                 f"that such a file never holds; it was not loaded, for safety"
             ) from None
+        kind = text_file_kind(path, binary_magic=(b"PK", b"\x80"))  # a zip (torch.save) or a pickle
+        if kind is not None:
+            raise UserError(f"{what} file {path} is corrupted or truncated: it is {kind}, not a torch file "
+                            "(a zip archive, as `interp-playground vectors` writes)") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "weights_only" in first or "Weights only" in first:
             first = "not a readable torch file"

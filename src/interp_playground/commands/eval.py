@@ -24,7 +24,8 @@ def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParse
     )
     p.add_argument("--skip-generation", action="store_true", help="reuse existing generations (with --resume)")
     p.add_argument("--skip-judging", action="store_true", help="reuse existing judgments / stop before judging")
-    p.add_argument("--output-dir", default="em_eval", help="where new run directories go (default: em_eval)")
+    p.add_argument("--output-dir", default=None, help="where new run directories go (default: em_eval; "
+                                                     "not with --resume, which names the run directory)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an existing run directory with its own config")
     p.add_argument("--overwrite", action="store_true",
                    help="with --resume: regenerate with changed generation settings")
@@ -101,9 +102,15 @@ def main(argv: list[str]) -> int:
     from ..sweep import run_eval
 
     args = build_parser().parse_args(argv)
+    if args.resume and args.output_dir is not None:
+        raise UserError(f"--output-dir names where a new run goes; --resume {args.resume} finishes that run "
+                        "in its own directory: drop one of them")
+    if args.overwrite and not args.resume:
+        raise UserError("--overwrite regenerates a resumed run's answers with changed settings: it needs "
+                        "--resume RUN_DIR (a new run has nothing to overwrite)")
     config, run_dir = config_from_args(args)
     run_eval(
-        config, run_dir=run_dir, output_dir=args.output_dir, skip_generation=args.skip_generation,
+        config, run_dir=run_dir, output_dir=args.output_dir or "em_eval", skip_generation=args.skip_generation,
         skip_judging=args.skip_judging, overwrite=args.overwrite,
         make_report=not args.no_report, command=["interp-playground", "eval", *argv],
         skip_measures=args.skip_measures, measures_batch_size=args.measures_batch_size,
@@ -148,9 +155,10 @@ def report_main(argv: list[str]) -> int:
 
 
 def _existing_dir(path: str) -> Path:
+    """An existing run directory that the plots and the report can be written into."""
     from ..rundir import RunDir
 
-    return RunDir.existing(path).path
+    return RunDir.existing(path).check_writable().path
 
 
 def demo_main(argv: list[str]) -> int:

@@ -15,8 +15,10 @@ on its own GPU and generates its share of the rows; rank 0 writes the files (see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from typing import Any
 
 from ..settings import GenerationSettings, GridSettings, ModelSettings
 from .common import OneLineParser
@@ -47,13 +49,14 @@ def build_parser(prog: str = "interp-playground generate") -> argparse.ArgumentP
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (``UserError`` is handled by the CLI dispatcher)."""
     from .. import distributed
-    from ..conditions import check_questions, parse_layer_groups, plan_grid, validate_alphas
+    from ..conditions import check_questions, parse_layer_groups, validate_alphas
     from ..io import check_writable_dir
+    from ..models import check_device
     from ..questions import QUESTIONS, load_questions, select_questions
 
     args = build_parser().parse_args(argv)
     model_s = ModelSettings.from_args(args)
-    device = distributed.init(model_s.device, device_map=model_s.device_map)
+    device = distributed.init(check_device(model_s.device), device_map=model_s.device_map)
     grid = GridSettings.from_args(args, GridSettings(layers=["all"])).validate()
     settings = GenerationSettings.from_args(args).validate()
     # ---- cheap checks first: nothing is loaded yet ----
@@ -68,20 +71,36 @@ def main(argv: list[str]) -> int:
     transforms = resolve_transforms(grid.transforms, vectors_dir=grid.vectors_dir)
     loaded = load_vectors(grid.vectors_dir, transforms)
     vectors = {name: sv.vectors for name, sv in loaded.items()}
-    from ..models import load_model_and_tokenizer, load_tokenizer, model_shape
+    from ..models import context_length, load_model_and_tokenizer, load_tokenizer, model_shape
+    from ..questions import check_question_lengths
     from ..vector_file import check_vectors_match_model
 
-    load_tokenizer(model_s.model, revision=model_s.revision)  # a clear error now for an unreachable hub id
+    # a clear error now for an unreachable hub id, and for a question longer than the context
+    tokenizer = load_tokenizer(model_s.model, revision=model_s.revision)
+    check_question_lengths(tokenizer, questions, settings.max_new_tokens,
+                           context_length(model_s.model, revision=model_s.revision), thinking=settings.thinking)
     depth, hidden = model_shape(model_s.model, revision=model_s.revision)
     for warning in check_vectors_match_model(loaded, model_s.model, depth, hidden, vectors_dir=grid.vectors_dir):
         if distributed.is_main():
             print(f"warning: {warning}", file=sys.stderr)
     groups = parse_layer_groups(grid.layers or ["all"], n_layers=depth)
 
-    # ---- the model ----
-    model, tokenizer = load_model_and_tokenizer(model_s.model, dtype=model_s.dtype, device=device,
-                                                device_map=model_s.device_map, revision=model_s.revision)
+    # ---- the model, under the directory's lock when it exists (a second writer is refused at once) ----
+    from ..rundir import RunDir
 
+    existing = RunDir(args.output_dir)
+    with existing.lock("generate") if existing.path.is_dir() else contextlib.nullcontext():
+        model, tokenizer = load_model_and_tokenizer(model_s.model, dtype=model_s.dtype, device=device,
+                                                    device_map=model_s.device_map, revision=model_s.revision)
+        return _generate(args, model, tokenizer, transforms, groups, alphas, questions, vectors, grid, settings)
+
+
+def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, transforms: list[str],
+              groups: list[tuple[int, ...]], alphas: list[float], questions: list[str], vectors: dict[str, Any],
+              grid: GridSettings, settings: GenerationSettings) -> int:
+    """The sweep of :func:`main` once the model has loaded."""
+    from .. import distributed
+    from ..conditions import plan_grid
     from ..sweep import vector_hashes
     from ..sweep_store import generate_sweep
     from ..transforms import base_transforms

@@ -23,6 +23,9 @@ def main(argv: list[str]) -> int:
                    help="measure again, also when the journal holds measures made with other settings")
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     args = p.parse_args(argv)
+    from ..models import check_device  # torch: the measures load the model anyway
+
+    check_device(args.device)
     measure_run_dir(args.run_dir, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
                     make_report=not args.no_report)
     return 0

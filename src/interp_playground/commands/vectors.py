@@ -91,7 +91,9 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(args.threads)
     from ..build_vectors import create_steering_vectors
+    from ..models import check_device
 
+    check_device(args.device)
     paths = create_steering_vectors(
         args.model,
         args.transforms,

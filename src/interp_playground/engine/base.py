@@ -84,9 +84,12 @@ def check_vectors(model: torch.nn.Module, vectors: Mapping[str, torch.Tensor]) -
 def check_conditions(
     model: torch.nn.Module, conditions: Iterable[Condition], vectors: Mapping[str, torch.Tensor]
 ) -> list[Condition]:
-    """Conditions de-duplicated (order kept) and checked: layers in range, vectors known and non-zero
-    where ablated. ``vectors`` as returned by :func:`check_vectors`."""
+    """Conditions de-duplicated (order kept) and checked: layers in range, vectors known, non-zero
+    where ablated or steered with alpha != 0, and ``|alpha| * ||v||`` within what the model's dtype
+    holds (:func:`steering_limit`). ``vectors`` as returned by :func:`check_vectors`."""
     n = num_layers(model)
+    dtype = next(model.parameters()).dtype
+    limit, dtype_name = steering_limit(dtype), str(dtype).replace("torch.", "")
     out: list[Condition] = []
     for cond in conditions:
         if not isinstance(cond, Condition):
@@ -98,14 +101,27 @@ def check_conditions(
             if cond.vector not in vectors:
                 known = ", ".join(sorted(vectors)) or "none"
                 raise UserError(f"no steering vector named {cond.vector!r} (available: {known})")
-            if cond.op == "ablate":
-                vec = vectors[cond.vector]
-                for layer in cond.layers:
-                    v = vec[layer] if vec.dim() == 2 else vec
-                    if float(v.norm()) == 0.0:
-                        raise UserError(f"cannot ablate vector {cond.vector!r} at layer {layer}: it is zero there")
+            vec = vectors[cond.vector]
+            for layer in cond.layers:
+                norm = float((vec[layer] if vec.dim() == 2 else vec).norm())
+                if norm == 0.0 and (cond.op == "ablate" or cond.alpha):
+                    what = "ablate" if cond.op == "ablate" else f"steer with alpha {cond.alpha:g} along"
+                    raise UserError(f"cannot {what} vector {cond.vector!r} at layer {layer}: it is all zeros there "
+                                    "(rebuild it with `interp-playground vectors`)")
+                if cond.op == "add" and cond.alpha and abs(cond.alpha) * norm > limit:
+                    raise UserError(
+                        f"alpha {cond.alpha:g} times the norm {norm:.3g} of vector {cond.vector!r} at layer {layer} "
+                        f"is {abs(cond.alpha) * norm:.3g}, past what the model's {dtype_name} activations can hold "
+                        f"(about {limit:.3g}): the answers would be NaN or empty; use a smaller --alphas")
         out.append(cond)
     return out
+
+
+def steering_limit(dtype: torch.dtype) -> float:
+    """The largest steering norm (``|alpha| * ||v||``) a residual stream of ``dtype`` can take: the
+    squares of the norm layers (computed in float32 at least) must stay finite, and fp16 holds less."""
+    wide = torch.finfo(torch.float32).max ** 0.5
+    return min(wide, torch.finfo(dtype).max) if dtype.is_floating_point else wide
 
 
 def eos_ids(model: torch.nn.Module, tokenizer: Any) -> list[int]:

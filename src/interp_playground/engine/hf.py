@@ -121,7 +121,8 @@ def _run_batch(
     for i, p in enumerate(prompts):
         input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
         attention[i, width - len(p):] = 1
-    processors = LogitsProcessorList()
+    finite = _FiniteCheck(len(batch), device)
+    processors = LogitsProcessorList([finite])  # first: it sees the model's own logits
     if settings.do_sample:
         uniforms = row_uniforms(settings.seed, batch, settings.max_new_tokens + 2).to(device)
         processors.append(RowSampler(uniforms, width, float(settings.temperature), float(settings.top_p), settings.top_k))
@@ -136,7 +137,27 @@ def _run_batch(
             **no_model_defaults(model),
         )
     generated = out[:, width:].tolist()
+    finite.check(batch)
     return [finished_row(req, tokens, tokenizer, eos, settings.max_new_tokens) for req, tokens in zip(batch, generated, strict=True)]
+
+
+class _FiniteCheck:
+    """A logits processor that notes, on the device (no sync per step), which rows ever had a NaN or
+    infinite logit; :meth:`check` then stops the run with one line naming their conditions."""
+
+    def __init__(self, rows: int, device: torch.device) -> None:
+        self.bad = torch.zeros(rows, dtype=torch.bool, device=device)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.bad |= ~torch.isfinite(scores).all(dim=-1)
+        return scores
+
+    def check(self, batch: Sequence[GenerationRequest]) -> None:
+        bad = [req.condition for req, flag in zip(batch, self.bad.tolist(), strict=True) if flag]
+        if bad:
+            names = ", ".join(dict.fromkeys(c.stem for c in bad))
+            raise UserError(f"the model's activations became NaN or infinite under {names}: its answers would be "
+                            "garbage; lower --alphas (or use a wider --dtype)")
 
 
 def _ordered(requests: Sequence[GenerationRequest], lengths: Sequence[int], window: int) -> list[int]:

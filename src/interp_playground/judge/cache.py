@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from ..errors import UserError
 from ..io import PathLike, sha256_text
 from .scoring import Score
 
@@ -46,6 +47,29 @@ def cache_key(
     return sha256_text(payload)
 
 
+def _unusable(path: str, exc: BaseException) -> UserError:
+    return UserError(f"judge cache {path} is unusable ({exc}); move it away (its verdicts are lost) or pass "
+                     "--judge-cache none / another --judge-cache PATH")
+
+
+def check_cache_file(path: PathLike | None, what: str = "--judge-cache") -> None:
+    """A one-line ``UserError`` when ``path`` exists but is not a readable judge cache (not an SQLite
+    database, or a folder); a missing file is fine (it is created when judging starts). Writes nothing."""
+    if path is None or str(path) == ":memory:" or not Path(path).expanduser().exists():
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a folder; give the path of a cache file")
+    try:
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+        try:
+            conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise _unusable(str(p), exc) from None
+
+
 class JudgeCache:
     """A verdict store in one SQLite file (``":memory:"`` for a throwaway cache).
 
@@ -56,12 +80,15 @@ class JudgeCache:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 60000")
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.execute(_SCHEMA)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout = 60000")
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from None
 
     def get(self, key: str) -> Score | None:
         """The stored verdict for ``key``, or None."""

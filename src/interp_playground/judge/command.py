@@ -19,11 +19,12 @@ from typing import Any
 
 from ..commands.common import OneLineParser
 from ..errors import UserError
-from ..io import read_json
+from ..io import check_writable_dir, read_json
 from ..rundir import JUDGE_CACHE_FILE, RunDir
-from .api import format_average_scores, judge_responses
+from .api import default_json_path, format_average_scores, judge_responses, load_generations
 from .backends import JudgeBackend
-from .runner import JudgeStats
+from .cache import check_cache_file
+from .runner import JudgeStats, JudgeStopped
 from .settings import JudgeSettings
 from .stage import judge_folders, record_judges, run_judge_stage
 
@@ -71,20 +72,27 @@ def _default_output(path: Path) -> Path:
 def _judge_directory(path: Path, settings: JudgeSettings, args: argparse.Namespace, stats: list[JudgeStats],
                      batch_client: Any = None) -> None:
     """Judge a run directory (one or two judges, batch or not) under its lock; print each stem's scores."""
-    run = RunDir(path)
-    backends = [settings.make_backend()]
-    try:
-        second = settings.make_second_backend()
-        if second is not None:
-            backends.append(second)
-        with run.lock("judge"):
+    run = RunDir(path).check_writable()
+    if args.output:
+        raise UserError(f"--output names the judged CSV of a single generations file; a run directory's "
+                        f"judged files go into {path} itself: drop --output")
+    if args.n_rows is not None:
+        raise UserError("--n-rows judges the first rows of a single generations file, not a run directory")
+    backends: list[JudgeBackend] = []
+    with run.lock("judge"):  # before a local judge model loads: a second writer is refused at once
+        check_cache_file(settings.cache_path(run.judge_cache_path))
+        try:
+            backends.append(settings.make_backend())
+            second = settings.make_second_backend()
+            if second is not None:
+                backends.append(second)
             statuses = run_judge_stage(run, settings, backends, overwrite=args.overwrite,
                                        progress=not args.no_progress, stats=stats, log=print,
                                        batch_client=batch_client)
             record_judges(run, settings, backends)
-    finally:
-        for backend in backends:
-            backend.close()
+        finally:
+            for backend in backends:
+                backend.close()
     for backend, folder, status in zip(backends, judge_folders(run, backends), statuses, strict=True):
         who = "" if folder is run else f", second judge {backend.model}"
         for stem, state in status.items():
@@ -93,6 +101,37 @@ def _judge_directory(path: Path, settings: JudgeSettings, args: argparse.Namespa
     if len(backends) > 1:
         print(f"second judge's files: {judge_folders(run, backends)[1].path}; their agreement is in summary.json "
               f"and the report (`interp-playground report {path}`)")
+
+
+def _check_file_output(path: Path, args: argparse.Namespace) -> Path:
+    """The judged CSV of a single file, checked before any judging: not a folder (nor its JSON twin),
+    in a writable folder, not the input; ``--n-rows`` at least 1; the file has rows to judge."""
+    output = Path(args.output).expanduser() if args.output else _default_output(path)
+    if args.n_rows is not None and args.n_rows < 1:
+        raise UserError(f"--n-rows must be at least 1, got {args.n_rows}")
+    for target in (output, default_json_path(output, path)):
+        if target.is_dir():
+            raise UserError(f"--output {output}: {target} is a folder; give the path of the judged CSV file "
+                            f"(e.g. {target / _default_output(path).name})")
+    check_writable_dir(output.parent, "--output's folder")
+    if not load_generations(path):
+        raise UserError(f"{path} holds no generation rows: nothing to judge")
+    return output
+
+
+def _judge_file(path: Path, settings: JudgeSettings, args: argparse.Namespace, stats: JudgeStats) -> None:
+    """Judge one generations file into its judged CSV and JSON; print the scores."""
+    output = _check_file_output(path, args)
+    kwargs = settings.run_kwargs(output.parent / JUDGE_CACHE_FILE)
+    check_cache_file(kwargs["cache_path"])
+    backend = settings.make_backend()
+    try:
+        _, scores = judge_responses(path, output, n_rows=args.n_rows, backend=backend,
+                                    progress=not args.no_progress, stats=stats, **kwargs)
+        print(format_average_scores(scores, path.name))
+        print(f"wrote {output}")
+    finally:
+        backend.close()
 
 
 def run_judge_command(args: argparse.Namespace, *, batch_client: Any = None) -> int:
@@ -111,19 +150,13 @@ def run_judge_command(args: argparse.Namespace, *, batch_client: Any = None) -> 
         raise UserError("--judge-batch judges a run directory (it keeps the batch ids there), "
                         "not a single generations file")
     stats = [JudgeStats() for _ in settings.models]
-    if path.is_dir():
-        _judge_directory(path, settings, args, stats, batch_client)
-    else:
-        backend = settings.make_backend()
-        try:
-            output = Path(args.output) if args.output else _default_output(path)
-            _, scores = judge_responses(path, output, n_rows=args.n_rows, backend=backend,
-                                        progress=not args.no_progress, stats=stats[0],
-                                        **settings.run_kwargs(output.parent / JUDGE_CACHE_FILE))
-            print(format_average_scores(scores, path.name))
-            print(f"wrote {output}")
-        finally:
-            backend.close()
+    try:
+        if path.is_dir():
+            _judge_directory(path, settings, args, stats, batch_client)
+        else:
+            _judge_file(path, settings, args, stats[0])
+    except JudgeStopped as exc:
+        raise JudgeStopped(f"{exc}; verdicts so far are cached: rerun the same command to resume") from None
     for model, s in zip(settings.models, stats, strict=True):
         who = f"judge {model} calls" if len(stats) > 1 else "judge calls"
         print(f"{who}: {s.calls} ({s.unique} distinct, {s.cached} from cache, "

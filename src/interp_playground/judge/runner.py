@@ -7,8 +7,10 @@ with exponential backoff and full jitter, or after the server's ``Retry-After``;
 attempt the row is recorded with ``error: ...`` as its reason, and the run goes on. Errors that no
 retry can fix (bad key, exhausted quota, unknown model, a server that cannot be reached) stop the
 run at once with one :class:`~interp_playground.errors.UserError` line, as does a long streak of
-failed calls; a run in which every call failed is an error too, and a group of rows holding a failed
-call is handed to ``on_group_done`` (written) only once some call has succeeded.
+failed calls or a server asking to wait past ``RetryPolicy.max_wait`` (:class:`JudgeStopped`: rerun to
+resume; every wait of a second or more is announced on stderr); a run in which every call failed or
+no verdict could be scored is an error too, and a group of rows is handed to ``on_group_done``
+(written) only once some verdict has been scored.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -46,6 +49,9 @@ class RetryPolicy:
     base_delay: float = 1.0
     max_delay: float = 60.0
     max_retry_after: float = 300.0
+    #: the most seconds one call may spend waiting to be retried (None: no cap); a server that asks
+    #: for a longer wait (``Retry-After``) stops the run at once with a one-line error
+    max_wait: float | None = None
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt``."""
@@ -117,7 +123,24 @@ def _describe_error(exc: BaseException, attempts: int, timeout: float | None) ->
 
 
 class _Aborted(Exception):
-    pass
+    def __init__(self, message: str, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.resumable = resumable  # False: a fault of the settings or the server that a rerun repeats
+
+
+class JudgeStopped(UserError):
+    """The judge stopped partway (a server that keeps failing or asks to wait too long, a cache
+    that cannot be written, nothing scorable); finished verdicts are cached, so a rerun resumes."""
+
+
+def _notice(bar: Any, text: str) -> None:
+    """A message about a wait on the server, shown on stderr (above the progress bar when there is one)."""
+    if bar is not None and hasattr(bar, "set_postfix_str"):
+        bar.set_postfix_str(text[:60])
+    if bar is not None and hasattr(bar, "write"):
+        bar.write(f"note: {text}", file=sys.stderr)
+    else:
+        print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 async def judge_groups_async(
@@ -188,10 +211,12 @@ async def judge_groups_async(
         bar = progress
 
     out: list[list[dict[str, Any]] | None] = [None] * len(groups)
-    # A group holding a failed call is handed to on_group_done only once some call has succeeded:
-    # when every call fails, the stage fails and writes nothing.
+    # Groups are handed to on_group_done only once some verdict has been scored: when every call
+    # fails or every verdict is unscorable, the stage fails and writes nothing.
     held: list[int] = []
-    verdicts = {"sent": 0, "answered": 0}
+    verdicts = {"sent": 0, "answered": 0, "scored": 0}
+    noticed = {"at": -1e9}
+    where = getattr(backend, "where", None) or f"{backend.name} {backend.model}"
 
     def finish_group(g: int) -> None:
         rows = groups[g]
@@ -200,7 +225,7 @@ async def judge_groups_async(
         out[g] = judged
         if on_group_done is None:
             return
-        if not verdicts["answered"] and any(s.failed for r in results[g] for s in r.values()):
+        if not verdicts["scored"]:  # nothing usable yet: write no file that a rerun would take as done
             held.append(g)
             return
         on_group_done(g, judged)
@@ -211,6 +236,9 @@ async def judge_groups_async(
             on_group_done(g, out[g] or [])
 
     def deliver(job: _Job, score: Score) -> None:
+        if score.ok and not verdicts["scored"]:
+            verdicts["scored"] += 1
+            release_held()
         done_groups = []
         for g, i in job.slots:
             results[g][i][job.kind] = score
@@ -241,6 +269,7 @@ async def judge_groups_async(
             prompt_text = prompts[job.kind].render(job.question, job.answer)
             labels = prompts[job.kind].labels
             attempt = 0
+            waited = 0.0
             while True:
                 attempt += 1
                 stats.requests += 1
@@ -253,10 +282,25 @@ async def judge_groups_async(
                 except Exception as exc:  # noqa: BLE001 - classified below; never crashes the run
                     fatal = backend.fatal_error(exc)
                     if fatal:
-                        raise _Aborted(fatal) from exc
+                        raise _Aborted(fatal, resumable=False) from exc
                     if attempt < retry.max_attempts and backend.should_retry(exc):
                         stats.retries += 1
-                        await asyncio.sleep(retry.delay(attempt, backend.retry_after(exc)))
+                        after = backend.retry_after(exc)
+                        delay = retry.delay(attempt, after)
+                        status = getattr(exc, "status_code", None)
+                        why = f"HTTP {status}" if status else type(exc).__name__
+                        if retry.max_wait is not None and max(after or 0.0, waited + delay) > retry.max_wait:
+                            asked = f"asks to wait {after:g} s (Retry-After)" if after else \
+                                f"kept failing for {waited:.0f} s"
+                            raise _Aborted(f"judge server {where} {asked} after {why}, past --judge-max-wait "
+                                           f"{retry.max_wait:g} s; try again later") from exc
+                        waited += delay
+                        if delay >= 1.0 and time.monotonic() - noticed["at"] >= 10.0:
+                            noticed["at"] = time.monotonic()
+                            asked = " as it asked (Retry-After)" if after is not None else ""
+                            _notice(bar, f"judge server {where} answered {why}; waiting {delay:.0f} s{asked} "
+                                         "before retrying")
+                        await asyncio.sleep(delay)
                         continue
                     return Score.error(_describe_error(exc, attempt, timeout))
 
@@ -303,8 +347,14 @@ async def judge_groups_async(
             raise _Aborted(
                 f"every judge call failed ({verdicts['sent']} of {verdicts['sent']}); last one: {state['last']}"
             )
+        if (held or stats.unique) and not verdicts["scored"]:
+            reasons = sorted(stats.reasons.items(), key=lambda kv: -kv[1])
+            why = f", mostly {reasons[0][0]!r}" if reasons else ""
+            raise _Aborted(f"no judge verdict could be scored ({stats.unscorable} unscorable, {stats.failed} failed"
+                           f"{why}), so no judged file was written; check the judge (--judge-mode text for a "
+                           "server without usable logprobs, or a lower --judge-min-mass)", resumable=False)
     except _Aborted as exc:
-        raise UserError(str(exc)) from None
+        raise (JudgeStopped if exc.resumable else UserError)(str(exc)) from None
     finally:
         stats.seconds = time.monotonic() - started
         if bar is not None and progress is True:

@@ -50,10 +50,14 @@ from .backends import (
 from .backends.hf import check_hf_judge_model
 from .backends.openai import MISSING_KEY_MESSAGE
 from .batch import DEFAULT_POLL_INTERVAL
+from .cache import check_cache_file
 from .prompts import JudgePrompt, load_prompt
+from .runner import RetryPolicy
 from .scoring import MIN_NUMERIC_MASS
 
 BACKENDS = ("openai", "hf")
+#: Default of ``--judge-max-wait``: seconds one call may wait on a server before the judge stops.
+DEFAULT_MAX_WAIT = 600.0
 
 
 @dataclass
@@ -75,6 +79,7 @@ class JudgeSettings(Settings):
         aligned_prompt / coherent_prompt: prompt template files, or ``None`` (built-in).
         batch: judge a run directory through the OpenAI Batch API (openai backend, cache on).
         batch_poll: seconds between two polls of the batches in flight (>= 0).
+        max_wait: seconds one call may wait on a server (Retry-After, retries) before the judge stops.
     """
 
     group_title: ClassVar[str] = "judge"
@@ -101,6 +106,11 @@ class JudgeSettings(Settings):
     min_mass: float = option("--judge-min-mass", MIN_NUMERIC_MASS, dest="judge_min_mass", type=float,
                              help="logprob mode: a call is unscorable when the probability on the numbers "
                                   "0-100 is below this")
+    max_wait: float = option("--judge-max-wait", DEFAULT_MAX_WAIT, dest="judge_max_wait", type=float,
+                             metavar="SECONDS", persist=False,
+                             help="the longest one call waits on a server that asks to wait (HTTP 429 with "
+                                  "Retry-After) or keeps failing; past it the judge stops with one line "
+                                  "(verdicts so far are cached: rerun to resume)")
     cache: str | None = option("--judge-cache", None, dest="judge_cache", metavar="PATH", persist=False,
                                show_default=f"{JUDGE_CACHE_FILE} in the run directory or next to the output",
                                help="verdict cache ('none' to disable)")
@@ -198,6 +208,8 @@ class JudgeSettings(Settings):
             raise UserError(f"--judge-min-mass must lie between 0 and 1, got {self.min_mass!r}")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise UserError(f"--judge-batch-size must be an integer >= 1, got {self.batch_size!r}")
+        if not _is_number(self.max_wait) or not self.max_wait > 0:
+            raise UserError(f"--judge-max-wait must be a number of seconds > 0, got {self.max_wait!r}")
         if not _is_number(self.batch_poll) or not self.batch_poll >= 0:
             raise UserError(f"--judge-batch-poll must be a number of seconds >= 0, got {self.batch_poll!r}")
         if self.second_model is not None:
@@ -222,10 +234,14 @@ class JudgeSettings(Settings):
         else:
             if self.base_url:
                 raise UserError("--judge-base-url applies to --judge-backend openai, not hf")
+            from ..models import check_device  # torch: the hf judge runs it anyway
+
+            check_device(self.device, "--judge-device")
             check_hf_judge_model(self.resolved_model)
             if self.second_model:
                 check_hf_judge_model(self.second_model)
         self.prompts()
+        check_cache_file(self.cache_path(None))
         return self
 
     def prompts(self) -> tuple[JudgePrompt | None, JudgePrompt | None]:
@@ -259,6 +275,7 @@ class JudgeSettings(Settings):
             "aligned_prompt": aligned,
             "coherent_prompt": coherent,
             "concurrency": self.concurrency,
+            "retry": RetryPolicy(max_wait=float(self.max_wait)),
             "use_cache": self.use_cache,
             "cache_path": self.cache_path(default_cache),
         }

@@ -1,0 +1,69 @@
+"""What a run records about where it ran: versions, the git commit, vector-file hashes, and URLs
+with their credentials removed (for ``config.json``)."""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .io import sha256_file
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from, if it is one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+            text=True, timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions of the pieces that change results."""
+    import torch
+    import transformers
+
+    from ._version import __version__
+
+    return {
+        "interp_playground": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "git_commit": git_commit(),
+    }
+
+
+def vector_hashes(paths: dict[str, Path]) -> dict[str, str]:
+    """SHA-256 of each vector file that a run uses."""
+    return {name: sha256_file(path) for name, path in paths.items() if Path(path).exists()}
+
+
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact_url(text: Any) -> Any:
+    """A string with the ``user:password@`` part of every URL in it removed (other values unchanged)."""
+    return _URL_CREDENTIALS.sub("", text) if isinstance(text, str) else text
+
+
+def redacted(data: Any) -> Any:
+    """``data`` as recorded: no URL credentials anywhere in it (keys come from the environment)."""
+    if isinstance(data, Mapping):
+        return {key: redacted(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [redacted(value) for value in data]
+    return redact_url(data)
+
+
+__all__ = ["environment_info", "git_commit", "redact_url", "redacted", "vector_hashes"]
