@@ -6,6 +6,8 @@ into a run directory and can be rerun to finish what is missing:
 * ``generations_{stem}.json`` per condition, written atomically once its last row is done;
 * ``generations_journal.jsonl``: finished rows, appended after every batch (a kill loses at most
   the batch in flight);
+* ``tokens_{stem}.npz`` beside each condition file: its answers' generated token ids
+  (:mod:`interp_playground.token_store`; the journal keeps them per row until then);
 * ``generation_manifest.json``: the settings fingerprint of every finished file, so a rerun never
   mixes answers made with different settings (it refuses, naming the differing keys, unless
   ``overwrite``).
@@ -42,6 +44,7 @@ from .models import model_info
 from .rows import GenerationRow
 from .rundir import RunDir
 from .settings import GenerationSettings
+from .token_store import IDS_FIELD, decode_ids, encode_ids, write_tokens
 
 
 def _vector_digest(cond: Condition, vectors: Mapping[str, torch.Tensor]) -> str | None:
@@ -220,6 +223,8 @@ class SweepPlan:
             data = row.to_dict()
             data.pop("question", None)
             rec = {"fp": wanted[stem], **data}
+            if row.token_ids is not None:  # kept for the measures (tokens_{stem}.npz), compactly
+                rec[IDS_FIELD] = encode_ids(row.token_ids)
             records.append(rec)
             self.done[stem][(row.question_id, row.answer_idx)] = rec
         append_jsonl(self.journal or self.rundir.journal_path, records)
@@ -234,6 +239,7 @@ class SweepPlan:
                 continue
             rows = self._file_rows(fp)
             atomic_write_json(fp.path, rows)
+            self._write_tokens(fp, rows)
             self.manifest["settings"][self.settings_key] = self.base_fp
             self.manifest["conditions"][stem] = {
                 "fingerprint": fp.fingerprint, "settings_key": self.settings_key, "n_rows": len(rows),
@@ -255,6 +261,17 @@ class SweepPlan:
                 answer = GenerationRow.from_dict({**records[(qid, aidx)], "question": question})
                 rows.append(answer.as_condition(fp.cond, source=fp.source, row_id=len(rows) + 1).to_dict())
         return rows
+
+    def _write_tokens(self, fp: _FilePlan, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``tokens_{stem}.npz`` beside a condition file, when every row's ids were journaled (rows of
+        older versions have none: that file's answers are measured on their text)."""
+        records = self.done[fp.gen.stem]
+        encoded = [records[(qid, aidx)].get(IDS_FIELD) for qid in range(len(self.questions))
+                   for aidx in range(self.n_generations)]
+        if all(isinstance(e, str) for e in encoded):
+            write_tokens(self.rundir, fp.cond.stem, rows, [decode_ids(e) for e in encoded])  # type: ignore[arg-type]
+        else:
+            self.rundir.tokens(fp.cond).unlink(missing_ok=True)
 
     def run(self, model: torch.nn.Module, tokenizer: Any, progress: bool = True) -> dict[str, Path]:
         """Generate what is missing under the run directory's writer lock; ``{stem: path}``.
