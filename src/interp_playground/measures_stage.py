@@ -112,7 +112,7 @@ def run_measures(run: RunDir, model: Any, tokenizer: Any, stems: Sequence[str],
             raise UserError(f"the measures need the steering vector {name!r}, which is not loaded")
         dirs.update(directions_from_vectors({name: vectors[name]}, [layer]))
     todo = [s for s in stems if run.generations(s).exists()]
-    every = [s for s in dict.fromkeys([*(planned or []), *todo]) if run.generations(s).exists()]
+    every = sorted(s for s in {*(planned or []), *todo} if run.generations(s).exists())  # the order fixes batches
     rows_by_stem = {stem: attach_token_ids(_generation_rows(run, stem), read_tokens(run, stem)) for stem in every}
     if not todo:
         return []
