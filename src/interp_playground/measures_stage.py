@@ -29,7 +29,7 @@ from typing import Any
 
 from .conditions import Condition
 from .errors import UserError
-from .io import read_json
+from .io import read_json, stable_hash
 from .run_rows import (
     END_TOKEN_RULE,
     SCORED_ON_FIELD,
@@ -135,6 +135,8 @@ def run_measures(run: RunDir, model: Any, tokenizer: Any, stems: Sequence[str],
     measured = measure_rows(model, tokenizer, rows, dirs, run.measures_journal_path, batch_size, progress,
                             thinking=thinking, score_reasoning=score_reasoning, overwrite=overwrite, wanted=wanted)
     settings = measures_fingerprint(model, tokenizer, dirs, thinking=thinking, score_reasoning=score_reasoning)
+    # what the file records of them: the fingerprint's hash, its directions' digests by that hash only
+    summary = {**{k: v for k, v in settings.items() if k != "directions"}, "fingerprint": stable_hash(settings)}
     by_key = {row_key(r): r for r, w in zip(measured, wanted, strict=True) if w}
     written = []
     for stem in todo:
@@ -142,7 +144,7 @@ def run_measures(run: RunDir, model: Any, tokenizer: Any, stems: Sequence[str],
         for r in rows_by_stem[stem]:
             got = by_key.get(row_key(r)) or {**r, **known[row_key(r)]}
             out.append({k: v for k, v in got.items() if k != "token_ids"})
-        write_measures(run, stem, out, {**meta, "settings": settings})
+        write_measures(run, stem, out, {**meta, "settings": summary})
         written.append(stem)
     run.measures_journal_path.unlink(missing_ok=True)  # every file is written: the journal has served
     return written

@@ -49,7 +49,7 @@ ON_IDS, ON_TEXT = "ids", "text"
 #: The one rule for an answer's end token in the measures (stated in the files and the summary).
 END_TOKEN_RULE = "not scored"
 _COLUMNS = {"meta", "question_id", "answer_idx", "answer", "nll", "repetition", "answer_tokens", "on_ids",
-            "directions", "projections"}
+            "projections"}
 
 RowKey = tuple[str, int, int]
 
@@ -134,12 +134,12 @@ def perplexity_of(nll: float | None) -> float | None:
 
 def write_measures(run: RunDir, stem: str, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> Path:
     """Write ``measures_{stem}.npz`` atomically (:mod:`interp_playground.columns`, the same bytes for
-    the same measures): ``meta`` (``{"format", "condition", **meta}`` as JSON), the rows' key columns
+    the same measures): ``meta`` (``{"format", "condition", **meta}`` as JSON; its ``directions`` are
+    the projection keys, every key the rows have when ``meta`` names none), the rows' key columns
     ``question_id``, ``answer_idx``, ``answer`` (text hash), ``nll``, ``repetition`` (float64, NaN
     for None), ``answer_tokens`` (int32), ``on_ids`` (1: scored on the generated ids, 0: on the text,
-    -1: unknown), ``directions`` (the projection keys: ``meta["directions"]`` or every key the rows
-    have) and ``projections`` (float32 ``[rows, directions]``, NaN for None). The perplexity is not
-    stored: it is ``exp(nll)``. An older ``measures_{stem}.json`` of the condition is removed."""
+    -1: unknown) and ``projections`` (float32 ``[rows, directions]``, NaN for None). The perplexity
+    is not stored: it is ``exp(nll)``. An older ``measures_{stem}.json`` of the condition is removed."""
     records = [measures_record(r) for r in rows]
     names = list(meta.get("directions") or sorted({k for r in records for k in (r.get("projections") or {})}))
     proj = np.full((len(records), len(names)), np.nan, dtype=np.float32)
@@ -148,24 +148,22 @@ def write_measures(run: RunDir, stem: str, rows: Sequence[Mapping[str, Any]], me
         proj[i] = [_number(values.get(k)) for k in names]
     on = {ON_IDS: 1, ON_TEXT: 0}
     path = write_columns(run.measures(stem), {
-        "meta": json_column({"format": MEASURES_FILE_FORMAT, "condition": stem, **meta}),
+        "meta": json_column({"format": MEASURES_FILE_FORMAT, "condition": stem, **meta, "directions": names}),
         "question_id": np.array([r["question_id"] for r in records], dtype=np.int32),
         "answer_idx": np.array([r["answer_idx"] for r in records], dtype=np.int32),
-        "answer": np.array([r["answer"] for r in records], dtype="U16"),
+        "answer": np.array([r["answer"] for r in records], dtype="S16"),
         "nll": np.array([_number(r.get("nll")) for r in records], dtype=np.float64),
         "repetition": np.array([_number(r.get("repetition")) for r in records], dtype=np.float64),
         "answer_tokens": np.array([r.get("answer_tokens") or 0 for r in records], dtype=np.int32),
         "on_ids": np.array([on.get(r.get(SCORED_ON_FIELD), -1) for r in records], dtype=np.int8),
-        "directions": np.array(names, dtype=str) if names else np.zeros(0, dtype="U1"),
         "projections": proj,
     })
     run.legacy_measures(stem).unlink(missing_ok=True)
     return path
 
 
-def _records_of_columns(cols: Mapping[str, np.ndarray], stem: str, own: str | None,
+def _records_of_columns(cols: Mapping[str, np.ndarray], names: Sequence[str], stem: str, own: str | None,
                         projections: bool) -> list[dict[str, Any]]:
-    names = [str(n) for n in cols["directions"].tolist()]
     col = names.index(own) if own in names else None
     proj = cols["projections"]
     scored = {1: ON_IDS, 0: ON_TEXT}
@@ -173,7 +171,8 @@ def _records_of_columns(cols: Mapping[str, np.ndarray], stem: str, own: str | No
     for i, (qid, aidx, text, nll, rep, n, on) in enumerate(zip(
             cols["question_id"].tolist(), cols["answer_idx"].tolist(), cols["answer"].tolist(), cols["nll"].tolist(),
             cols["repetition"].tolist(), cols["answer_tokens"].tolist(), cols["on_ids"].tolist(), strict=True)):
-        rec: dict[str, Any] = {"condition": stem, "question_id": int(qid), "answer_idx": int(aidx), "answer": str(text),
+        rec: dict[str, Any] = {"condition": stem, "question_id": int(qid), "answer_idx": int(aidx),
+                               "answer": text.decode("ascii") if isinstance(text, bytes) else str(text),
                                "nll": _value(nll), "perplexity": perplexity_of(_value(nll)),
                                "repetition": _value(rep), "answer_tokens": int(n), SCORED_ON_FIELD: scored.get(on)}
         if projections:
@@ -206,7 +205,10 @@ def read_measures_file(path: Path, *, projections: bool = True) -> dict[str, Any
             return None
         stem = str(meta.get("condition"))
         own = own_direction(Condition.from_stem(stem)) if stem != "None" else None
-        return {**meta, "rows": _records_of_columns(cols, stem, own, projections)}
+        names = [str(n) for n in meta.get("directions") or []]
+        if cols["projections"].shape != (len(cols["nll"]), len(names)):
+            return None
+        return {**meta, "rows": _records_of_columns(cols, names, stem, own, projections)}
     except (ValueError, IndexError, TypeError, UserError):
         return None
 

@@ -54,7 +54,7 @@ def write_tokens(run: RunDir, stem: str, rows: Sequence[Mapping[str, Any]], ids:
         "meta": json_column({"format": TOKENS_FILE_FORMAT, "condition": stem}),
         "question_id": np.array([r["question_id"] for r in keyed], dtype=np.int32),
         "answer_idx": np.array([r["answer_idx"] for r in keyed], dtype=np.int32),
-        "answer": np.array([answer_hash(r.get("question"), r.get("response")) for r in keyed], dtype="U16"),
+        "answer": np.array([answer_hash(r.get("question"), r.get("response")) for r in keyed], dtype="S16"),
         "offsets": offsets,
         "ids": flat,
     })
@@ -75,7 +75,8 @@ def read_tokens(run: RunDir, stem: str) -> dict[RowKey, tuple[str, list[int]]]:
     out: dict[RowKey, tuple[str, list[int]]] = {}
     for i, (qid, aidx, text) in enumerate(zip(cols["question_id"].tolist(), cols["answer_idx"].tolist(),
                                                cols["answer"].tolist(), strict=True)):
-        out[(stem, int(qid), int(aidx))] = (str(text), flat[offsets[i]:offsets[i + 1]].tolist())
+        text = text.decode("ascii") if isinstance(text, bytes) else str(text)
+        out[(stem, int(qid), int(aidx))] = (text, flat[offsets[i]:offsets[i + 1]].tolist())
     return out
 
 
