@@ -101,18 +101,19 @@ def _planned_judged_files(run: RunDir, planned: set[str] | None) -> dict[str, Pa
     return files if planned is None else {stem: f for stem, f in files.items() if stem in planned}
 
 
-def load_run_rows(run_dir: PathLike) -> list[dict[str, Any]]:
+def load_run_rows(run_dir: PathLike, *, projections: bool = True) -> list[dict[str, Any]]:
     """The rows every reader (summary, plots, report) uses: the judged rows when the run has judged
     files (as :func:`load_judged_rows` reads them), else the generation rows of the planned
     conditions (a judge-free run), each joined with its measures
     (:func:`interp_playground.run_rows.attach_measures`, keyed by ``(condition, question_id,
-    answer_idx)``).
+    answer_idx)``): ``nll``, ``perplexity``, ``repetition``, ``answer_tokens``, ``scored_on``, the
+    own ``projection`` and, unless ``projections`` is false, ``projections`` (every direction's).
 
     Raises:
         UserError: the run has neither judged files nor generations with measures.
     """
     run = _require_run_dir(run_dir)
-    measures = read_measures(run)
+    measures = read_measures(run, projections=projections)
     planned = planned_conditions(run.read_config())
     judged = _planned_judged_files(run, planned)
     if judged or not measures:
