@@ -7,7 +7,8 @@ into a run directory and can be rerun to finish what is missing:
 * ``generations_journal.jsonl``: finished rows, appended after every batch (a kill loses at most
   the batch in flight);
 * ``tokens_{stem}.npz`` beside each condition file: its answers' generated token ids
-  (:mod:`interp_playground.token_store`; the journal keeps them per row until then);
+  (:mod:`interp_playground.token_store`; the journal keeps them per row until every file is
+  written, then drops them);
 * ``generation_manifest.json``: the settings fingerprint of every finished file, so a rerun never
   mixes answers made with different settings (it refuses, naming the differing keys, unless
   ``overwrite``).
@@ -39,7 +40,16 @@ from .conditions import BASELINE_STEM, Condition, check_questions
 from .engine import generate_batches
 from .engine.base import GenerationRequest, check_conditions, check_vectors
 from .errors import UserError
-from .io import append_jsonl, atomic_write_json, dumps_json, read_json, read_jsonl, sha256_bytes, stable_hash
+from .io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    dumps_json,
+    read_json,
+    read_jsonl,
+    sha256_bytes,
+    stable_hash,
+)
 from .models import model_info
 from .rows import GenerationRow
 from .rundir import RunDir
@@ -273,6 +283,15 @@ class SweepPlan:
         else:
             self.rundir.tokens(fp.cond).unlink(missing_ok=True)
 
+    def _drop_journaled_ids(self) -> None:
+        """Once every file is written, the ids live in the tokens files: rewrite each journal without
+        them (atomically; a kill before leaves them there, which costs only space)."""
+        for path in self.rundir.journal_paths():
+            records = list(read_jsonl(path))
+            if any(isinstance(r, dict) and IDS_FIELD in r for r in records):
+                atomic_write_text(path, "".join(dumps_json({k: v for k, v in r.items() if k != IDS_FIELD}, indent=None)
+                                                for r in records if isinstance(r, dict)))
+
     def run(self, model: torch.nn.Module, tokenizer: Any, progress: bool = True) -> dict[str, Path]:
         """Generate what is missing under the run directory's writer lock; ``{stem: path}``.
 
@@ -300,6 +319,8 @@ class SweepPlan:
                 if job.is_main:
                     self.reload_journals()
                     self.write_ready()
+            if job.is_main and all(stem in self.finished for stem in self.files):
+                self._drop_journaled_ids()
         missing = [stem for stem in self.files if stem not in self.finished]
         if missing and job.is_main:  # cannot happen unless the engine dropped rows
             raise RuntimeError(f"generation finished without rows for {missing[:3]}")
