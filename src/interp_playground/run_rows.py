@@ -155,7 +155,7 @@ def write_measures(run: RunDir, stem: str, rows: Sequence[Mapping[str, Any]], me
         "nll": np.array([_number(r.get("nll")) for r in records], dtype=np.float64),
         "repetition": np.array([_number(r.get("repetition")) for r in records], dtype=np.float64),
         "answer_tokens": np.array([r.get("answer_tokens") or 0 for r in records], dtype=np.int32),
-        "on_ids": np.array([on.get(r.get(SCORED_ON_FIELD), -1) for r in records], dtype=np.int8),
+        "on_ids": np.array([on.get(str(r.get(SCORED_ON_FIELD)), -1) for r in records], dtype=np.int8),
         "projections": proj,
     })
     run.legacy_measures(stem).unlink(missing_ok=True)
