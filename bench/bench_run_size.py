@@ -3,7 +3,8 @@
 The seed's grid: 3 transforms x 36 layers x alphas -2 -1 0 1 2 (+ the baseline: 541 conditions) x
 50 questions, 128 new tokens per answer. On CPU: a tiny random Qwen3 with 36 layers stands in for
 the model; each answer is 127 random token ids plus the end token, turned into a row by the engines'
-own ``finished_row`` and journaled and filed by the sweep store (``SweepPlan.record``); the measures
+own ``finished_row`` and journaled and filed by the sweep store (``SweepPlan.run``, the engine
+replaced by these rows); the measures
 stage runs for real on the tiny model (projections on all 108 (transform, layer) directions); the
 judged files are the generation rows with a fixed verdict (``apply_scores``, a 5-entry raw record)
 written by ``write_judged``, then ``annotate_judged`` adds the measures. Summary, plots and report
@@ -58,6 +59,7 @@ def main() -> None:
     from interp_playground.questions import QUESTIONS
     from interp_playground.rundir import RunDir
     from interp_playground.settings import GenerationSettings
+    from interp_playground import sweep_store
     from interp_playground.sweep_store import SweepPlan
     from interp_playground.tiny import tiny_model, tiny_tokenizer
     from interp_playground.vector_file import load_vectors
@@ -73,18 +75,19 @@ def main() -> None:
                                   for a in ALPHAS]
     run = RunDir(args.out / "run")
     settings = GenerationSettings(do_sample=False, max_new_tokens=args.tokens)
-    plan = SweepPlan.prepare(model, tok, conditions, QUESTIONS[:args.questions], vectors, run, settings=settings)
-    run.path.mkdir(parents=True)
     eos = eos_ids(model, tok)
     rng = random.Random(0)
     words = [i for i in range(tok.vocab_size) if i not in set(tok.all_special_ids)]
-    t0 = time.time()
-    requests = plan.requests()
-    with plan.run_lock():
+
+    def synthesized(_model, tokenizer, requests, _vectors, _settings, _progress=True):  # the engine's stand-in
         for start in range(0, len(requests), 1024):
-            rows = [finished_row(req, [rng.choice(words) for _ in range(args.tokens - 1)] + [eos[0]], tok, eos,
-                                 args.tokens) for req in requests[start:start + 1024]]
-            plan.record(rows)
+            yield [finished_row(req, [rng.choice(words) for _ in range(args.tokens - 1)] + [eos[0]], tokenizer, eos,
+                                args.tokens) for req in requests[start:start + 1024]]
+
+    sweep_store.generate_batches = synthesized
+    t0 = time.time()
+    plan = SweepPlan.prepare(model, tok, conditions, QUESTIONS[:args.questions], vectors, run, settings=settings)
+    plan.run(model, tok, progress=False)
     t_gen = time.time() - t0
     measures_stage(run, conditions, model_name="tiny-qwen3-36", vectors_dir=vectors_dir,
                    load_model=lambda: (model, tok), model_and_tokenizer=(model, tok),

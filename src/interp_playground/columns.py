@@ -3,7 +3,7 @@
 ``numpy.savez`` stamps each member with the current time, so the same arrays written twice give
 different files; :func:`write_columns` writes the same zip layout (uncompressed ``.npy`` members,
 readable with ``numpy.load``) with a fixed timestamp and in the given member order, atomically.
-Strings go in as fixed-width unicode arrays and objects as one JSON text (:func:`json_column`), so
+Strings go in as fixed-width byte or unicode arrays and objects as UTF-8 JSON text (:func:`json_column`), so
 a file never needs pickle to read. Used for the token ids of the generations (``tokens_{stem}.npz``)
 and the per-answer measures (``measures_{stem}.npz``).
 """
@@ -25,13 +25,14 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip member can carry
 
 
 def json_column(obj: Any) -> np.ndarray:
-    """``obj`` as a 0-d unicode array holding its JSON text (keys sorted)."""
-    return np.array(json.dumps(to_jsonable(obj), sort_keys=True, ensure_ascii=False))
+    """``obj`` as a uint8 array of its UTF-8 JSON text (keys sorted; a quarter of a unicode array)."""
+    text = json.dumps(to_jsonable(obj), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
 
 def read_json_column(array: np.ndarray) -> Any:
     """Inverse of :func:`json_column`."""
-    return json.loads(str(array[()]))
+    return json.loads(np.asarray(array, dtype=np.uint8).tobytes().decode("utf-8"))
 
 
 def columns_bytes(columns: Mapping[str, np.ndarray]) -> bytes:
