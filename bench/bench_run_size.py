@@ -47,8 +47,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    import torch
-
+    # deferred: --help stays instant
+    from interp_playground import sweep_store
     from interp_playground.build_vectors import create_steering_vectors
     from interp_playground.conditions import Condition
     from interp_playground.engine.base import eos_ids, finished_row
@@ -59,12 +59,10 @@ def main() -> None:
     from interp_playground.questions import QUESTIONS
     from interp_playground.rundir import RunDir
     from interp_playground.settings import GenerationSettings
-    from interp_playground import sweep_store
     from interp_playground.sweep_store import SweepPlan
     from interp_playground.tiny import tiny_model, tiny_tokenizer
     from interp_playground.vector_file import load_vectors
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     shutil.rmtree(args.out, ignore_errors=True)
     model, tok = tiny_model("qwen3", num_layers=args.layers), tiny_tokenizer()
     vectors_dir = args.out / "vectors"
