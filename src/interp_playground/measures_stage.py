@@ -171,7 +171,7 @@ def annotate_judged(run: RunDir, stems: Sequence[str]) -> list[str]:
             continue
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             continue
-        joined = [{k: v for k, v in r.items() if k != SCORED_ON_FIELD}
+        joined = [{k: v for k, v in r.items() if k not in (SCORED_ON_FIELD, "projections")}
                   for r in attach_measures(rows, measures, stem=stem)]
         if joined == rows:
             continue
