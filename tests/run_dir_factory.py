@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import random
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,12 @@ def make_fake_run_dir(
     return run
 
 
+def _float32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
 def add_fake_measures(run: Path, *, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """Write ``measures_{stem}.json`` for every ``judged_{stem}.json`` of a fake run (with the real
+    """Write ``measures_{stem}.npz`` for every ``judged_{stem}.json`` of a fake run (with the real
     writer): NLL rising with |alpha|, repetition in [0, 1], projections on every (transform, layer)
     of the run that follow alpha on the condition's own direction. Returns the measured rows by stem."""
     from interp_playground.conditions import Condition
@@ -199,8 +204,8 @@ def add_fake_measures(run: Path, *, seed: int = 0) -> dict[str, list[dict[str, A
         for r in rows:
             nll = round(1.0 + 0.3 * abs(cond.alpha) + rng.random() * 0.2, 4)
             own = f"{cond.vector}@{cond.layers[0]}" if cond.vector else None
-            projections = {d: round(rng.gauss(0.0, 1.0) + (5.0 * cond.alpha if d == own else 0.0), 4)
-                           for d in directions}
+            projections = {d: _float32(round(rng.gauss(0.0, 1.0) + (5.0 * cond.alpha if d == own else 0.0), 4))
+                           for d in directions}  # as the measures file stores them
             measured.append({**r, "nll": nll, "perplexity": 2.718281828 ** nll,
                              "repetition": round(rng.random() * 0.5, 4), "answer_tokens": rng.randint(5, 40),
                              "projections": projections})

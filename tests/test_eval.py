@@ -89,11 +89,18 @@ def test_run_directory_is_complete(complete_run):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["conditions"]) == _stems()
     # the measures stage ran between generation and judging, and its columns are in the judged rows
-    assert {p.name[len("measures_"):-len(".json")] for p in run.glob("measures_*.json")} == _stems()
+    assert {p.name[len("measures_"):-len(".npz")] for p in run.glob("measures_*.npz")} == _stems()
+    assert {p.name[len("tokens_"):-len(".npz")] for p in run.glob("tokens_*.npz")} == _stems()
     assert summary["measured"] and summary["judged"]
-    assert all(r["nll"] is not None and set(r["projections"]) == {f"{t}@{layer}" for t in TRANSFORMS for layer in (0, 2)}
-               for rows in judged.values() for r in rows)
-    assert all(r["projection"] == r["projections"]["overfit@2"] for r in judged["overfit_layer_2_alpha_1.0"])
+    from interp_playground.run_rows import read_measures
+    from interp_playground.rundir import RunDir
+
+    measures = read_measures(RunDir(run))
+    assert all(r["nll"] is not None and "projections" not in r for rows in judged.values() for r in rows)
+    assert all(set(m["projections"]) == {f"{t}@{layer}" for t in TRANSFORMS for layer in (0, 2)}
+               for m in measures.values())
+    assert all(r["projection"] == measures[(r["condition"], r["question_id"], r["answer_idx"])]["projections"]
+               ["overfit@2"] for r in judged["overfit_layer_2_alpha_1.0"])
     header = (run / "judged_overfit_layer_2_alpha_1.0.csv").read_text().splitlines()[0].split(",")
     assert header[:8] == ["id", "question", "response", "answer_idx", "steering_layer", "steering_strength",
                           "aligned_score", "coherent_score"]

@@ -1,5 +1,5 @@
-"""Judge-free measures: NLL and projections exact against hand computations, repetition by hand,
-and the resumable stage (kill and resume, changed directions)."""
+"""Judge-free measures: NLL and projections exact against hand computations, repetition by hand.
+The resumable stage on generated ids: tests/test_measures_rows.py."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ import torch
 
 from generation_helpers import hand_chat_ids
 from interp_playground.errors import UserError
-from interp_playground.io import read_jsonl
 from interp_playground.measures import (
     AnswerMeasures,
     directions_from_vectors,
     measure_answers,
-    measure_rows,
-    measures_fingerprint,
     repetition_rate,
 )
 from interp_playground.steering import capture_layers
@@ -188,138 +185,3 @@ def test_bad_inputs(tiny_models, tokenizer):
         measure_answers(model, tokenizer, ["just text"])  # type: ignore[list-item]
     with pytest.raises(UserError, match="padding side"):
         measure_answers(model, tokenizer, ITEMS, padding_side="middle")
-
-
-# ---- the resumable stage ----
-
-
-def _rows() -> list[dict]:
-    rows = []
-    for cond in ("baseline", "v_layer_1_alpha_0.0", "v_layer_1_alpha_2.0"):
-        for qid, (question, answer) in enumerate(ITEMS[:5]):
-            if cond.endswith("2.0"):
-                answer = answer.upper()
-            rows.append({"condition": cond, "question_id": qid, "answer_idx": 0, "question": question,
-                         "response": answer, "n_tokens": 99})
-    rows[3]["response"] = ""
-    return rows
-
-
-class _Killer:
-    """A forward pre-hook that counts forward passes and raises on pass number ``at``."""
-
-    def __init__(self, model, at: int | None = None) -> None:
-        self.calls, self.at = 0, at
-        self.handle = model.register_forward_pre_hook(self)
-
-    def __call__(self, _module, _args):
-        self.calls += 1
-        if self.at is not None and self.calls == self.at:
-            raise KeyboardInterrupt("killed")
-
-
-def _records(path):
-    return [r for r in read_jsonl(path) if r.get("kind") == "measures"]
-
-
-def test_measure_rows_kill_and_resume(tmp_path, tiny_models, tokenizer):
-    model = tiny_models("qwen3")
-    rows, directions = _rows(), _directions()
-    journal = tmp_path / "measures.jsonl"
-    killer = _Killer(model, at=2)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            measure_rows(model, tokenizer, rows, directions, journal, batch_size=3)
-    finally:
-        killer.handle.remove()
-    first = _records(journal)
-    # the empty answer (no forward pass) and the first batch of 3 texts, some shared by two rows
-    assert ("baseline", 3) in {(r["condition"], r["question_id"]) for r in first}
-    assert 1 + 3 < len(first) < len(rows)
-
-    counter = _Killer(model)
-    try:
-        resumed = measure_rows(model, tokenizer, rows, directions, journal, batch_size=3)
-    finally:
-        counter.handle.remove()
-    journaled = {(r["condition"], r["question_id"]) for r in first}
-    texts = {(r["question"], r["response"]) for r in rows}
-    done = {(r["question"], r["response"]) for r in rows if (r["condition"], r["question_id"]) in journaled}
-    assert counter.calls == math.ceil(len(texts - done) / 3)  # only the rest is measured
-
-    records = _records(journal)
-    keys = [(r["condition"], r["question_id"], r["answer_idx"]) for r in records]
-    assert len(keys) == len(set(keys)) == len(rows)  # complete, no duplicates
-    assert [r for r in records[:len(first)]] == first  # what was journaled is kept as is
-
-    fresh = measure_rows(model, tokenizer, rows, directions, tmp_path / "fresh.jsonl", batch_size=3)
-    assert len(resumed) == len(fresh) == len(rows)
-    for got, want, row in zip(resumed, fresh, rows, strict=True):
-        assert {k: got[k] for k in row} == row  # the row's own fields, n_tokens included, untouched
-        assert got["answer_tokens"] == want["answer_tokens"] and got["repetition"] == want["repetition"]
-        if want["nll"] is None:
-            assert got["nll"] is None and got["projections"] == {"a@1": None, "b@1": None, "a@2": None}
-            continue
-        assert got["nll"] == pytest.approx(want["nll"], rel=1e-6)
-        for key in want["projections"]:
-            assert got["projections"][key] == pytest.approx(want["projections"][key], rel=1e-5, abs=1e-6)
-    # the baseline and the alpha-0 rows with the same text share their numbers
-    assert resumed[0]["nll"] == resumed[5]["nll"] and resumed[0]["projections"] == resumed[5]["projections"]
-
-    # a third run measures nothing and returns the same rows
-    idle = _Killer(model)
-    try:
-        again = measure_rows(model, tokenizer, rows, directions, journal, batch_size=3)
-    finally:
-        idle.handle.remove()
-    assert idle.calls == 0 and again == resumed and len(_records(journal)) == len(rows)
-
-
-def test_changed_direction_is_refused_or_recomputed(tmp_path, tiny_models, tokenizer):
-    model = tiny_models("qwen3")
-    rows, directions = _rows()[:5], _directions()
-    journal = tmp_path / "measures.jsonl"
-    before = measure_rows(model, tokenizer, rows, directions, journal)
-    changed = dict(directions)
-    changed[("a", 1)] = changed[("a", 1)] + 0.5
-    with pytest.raises(UserError, match="other settings.*directions"):
-        measure_rows(model, tokenizer, rows, changed, journal)
-    with pytest.raises(UserError, match="ngram"):
-        measure_rows(model, tokenizer, rows, directions, journal, ngram=2)
-    after = measure_rows(model, tokenizer, rows, changed, journal, overwrite=True)
-    fp = [r["fp"] for r in read_jsonl(journal)]
-    assert len(set(fp)) == 1 and len(_records(journal)) == len(rows)  # the old records are gone
-    expected = measure_answers(model, tokenizer, [(r["question"], r["response"]) for r in rows], changed)
-    for b, a, e in zip(before, after, expected, strict=True):
-        if e.nll is None:
-            continue
-        assert a["projections"]["a@1"] == pytest.approx(e.projections["a@1"], rel=1e-5)
-        assert a["projections"]["a@1"] != pytest.approx(b["projections"]["a@1"], rel=1e-3)
-        assert a["projections"]["b@1"] == pytest.approx(b["projections"]["b@1"], rel=1e-5)
-    assert measures_fingerprint(model, tokenizer, changed) != measures_fingerprint(model, tokenizer, directions)
-
-
-def test_changed_answer_is_measured_again(tmp_path, tiny_models, tokenizer):
-    model = tiny_models("qwen3")
-    rows = _rows()[:5]
-    journal = tmp_path / "measures.jsonl"
-    measure_rows(model, tokenizer, rows, None, journal)
-    rows[1] = {**rows[1], "response": "Something else entirely."}
-    counter = _Killer(model)
-    try:
-        out = measure_rows(model, tokenizer, rows, None, journal)
-    finally:
-        counter.handle.remove()
-    assert counter.calls == 1
-    assert out[1]["nll"] == pytest.approx(measure_answers(model, tokenizer, [("Write a poem about the sea.",
-                                                                              "Something else entirely.")])[0].nll)
-
-
-def test_measure_rows_refuses_duplicate_keys(tmp_path, tiny_models, tokenizer):
-    rows = _rows()[:2]
-    rows[1] = {**rows[1], "question_id": 0}
-    with pytest.raises(UserError, match="repeat the key"):
-        measure_rows(tiny_models("qwen3"), tokenizer, rows, None, tmp_path / "j.jsonl")
-    with pytest.raises(UserError, match="lacks response"):
-        measure_rows(tiny_models("qwen3"), tokenizer, [{"condition": "c", "question_id": 0, "answer_idx": 0,
-                                                        "question": "q"}], None, tmp_path / "j.jsonl")

@@ -10,10 +10,8 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ import pytest
 from interp_playground.cli import main as cli_main
 from interp_playground.io import read_jsonl
 from interp_playground.plots import PLOT_FILES
+from kill_helpers import sigkill_when
 
 MODEL = "tiny-qwen3"
 SEED_CSV = ["id", "question", "response", "answer_idx", "steering_layer", "steering_strength", "aligned_score",
@@ -65,7 +64,9 @@ def _copy(run: Path, dest: Path) -> Path:
 
 
 def _measures(run: Path) -> dict[str, list[dict]]:
-    return {p.name: json.loads(p.read_text())["rows"] for p in sorted(run.glob("measures_*.json"))}
+    from interp_playground.run_rows import read_measures_file
+
+    return {p.name: read_measures_file(p)["rows"] for p in sorted(run.glob("measures_*.npz"))}
 
 
 _SLOW_CHILD = """
@@ -81,46 +82,59 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigkill_during_measures_then_resume_is_complete_identical_without_duplicates(
+def test_sigkill_during_measures_then_resume_writes_the_bytes_of_an_uninterrupted_pass(
         unmeasured_run, vectors_dir, tmp_path):
+    assert len(list(unmeasured_run.glob("tokens_*.npz"))) == len(list(unmeasured_run.glob("generations_*.json")))
     ref = _copy(unmeasured_run, tmp_path / "ref")
-    assert cli_main(["measures", str(ref), "--batch-size", "1", "--no-report"]) == 0
-    want = _measures(ref)
+    assert cli_main(["measures", str(ref), "--batch-size", "2", "--no-report"]) == 0
+    want = {p.name: p.read_bytes() for p in sorted(ref.glob("measures_*.npz"))}
     n_rows = sum(len(json.loads(p.read_text())) for p in ref.glob("generations_*.json") if "journal" not in p.name)
-    assert len(want) == len(list(ref.glob("generations_*.json"))) and sum(map(len, want.values())) == n_rows
+    assert len(want) == len(list(ref.glob("generations_*.json"))) and sum(map(len, _measures(ref).values())) == n_rows
+    assert all(r["scored_on"] == "ids" for rows in _measures(ref).values() for r in rows)
+    assert not (ref / "measures_journal.jsonl").exists()  # removed once every file is written
 
     run = _copy(unmeasured_run, tmp_path / "killed")
-    args = _args(vectors_dir, tmp_path, "--resume", str(run), "--skip-judging", "--measures-batch-size", "1")
+    args = _args(vectors_dir, tmp_path, "--resume", str(run), "--skip-judging", "--measures-batch-size", "2")
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, *args], env=dict(os.environ, PYTHONUNBUFFERED="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     journal = run / "measures_journal.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        assert proc.poll() is None, f"finished before it could be killed: {proc.stdout.read()[-2000:]}"
-        if sum(1 for r in read_jsonl(journal) if r.get("kind") == "measures") >= 3:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            break
-        time.sleep(0.02)
-    else:
-        proc.kill()
-        pytest.fail("the measures stage never started")
-    assert not list(run.glob("measures_*.json"))  # killed mid-stage: no condition file yet
+    sigkill_when(proc, lambda: sum(1 for r in read_jsonl(journal) if r.get("kind") == "measures") >= 5, 240)
+    assert not list(run.glob("measures_*.npz"))  # killed mid-stage: no condition file yet
     done_before = [r for r in read_jsonl(journal) if r.get("kind") == "measures"]
     assert 0 < len(done_before) < n_rows
 
     assert cli_main(args) == 0
-    assert _measures(run) == want  # complete and identical to an uninterrupted pass
-    records = [r for r in read_jsonl(journal) if r.get("kind") == "measures"]
-    keys = [(r["condition"], r["question_id"], r["answer_idx"]) for r in records]
-    assert len(keys) == len(set(keys))  # nothing measured twice
-    assert records[:len(done_before)] == done_before
-    for rows in _measures(run).values():
-        row_keys = [(r["question_id"], r["answer_idx"]) for r in rows]
-        assert len(row_keys) == len(set(row_keys))
+    assert {p.name: p.read_bytes() for p in sorted(run.glob("measures_*.npz"))} == want  # byte-identical
+    assert not journal.exists()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["measured"] and not summary["judged"]
+    assert summary["measures_scope"] == {"scored_on": {"ids": n_rows, "text": 0}, "end_token": "not scored",
+                                         "reasoning": None}
     assert all((run / "plots" / n).exists() for n in PLOT_FILES) and (run / "report.html").exists()
+
+
+def test_a_run_without_token_ids_is_measured_on_text_with_one_warning(unmeasured_run, tmp_path, capsys):
+    from interp_playground.chat import prompt_ids
+    from interp_playground.measures import measure_answers
+    from interp_playground.models import load_model_and_tokenizer
+
+    run = _copy(unmeasured_run, tmp_path / "old")
+    for p in run.glob("tokens_*.npz"):  # a run made before the ids were kept
+        p.unlink()
+    assert cli_main(["measures", str(run), "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "no stored token ids" in err and "scored on the text" in err
+    rows = _measures(run)["measures_default_layer_1_alpha_1.0.npz"]
+    assert all(r["scored_on"] == "text" for r in rows)
+    gens = json.loads((run / "generations_default_layer_1_alpha_1.0.json").read_text())
+    model, tok = load_model_and_tokenizer(MODEL, device="cpu")
+    expected = measure_answers(model, tok, [(g["question"], g["response"]) for g in gens], batch_size=2)
+    for r, e in zip(rows, expected, strict=True):
+        assert r["answer_tokens"] == e.n_tokens
+        assert r["nll"] == pytest.approx(e.nll, rel=1e-5) if e.nll is not None else r["nll"] is None
+    assert prompt_ids(tok, gens[0]["question"])  # (the prompt the text is scored after)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["measures_scope"]["scored_on"] == {"ids": 0, "text": sum(len(v) for v in _measures(run).values())}
 
 
 def test_up_to_date_measures_load_no_model_and_rewrite_nothing(unmeasured_run, vectors_dir, tmp_path, monkeypatch):
@@ -143,10 +157,11 @@ def test_up_to_date_measures_load_no_model_and_rewrite_nothing(unmeasured_run, v
 
 
 def test_a_changed_answer_is_measured_again_alone(unmeasured_run, tmp_path, monkeypatch):
+    """(Edited after generation, its stored ids no longer belong to it: it is scored on its text.)"""
     from interp_playground import measures
 
     run = _copy(unmeasured_run, tmp_path / "run")
-    assert cli_main(["measures", str(run), "--no-report"]) == 0
+    assert cli_main(["measures", str(run), "--no-report", "--batch-size", "1"]) == 0
     before = _measures(run)
     stem = "default_layer_1_alpha_1.0"
     gen = run / f"generations_{stem}.json"
@@ -161,11 +176,12 @@ def test_a_changed_answer_is_measured_again_alone(unmeasured_run, tmp_path, monk
         return forward(model, blocks, batch, *a, **k)
 
     monkeypatch.setattr(measures, "_forward_batch", counting)
-    assert cli_main(["measures", str(run), "--no-report"]) == 0
+    assert cli_main(["measures", str(run), "--no-report", "--batch-size", "1"]) == 0
     assert sum(seen) == 1  # only the changed answer
     after = _measures(run)
-    name = f"measures_{stem}.json"
+    name = f"measures_{stem}.npz"
     assert after[name][0]["answer"] != before[name][0]["answer"]
+    assert after[name][0]["scored_on"] == "text" and after[name][1]["scored_on"] == "ids"  # its ids are stale
     assert after[name][1:] == before[name][1:]
     assert {k: v for k, v in after.items() if k != name} == {k: v for k, v in before.items() if k != name}
 
@@ -181,13 +197,14 @@ def test_measures_of_an_older_judged_run_go_into_its_judged_rows(unmeasured_run,
 
     assert cli_main(["measures", str(run)]) == 0  # the stage alone, on a run made without it
     judged = json.loads((run / f"judged_{stem}.json").read_text())
-    measured = {(r["question_id"], r["answer_idx"]): r for r in _measures(run)[f"measures_{stem}.json"]}
+    measured = {(r["question_id"], r["answer_idx"]): r for r in _measures(run)[f"measures_{stem}.npz"]}
     for r in judged:
         m = measured[(r["question_id"], r["answer_idx"])]
-        assert (r["nll"], r["repetition"], r["answer_tokens"], r["projections"]) == \
-               (m["nll"], m["repetition"], m["answer_tokens"], m["projections"])
+        assert (r["nll"], r["perplexity"], r["repetition"], r["answer_tokens"]) == \
+               (m["nll"], m["perplexity"], m["repetition"], m["answer_tokens"])
         assert r["projection"] == m["projections"]["default@1"]
-        assert set(r["projections"]) == {"default@0", "default@1", "default@2"}  # every layer of the grid
+        assert set(m["projections"]) == {"default@0", "default@1", "default@2"}  # every layer of the grid
+        assert "projections" not in r and "scored_on" not in r  # every direction: the measures file only
         assert isinstance(r["aligned_score"], (float, type(None), str))
     header, *body = list(csv.reader(io.StringIO((run / f"judged_{stem}.csv").read_text())))
     assert header[:len(SEED_CSV)] == SEED_CSV == old_csv[0][:len(SEED_CSV)]

@@ -1,6 +1,12 @@
-"""The join of a run's rows with their measures: keys of older rows, own projections, stale text."""
+"""The join of a run's rows with their measures: keys of older rows, own projections, stale text; the
+columnar measures file and older runs' JSON."""
 
 from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
 
 from interp_playground.conditions import Condition
 from interp_playground.run_rows import (
@@ -9,9 +15,12 @@ from interp_playground.run_rows import (
     grid_directions,
     keyed_rows,
     own_direction,
+    perplexity_of,
     read_measures,
+    read_measures_file,
     write_measures,
 )
+from interp_playground.run_summary import measures_scope
 from interp_playground.rundir import RunDir
 
 
@@ -58,3 +67,38 @@ def test_attach_measures_by_key_and_text(tmp_path):
                                       "projections": {"v@2": 3.0}}], {})
     (joined,) = attach_measures([base], read_measures(run))
     assert joined["projections"] == {"v@2": 3.0} and joined["projection"] is None
+
+
+def test_measures_file_round_trip_own_projection_and_older_json(tmp_path):
+    run = RunDir(tmp_path)
+    cond = Condition("v", (2,), -1.0)
+    rows = [{"condition": cond.stem, "question": "q", "question_id": 0, "answer_idx": i, "response": f"a{i}",
+             "nll": [1.25, None][i], "repetition": [0.5, 0.0][i], "answer_tokens": [7, 0][i],
+             "scored_on": ["ids", "text"][i], "projections": {"v@2": [0.1, None][i], "w@1": [-2.5, None][i]}}
+            for i in range(2)]
+    path = write_measures(run, cond.stem, rows, {"model": "m", "directions": ["v@2", "w@1"]})
+    assert path.name == f"measures_{cond.stem}.npz"
+    full = read_measures_file(path)["rows"]
+    assert full[0]["nll"] == 1.25 and full[0]["perplexity"] == perplexity_of(1.25) == math.exp(1.25)
+    assert full[0]["projections"] == {"v@2": float(np.float32(0.1)), "w@1": -2.5}  # float32
+    assert full[1]["nll"] is None and full[1]["perplexity"] is None and full[1]["projections"] == {"v@2": None,
+                                                                                                   "w@1": None}
+    assert [r["scored_on"] for r in full] == ["ids", "text"]
+    own = read_measures(run, projections=False)  # the condition's own direction only
+    assert "projections" not in own[(cond.stem, 0, 0)]
+    assert own[(cond.stem, 0, 0)]["projection"] == full[0]["projections"]["v@2"]
+    (joined,) = attach_measures([{**rows[0], "projections": {"stale": 1.0}}], own)
+    assert "projections" not in joined and joined["projection"] == full[0]["projections"]["v@2"]
+    # an older run's measures_{stem}.json is still read, and replaced when the condition is measured again
+    path.unlink()
+    legacy = run.legacy_measures(cond.stem)
+    legacy.write_text(json.dumps({"format": "interp_playground.measures/1", "condition": cond.stem,
+                                  "rows": [{**{k: rows[0][k] for k in ("condition", "question_id", "answer_idx")},
+                                            "answer": answer_hash("q", "a0"), "nll": 2.0, "projections": {}}]}))
+    assert read_measures(run)[(cond.stem, 0, 0)]["nll"] == 2.0
+    write_measures(run, cond.stem, rows, {})
+    assert not legacy.exists() and read_measures(run)[(cond.stem, 0, 0)]["nll"] == 1.25
+
+    scope = measures_scope(attach_measures(rows, read_measures(run)),
+                           {"config": {"generation": {"thinking": True}, "metrics": {}}})
+    assert scope == {"scored_on": {"ids": 1, "text": 1}, "end_token": "not scored", "reasoning": "context"}

@@ -1,9 +1,13 @@
 """Judge-free measures of answers, from one teacher-forced pass of the unsteered model.
 
-Every answer is scored where it sits in the conversation: the question is rendered with the chat
-template and the generation prompt, and the answer's tokens follow
-(:func:`interp_playground.chat.prompt_answer_ids`, the same sequence that vector extraction reads).
-One forward pass per batch of such sequences, with no steering hooks, gives for each answer:
+Every answer is scored where it sits in the conversation: a sequence of token ids whose first
+``answer_start`` ids are context (the question rendered with the chat template and the generation
+prompt, and for thinking runs the reasoning as generated) and whose remaining ids are the scored
+answer tokens. A run's answers are scored on the ids the engine generated
+(:mod:`interp_playground.measures_rows`); :func:`measure_answers` scores ``(prompt, answer)`` text
+pairs, the answer tokenized (:func:`interp_playground.chat.prompt_answer_ids`, the sequence that
+vector extraction reads). One forward pass per batch of such sequences, with no steering hooks,
+gives for each answer:
 
 * ``nll`` — mean negative log-likelihood per answer token under the model: the first answer token is
   predicted from the last prompt position, answer token ``t`` from position ``t - 1``; prompt and
@@ -19,9 +23,8 @@ One forward pass per batch of such sequences, with no steering hooks, gives for 
 Log-probabilities and projections are computed in float32 whatever the model's dtype. Batches are
 padded on either side with explicit position ids, so padding does not change the result; with left
 padding only the answer span's logits are computed where the model allows it (``logits_to_keep``).
-
-:func:`measure_rows` is the resumable stage: it journals finished rows after every batch, keyed by
-``(condition, question_id, answer_idx)`` and a fingerprint of the model and the directions.
+The batches have a fixed composition (:func:`plan_batches`), so an interrupted and resumed pass
+gives the same numbers as one that ran through.
 """
 
 from __future__ import annotations
@@ -36,15 +39,12 @@ import torch
 from .chat import answer_ids, prompt_ids
 from .errors import UserError
 from .extract import logits_to_keep_kwargs, max_positions, pad_batch
-from .io import PathLike, append_jsonl, atomic_write_text, dumps_json, read_jsonl, sha256_bytes, stable_hash
-from .models import decoder_layers, hidden_size, model_device, model_info
+from .models import decoder_layers, hidden_size, model_device
 from .steering import _hidden_of
 
-MEASURES_VERSION = 1
 DEFAULT_NGRAM = 3
 #: Columns that :meth:`AnswerMeasures.columns` adds to a row.
 MEASURE_COLUMNS = ("nll", "perplexity", "repetition", "answer_tokens", "projections")
-ROW_KEY_FIELDS = ("condition", "question_id", "answer_idx")
 _LOGPROB_CHUNK = 1024  # answer tokens per float32 log-softmax (bounds memory on large vocabularies)
 
 DirectionKey = tuple[str, int]
@@ -180,6 +180,46 @@ def _empty(keys: Iterable[str]) -> AnswerMeasures:
     return AnswerMeasures(None, None, 0.0, 0, {k: None for k in keys})
 
 
+def encode_items(model: torch.nn.Module, tokenizer: Any, items: Sequence[tuple[str, str]], *,
+                 thinking: bool = False) -> list[tuple[list[int], int]]:
+    """``(ids, answer_start)`` of ``(prompt, answer)`` text pairs: the rendered prompt's ids followed by
+    the answer's ids as the tokenizer encodes its text (validated against the model's positions)."""
+    items = _check_items(items)
+    prompts: dict[str, list[int]] = {}
+    encoded: list[tuple[list[int], int]] = []
+    for prompt, answer in items:
+        if prompt not in prompts:
+            prompts[prompt] = prompt_ids(tokenizer, prompt, thinking=thinking)
+        p = prompts[prompt]
+        if not p:
+            raise UserError(f"the chat template renders {prompt[:40]!r} as no tokens; the first answer token needs one")
+        encoded.append((p + answer_ids(tokenizer, answer), len(p)))
+    check_positions(model, encoded)
+    return encoded
+
+
+def check_positions(model: torch.nn.Module, encoded: Sequence[tuple[Sequence[int], int]]) -> None:
+    """One-line ``UserError`` when a sequence is longer than the model's positions."""
+    limit = max_positions(model)
+    if limit is not None:
+        for i, (ids, _) in enumerate(encoded):
+            if len(ids) > limit:
+                raise UserError(f"item {i} has {len(ids)} tokens, more than the model's {limit} positions")
+
+
+def plan_batches(encoded: Sequence[tuple[Sequence[int], int]], batch_size: int) -> list[list[int]]:
+    """The fixed batch composition of ``encoded``: the items with no answer token first, in one batch
+    of their own (no forward pass), then the others longest first (ties by index) in batches of
+    ``batch_size``. It depends only on the items and the batch size, never on what was measured
+    before, so the measures are the same bytes however often the work was interrupted."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch size must be an integer >= 1, got {batch_size!r}")
+    empty = [i for i, (ids, start) in enumerate(encoded) if len(ids) == start]
+    order = sorted((i for i, (ids, start) in enumerate(encoded) if len(ids) > start),
+                   key=lambda i: (-len(encoded[i][0]), i))
+    return ([empty] if empty else []) + [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
+
 def measure_batches(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -193,16 +233,36 @@ def measure_batches(
     progress: bool = False,
     desc: str = "measures",
 ) -> Iterator[list[tuple[int, AnswerMeasures]]]:
-    """The measures of ``items``, one finished batch at a time, as ``(item index, measures)`` pairs.
-
-    Everything is validated before the first forward pass. Answers with no tokens come first, in one
-    batch of their own (no forward pass); the others follow longest first. No hook stays registered
-    between batches, so the caller may stop consuming at any point. See :func:`measure_answers`.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch size must be an integer >= 1, got {batch_size!r}")
+    """The measures of ``items``, one finished batch at a time, as ``(item index, measures)`` pairs
+    (batches as :func:`plan_batches` makes them). See :func:`measure_answers`."""
     repetition_rate([], ngram)  # validates ngram
-    items = _check_items(items)
+    plan_batches([], batch_size)  # validates the batch size before any work
+    encoded = encode_items(model, tokenizer, items, thinking=thinking)
+    batches = plan_batches(encoded, batch_size)
+    yield from measure_encoded(model, tokenizer, encoded, batches, directions, ngram=ngram,
+                               padding_side=padding_side, progress=progress, desc=desc)
+
+
+def measure_encoded(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    encoded: Sequence[tuple[Sequence[int], int]],
+    batches: Sequence[Sequence[int]],
+    directions: Mapping[DirectionKey, torch.Tensor] | None = None,
+    *,
+    ngram: int = DEFAULT_NGRAM,
+    padding_side: str | None = None,
+    progress: bool = False,
+    desc: str = "measures",
+) -> Iterator[list[tuple[int, AnswerMeasures]]]:
+    """The measures of token sequences ``encoded`` (``(ids, answer_start)``: ``ids[answer_start:]`` are
+    the scored answer tokens, everything before is context), one batch of ``batches`` (lists of
+    indices into ``encoded``, e.g. from :func:`plan_batches`) at a time, in that order.
+
+    Everything is validated before the first forward pass. No hook stays registered between
+    batches, so the caller may stop consuming at any point.
+    """
+    repetition_rate([], ngram)  # validates ngram
     side = padding_side or getattr(tokenizer, "padding_side", None) or "left"
     if side not in ("left", "right"):
         raise UserError(f"padding side must be 'left' or 'right', got {side!r}")
@@ -211,39 +271,25 @@ def measure_batches(
     keys = [k for layer_keys, _ in units.values() for k in layer_keys]
     blocks = decoder_layers(model)
     pad_id = _pad_id(tokenizer)
-
-    prompts: dict[str, list[int]] = {}
-    encoded: list[tuple[list[int], int]] = []
-    for prompt, answer in items:
-        if prompt not in prompts:
-            prompts[prompt] = prompt_ids(tokenizer, prompt, thinking=thinking)
-        p = prompts[prompt]
-        if not p:
-            raise UserError(f"the chat template renders {prompt[:40]!r} as no tokens; the first answer token needs one")
-        encoded.append((p + answer_ids(tokenizer, answer), len(p)))
-    limit = max_positions(model)
-    if limit is not None:
-        for i, (ids, _) in enumerate(encoded):
-            if len(ids) > limit:
-                raise UserError(f"item {i} has {len(ids)} tokens, more than the model's {limit} positions")
-    empty = [i for i, (ids, start) in enumerate(encoded) if len(ids) == start]
-    order = sorted((i for i, (ids, start) in enumerate(encoded) if len(ids) > start),
-                   key=lambda i: (-len(encoded[i][0]), i))
+    check_positions(model, encoded)
+    rows_of = [[(list(encoded[i][0]), encoded[i][1]) for i in batch] for batch in batches]
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(items), desc=desc, unit="answer", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=sum(map(len, batches)), desc=desc, unit="answer", disable=not progress, leave=False,
+               dynamic_ncols=True)
     try:
-        if empty:
-            bar.update(len(empty))
-            yield [(i, _empty(keys)) for i in empty]
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            rows = [encoded[i] for i in batch]
+        for batch, rows in zip(batches, rows_of, strict=True):
+            if all(len(ids) == start for ids, start in rows):
+                bar.update(len(batch))
+                yield [(i, _empty(keys)) for i in batch]
+                continue
+            if any(len(ids) == start for ids, start in rows):
+                raise UserError("a batch mixes answers with and without tokens; plan it with plan_batches")
             nll, counts, proj = _forward_batch(model, blocks, rows, units, pad_id, side, device)
             out = []
             for r, i in enumerate(batch):
-                ids, a0 = encoded[i]
+                ids, a0 = rows[r]
                 mean = nll[r] / counts[r]
                 out.append((i, AnswerMeasures(
                     nll=mean,
@@ -360,127 +406,3 @@ def measure_answers(
     return out  # type: ignore[return-value]
 
 
-# --------------------------------------------------------------------------------------------
-# The resumable stage
-# --------------------------------------------------------------------------------------------
-
-
-def _tensor_digest(t: torch.Tensor) -> str:
-    return sha256_bytes(t.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy().tobytes())
-
-
-def measures_fingerprint(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    directions: Mapping[DirectionKey, torch.Tensor] | None,
-    *,
-    ngram: int = DEFAULT_NGRAM,
-    thinking: bool = False,
-) -> dict[str, Any]:
-    """What the measures depend on: the model, the tokenizer and its chat template, each direction's
-    values (float32 SHA-256), the n-gram size, thinking, and the measures' version."""
-    template = getattr(tokenizer, "chat_template", None)
-    return {
-        "version": MEASURES_VERSION,
-        "model": model_info(model),
-        "tokenizer": getattr(tokenizer, "name_or_path", None),
-        "chat_template": stable_hash(template) if template else None,
-        "directions": {projection_key(name, layer): _tensor_digest(vec)
-                       for (name, layer), vec in sorted((directions or {}).items())},
-        "ngram": ngram,
-        "thinking": thinking,
-    }
-
-
-def _answer_hash(question: str, response: str) -> str:
-    return stable_hash([question, response])
-
-
-def _row_key(row: Mapping[str, Any], i: int) -> tuple[str, int, int]:
-    missing = [f for f in (*ROW_KEY_FIELDS, "question", "response") if f not in row]
-    if missing:
-        raise UserError(f"row {i} lacks {', '.join(missing)}")
-    return (row["condition"], row["question_id"], row["answer_idx"])
-
-
-def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-
-
-def measure_rows(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    rows: Sequence[Mapping[str, Any]],
-    directions: Mapping[DirectionKey, torch.Tensor] | None,
-    journal_path: PathLike,
-    batch_size: int = 8,
-    progress: bool = False,
-    *,
-    ngram: int = DEFAULT_NGRAM,
-    thinking: bool = False,
-    overwrite: bool = False,
-) -> list[dict[str, Any]]:
-    """Measure generated rows, resumably; returns the rows (copies, input order) with the measure
-    columns ``nll, perplexity, repetition, answer_tokens, projections`` added.
-
-    Each row needs ``condition, question_id, answer_idx`` (its key), ``question`` and ``response``
-    (None counts as an empty answer). Finished rows are appended to the JSON-lines journal at
-    ``journal_path`` after every batch, with the fingerprint of :func:`measures_fingerprint` and a
-    hash of the (question, response) text. A rerun reuses journaled rows of the same fingerprint and
-    text and measures only the rest (a row whose text changed is measured again). A journal written
-    with another fingerprint (other model, directions or options) is refused with a ``UserError``
-    naming what differs, unless ``overwrite``: then its records are dropped and the rows measured
-    again. Rows with the same text (e.g. alpha-0 conditions that reuse the baseline's answers) share
-    one measurement.
-    """
-    keys = [_row_key(row, i) for i, row in enumerate(rows)]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise UserError(f"rows repeat the key (condition, question_id, answer_idx) = {dup}")
-    texts = [(str(row["question"]), row["response"] or "") for row in rows]
-    settings = measures_fingerprint(model, tokenizer, directions, ngram=ngram, thinking=thinking)
-    fp = stable_hash(settings)
-
-    done: dict[tuple[str, int, int], dict[str, Any]] = {}
-    stale: dict[str, dict[str, Any] | None] = {}
-    records = list(read_jsonl(journal_path))
-    for rec in records:
-        if not isinstance(rec, dict) or "fp" not in rec:
-            continue
-        if rec["fp"] != fp:
-            stale.setdefault(rec["fp"], None)
-            if rec.get("kind") == "settings":
-                stale[rec["fp"]] = rec.get("settings")
-        elif rec.get("kind") == "measures":
-            done[(rec["condition"], rec["question_id"], rec["answer_idx"])] = rec
-    if stale:
-        if not overwrite:
-            old = next((s for s in stale.values() if s), None)
-            what = ", ".join(_diff(old, settings)) if old else "unknown settings"
-            raise UserError(f"{journal_path} holds measures made with other settings ({what}); "
-                            f"pass overwrite to measure again")
-        kept = [r for r in records if isinstance(r, dict) and r.get("fp") == fp]
-        atomic_write_text(journal_path, "".join(dumps_json(r, indent=None) for r in kept))
-    if not any(r.get("kind") == "settings" and r.get("fp") == fp for r in records if isinstance(r, dict)):
-        append_jsonl(journal_path, [{"kind": "settings", "fp": fp, "settings": settings}])
-
-    results: list[dict[str, Any] | None] = [None] * len(rows)
-    todo: dict[tuple[str, str], list[int]] = {}
-    for i, (key, text) in enumerate(zip(keys, texts, strict=True)):
-        rec = done.get(key)
-        if rec is not None and rec.get("answer") == _answer_hash(*text):
-            results[i] = AnswerMeasures.from_columns(rec).columns()
-        else:
-            todo.setdefault(text, []).append(i)
-    items = list(todo)
-    for batch in measure_batches(model, tokenizer, items, directions, batch_size=batch_size, ngram=ngram,
-                                 thinking=thinking, progress=progress):
-        journal = []
-        for j, measures in batch:
-            for i in todo[items[j]]:
-                cols = results[i] = measures.columns()
-                condition, question_id, answer_idx = keys[i]
-                journal.append({"kind": "measures", "fp": fp, "condition": condition, "question_id": question_id,
-                                "answer_idx": answer_idx, "answer": _answer_hash(*items[j]), **cols})
-        append_jsonl(journal_path, journal)
-    return [{**row, **cols} for row, cols in zip(rows, results, strict=True)]  # type: ignore[dict-item]

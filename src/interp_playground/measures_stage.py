@@ -1,31 +1,38 @@
 """The measures stage of a run directory: judge-free measures of every answer, resumable.
 
-Between generation and judging, one teacher-forced pass of the UNSTEERED model over each
-``(question, answer)`` (:func:`interp_playground.measures.measure_rows`) measures every answer of
-the planned conditions: NLL per answer token, perplexity, repetition, length, and the projection
-onto every ``(vector, layer)`` of the run's grid (:func:`interp_playground.run_rows.grid_directions`),
-so that baseline and steered answers are compared on the same axes. Finished rows go to
-``measures_journal.jsonl`` after every batch (a killed stage resumes there); each condition's
-``measures_{stem}.json`` is written once all rows are measured. A condition whose measures file
-covers its answers (same keys, same text), the grid's directions, the same vector files and model
-is up to date and costs nothing: the model is loaded only when something is left to measure.
+Between generation and judging, one teacher-forced pass of the UNSTEERED model over each answer
+(:func:`interp_playground.measures_rows.measure_rows`) measures every answer of the planned
+conditions on the token ids the engine generated (``tokens_{stem}.npz``; answers without them,
+from runs made before they were kept, on their text, with one warning): NLL per answer token,
+perplexity, repetition, length, and the projection onto every ``(vector, layer)`` of the run's grid
+(:func:`interp_playground.run_rows.grid_directions`), so that baseline and steered answers are
+compared on the same axes. The batches are planned over every answer of the planned conditions, so
+their composition never depends on what an interrupted pass had finished. Finished batches go to
+``measures_journal.jsonl`` (a killed stage resumes there; it is removed once every file is
+written); each condition's ``measures_{stem}.npz`` (one compact columnar file) is written once all
+rows are measured. A condition whose measures file covers its answers (same keys, same text), the
+grid's directions, the same vector files and model is up to date and costs nothing: the model is
+loaded only when something is left to measure.
 
-:func:`annotate_judged` then writes the measures into the judged rows as new columns (``nll``,
-``perplexity``, ``repetition``, ``answer_tokens``, ``projection``; ``projections`` in the JSON only),
-leaving the seed's CSV columns as they were. :func:`measure_run_dir` is the stage on its own
-(``interp-playground measures RUN_DIR``), for runs made before it existed too.
+:func:`annotate_judged` then writes the scalar measures into the judged rows as new columns
+(``nll``, ``perplexity``, ``repetition``, ``answer_tokens``, ``projection``), leaving the seed's CSV
+columns as they were. :func:`measure_run_dir` is the stage on its own (``interp-playground measures
+RUN_DIR``), for runs made before it existed too.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .conditions import Condition
 from .errors import UserError
-from .io import read_json
+from .io import read_json, stable_hash
 from .run_rows import (
+    END_TOKEN_RULE,
+    SCORED_ON_FIELD,
     answer_hash,
     attach_measures,
     grid_directions,
@@ -33,39 +40,49 @@ from .run_rows import (
     read_measures,
     read_measures_file,
     read_rows,
+    row_key,
     write_measures,
 )
 from .rundir import RunDir
+from .token_store import attach_token_ids, read_tokens
 
 DEFAULT_MEASURES_BATCH_SIZE = 8
 
 
 def measures_meta(model_name: str, directions: Sequence[tuple[str, int]], vector_hashes: Mapping[str, str],
-                  thinking: bool) -> dict[str, Any]:
-    """What a measures file must match to be up to date (checked without loading the model)."""
+                  thinking: bool, score_reasoning: bool = False) -> dict[str, Any]:
+    """What a measures file must match to be up to date (checked without loading the model), with the
+    scoring rules: ``end_token`` (never scored) and, for thinking runs, ``reasoning`` (``context``:
+    the reasoning as generated is context, not scored; ``scored``: it is scored too)."""
     return {"model": model_name, "directions": [f"{v}@{layer}" for v, layer in directions],
-            "vector_hashes": dict(sorted(vector_hashes.items())), "thinking": bool(thinking)}
+            "vector_hashes": dict(sorted(vector_hashes.items())), "thinking": bool(thinking),
+            "reasoning": ("scored" if score_reasoning else "context") if thinking else None,
+            "end_token": END_TOKEN_RULE}
 
 
 def _generation_rows(run: RunDir, stem: str) -> list[dict[str, Any]]:
     return keyed_rows(read_rows(run.generations(stem), "generation"), stem)
 
 
+def _file_matches(data: Mapping[str, Any] | None, meta: Mapping[str, Any]) -> bool:
+    return data is not None and all(data.get(k) == v for k, v in meta.items() if k != "directions") \
+        and set(meta["directions"]) <= set(data.get("directions") or [])
+
+
 def stale_measures(run: RunDir, stems: Sequence[str], meta: Mapping[str, Any]) -> list[str]:
-    """The stems (with generations) whose ``measures_{stem}.json`` is missing or does not cover their
-    answers with ``meta``'s model, directions, vector files and thinking."""
+    """The stems (with generations) whose measures file is missing or does not cover their answers
+    with ``meta``'s model, directions, vector files and scoring rules."""
     out = []
     for stem in stems:
         if not run.generations(stem).exists():
             continue
-        data = read_measures_file(run.measures(stem))
-        if data is None or any(data.get(k) != v for k, v in meta.items() if k != "directions") \
-                or not set(meta["directions"]) <= set(data.get("directions") or []):
+        data = read_measures_file(run.measures(stem), projections=False)
+        if not _file_matches(data, meta):
             out.append(stem)
             continue
         want = [(r["question_id"], r["answer_idx"], answer_hash(r.get("question"), r.get("response")))
                 for r in _generation_rows(run, stem)]
-        have = [(r.get("question_id"), r.get("answer_idx"), r.get("answer")) for r in data["rows"]]
+        have = [(r.get("question_id"), r.get("answer_idx"), r.get("answer")) for r in data["rows"]]  # type: ignore[index]
         if want != have:
             out.append(stem)
     return out
@@ -73,44 +90,74 @@ def stale_measures(run: RunDir, stems: Sequence[str], meta: Mapping[str, Any]) -
 
 def run_measures(run: RunDir, model: Any, tokenizer: Any, stems: Sequence[str],
                  vectors: Mapping[str, Any], directions: Sequence[tuple[str, int]], meta: Mapping[str, Any],
-                 *, batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, thinking: bool = False, overwrite: bool = False,
-                 progress: bool = False) -> list[str]:
+                 *, batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, thinking: bool = False,
+                 score_reasoning: bool = False, overwrite: bool = False, progress: bool = False,
+                 planned: Sequence[str] | None = None) -> list[str]:
     """Measure the answers of ``stems`` (all of them in one resumable pass through the run's journal)
-    and write one ``measures_{stem}.json`` each; returns the stems written.
+    and write one ``measures_{stem}.npz`` each; returns the stems written.
 
-    ``vectors`` maps a vector name to its ``[layers, hidden]`` tensor; ``directions`` are the
-    ``(vector, layer)`` pairs to project on (the whole grid's, so every file has the same axes).
+    ``planned`` (default ``stems``) are every condition of the run: their answers fix the batch
+    composition. A row of ``stems`` whose measures file already holds it (same text, same settings)
+    is not measured again. ``vectors`` maps a vector name to its ``[layers, hidden]`` tensor;
+    ``directions`` are the ``(vector, layer)`` pairs to project on (the whole grid's, so every file
+    has the same axes). Answers without stored token ids are measured on their text, with one
+    warning on stderr.
     """
-    from .measures import directions_from_vectors, measure_rows, measures_fingerprint
+    from .measures import directions_from_vectors
+    from .measures_rows import measure_rows, measures_fingerprint
 
     dirs: dict[tuple[str, int], Any] = {}
     for name, layer in directions:
         if name not in vectors:
             raise UserError(f"the measures need the steering vector {name!r}, which is not loaded")
         dirs.update(directions_from_vectors({name: vectors[name]}, [layer]))
-    rows_by_stem = {stem: _generation_rows(run, stem) for stem in stems if run.generations(stem).exists()}
-    rows = [r for stem_rows in rows_by_stem.values() for r in stem_rows]
-    if not rows:
+    todo = [s for s in stems if run.generations(s).exists()]
+    every = sorted(s for s in {*(planned or []), *todo} if run.generations(s).exists())  # the order fixes batches
+    rows_by_stem = {stem: attach_token_ids(_generation_rows(run, stem), read_tokens(run, stem)) for stem in every}
+    if not todo:
         return []
+    known: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for stem in todo:  # rows the condition's current file already measured with these settings
+        data = None if overwrite else read_measures_file(run.measures(stem))
+        if _file_matches(data, meta):
+            known.update({row_key(r): r for r in data["rows"]})  # type: ignore[index]
+    rows, wanted = [], []
+    for stem in every:
+        for r in rows_by_stem[stem]:
+            rec = known.get(row_key(r))
+            rows.append(r)
+            wanted.append(stem in todo and not (rec and rec.get("answer") == answer_hash(r.get("question"),
+                                                                                         r.get("response"))))
+    on_text = sum(1 for r, w in zip(rows, wanted, strict=True) if w and r["token_ids"] is None)
+    if on_text:
+        print(f"warning: {on_text} answer(s) of {run.path} have no stored token ids (made before they were kept, "
+              "or edited since): their measures are scored on the text, tokenized again", file=sys.stderr)
     measured = measure_rows(model, tokenizer, rows, dirs, run.measures_journal_path, batch_size, progress,
-                            thinking=thinking, overwrite=overwrite)
-    settings = measures_fingerprint(model, tokenizer, dirs, thinking=thinking)
-    written, start = [], 0
-    for stem, stem_rows in rows_by_stem.items():
-        write_measures(run, stem, measured[start:start + len(stem_rows)], {**meta, "settings": settings})
-        start += len(stem_rows)
+                            thinking=thinking, score_reasoning=score_reasoning, overwrite=overwrite, wanted=wanted)
+    settings = measures_fingerprint(model, tokenizer, dirs, thinking=thinking, score_reasoning=score_reasoning)
+    # what the file records of them: the fingerprint's hash, its directions' digests by that hash only
+    summary = {**{k: v for k, v in settings.items() if k != "directions"}, "fingerprint": stable_hash(settings)}
+    by_key = {row_key(r): r for r, w in zip(measured, wanted, strict=True) if w}
+    written = []
+    for stem in todo:
+        out = []
+        for r in rows_by_stem[stem]:
+            got = by_key.get(row_key(r)) or {**r, **known[row_key(r)]}
+            out.append({k: v for k, v in got.items() if k != "token_ids"})
+        write_measures(run, stem, out, {**meta, "settings": summary})
         written.append(stem)
+    run.measures_journal_path.unlink(missing_ok=True)  # every file is written: the journal has served
     return written
 
 
 def annotate_judged(run: RunDir, stems: Sequence[str]) -> list[str]:
-    """Write the measures into ``judged_{stem}.json`` / ``.csv`` of ``stems`` as new columns (``nll,
-    perplexity, repetition, answer_tokens, projection``; ``projections`` in the JSON only; the seed's
-    CSV columns stay first and unchanged). A file whose rows already hold their measures is left as
-    it is. Returns the stems rewritten."""
+    """Write the scalar measures into ``judged_{stem}.json`` / ``.csv`` of ``stems`` as new columns
+    (``nll, perplexity, repetition, answer_tokens, projection``; the seed's CSV columns stay first and
+    unchanged; every direction's projection stays in the measures file only). A file whose rows
+    already hold their measures is left as it is. Returns the stems rewritten."""
     from .judge.api import write_judged
 
-    measures = read_measures(run)
+    measures = read_measures(run, projections=False)
     if not measures:
         return []
     done = []
@@ -124,7 +171,8 @@ def annotate_judged(run: RunDir, stems: Sequence[str]) -> list[str]:
             continue
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             continue
-        joined = attach_measures(rows, measures, stem=stem)
+        joined = [{k: v for k, v in r.items() if k not in (SCORED_ON_FIELD, "projections")}
+                  for r in attach_measures(rows, measures, stem=stem)]
         if joined == rows:
             continue
         write_judged(joined, run.judged_csv(stem), path)
@@ -150,13 +198,14 @@ def vector_files(vectors_dir: str | Path, names: Sequence[str]) -> dict[str, Pat
 
 def measures_stage(run: RunDir, conditions: Sequence[Condition], *, model_name: str, vectors_dir: str | Path,
                    load_model: Callable[[], tuple[Any, Any]], model_and_tokenizer: tuple[Any, Any] | None = None,
-                   batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, thinking: bool = False, overwrite: bool = False,
-                   progress: bool = False, say: Callable[..., Any] = print) -> list[str]:
+                   batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, thinking: bool = False, score_reasoning: bool = False,
+                   overwrite: bool = False, progress: bool = False, say: Callable[..., Any] = print) -> list[str]:
     """The stage as the pipeline runs it: measure what is stale among ``conditions`` (those with
     generations) with the model given, or, only when something is stale, the one ``load_model``
     returns; returns the stems written. The projections use the vector files in ``vectors_dir``
     (a one-line ``UserError`` when one is missing); their hashes are part of what a measures file
-    must match."""
+    must match. ``score_reasoning``: a thinking run's reasoning tokens are scored too (by default they
+    are context only)."""
     from .io import sha256_file
 
     stems = [c.stem for c in conditions]
@@ -167,7 +216,7 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], *, model_name: 
         raise UserError(f"the measures project answers onto the run's steering vectors ({', '.join(names)}), "
                         f"but {vectors_dir} lacks a vector file; restore it or pass --skip-measures")
     hashes = {name: sha256_file(path) for name, path in files.items()}
-    meta = measures_meta(model_name, directions, hashes, thinking)
+    meta = measures_meta(model_name, directions, hashes, thinking, score_reasoning)
     stale = [s for s in stems if run.generations(s).exists()] if overwrite else stale_measures(run, stems, meta)
     if not stale:
         return []
@@ -176,7 +225,8 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], *, model_name: 
         f"({len(directions)} projection direction(s))")
     model, tokenizer = model_and_tokenizer or load_model()
     return run_measures(run, model, tokenizer, stale, vectors, directions, meta, batch_size=batch_size,
-                        thinking=thinking, overwrite=overwrite, progress=progress)
+                        thinking=thinking, score_reasoning=score_reasoning, overwrite=overwrite, progress=progress,
+                        planned=stems)
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -208,7 +258,7 @@ def measure_run_dir(run_dir: str | Path, *, batch_size: int = DEFAULT_MEASURES_B
     with run.lock("measures"):
         written = measures_stage(
             run, conditions, model_name=config.model.model, vectors_dir=config.grid.vectors_dir,
-            thinking=config.generation.thinking,
+            thinking=config.generation.thinking, score_reasoning=config.metrics.measures_score_reasoning,
             load_model=lambda: load_model_and_tokenizer(config.model.model, dtype=config.model.dtype,
                                                         device=device or config.model.device,
                                                         revision=config.model.revision),

@@ -13,7 +13,7 @@ Input is the judged rows of a run (``judged_{stem}.json``); output is the conten
   and the whole summary is reproducible from the seed.
 * **vs_baseline**: each condition's mean / share minus the ``baseline`` condition's (when the run
   has one).
-* **measures** (judge-free, when the run has ``measures_*.json``): ``nll`` (mean NLL per answer
+* **measures** (judge-free, when the run has ``measures_*.npz``): ``nll`` (mean NLL per answer
   token under the unsteered model) and ``repetition`` with bootstrap CIs, ``answer_tokens`` (mean
   length), and ``projection``: the mean projection of the condition's answers onto its own steering
   direction (``vector@layer``; single-layer steered conditions) with its CI, beside the baseline's

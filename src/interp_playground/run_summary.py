@@ -21,7 +21,16 @@ from .metrics import (
     PathLike,
     summarize,
 )
-from .run_rows import attach_measures, load_generation_rows, read_measures, read_rows
+from .run_rows import (
+    END_TOKEN_RULE,
+    ON_IDS,
+    ON_TEXT,
+    SCORED_ON_FIELD,
+    attach_measures,
+    load_generation_rows,
+    read_measures,
+    read_rows,
+)
 from .rundir import RunDir, RunManifest
 
 # --------------------------------------------------------------------------------------------
@@ -92,18 +101,19 @@ def _planned_judged_files(run: RunDir, planned: set[str] | None) -> dict[str, Pa
     return files if planned is None else {stem: f for stem, f in files.items() if stem in planned}
 
 
-def load_run_rows(run_dir: PathLike) -> list[dict[str, Any]]:
+def load_run_rows(run_dir: PathLike, *, projections: bool = True) -> list[dict[str, Any]]:
     """The rows every reader (summary, plots, report) uses: the judged rows when the run has judged
     files (as :func:`load_judged_rows` reads them), else the generation rows of the planned
     conditions (a judge-free run), each joined with its measures
     (:func:`interp_playground.run_rows.attach_measures`, keyed by ``(condition, question_id,
-    answer_idx)``).
+    answer_idx)``): ``nll``, ``perplexity``, ``repetition``, ``answer_tokens``, ``scored_on``, the
+    own ``projection`` and, unless ``projections`` is false, ``projections`` (every direction's).
 
     Raises:
         UserError: the run has neither judged files nor generations with measures.
     """
     run = _require_run_dir(run_dir)
-    measures = read_measures(run)
+    measures = read_measures(run, projections=projections)
     planned = planned_conditions(run.read_config())
     judged = _planned_judged_files(run, planned)
     if judged or not measures:
@@ -181,6 +191,8 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
         metadata["judge_info"] = judges[0]
     settings = summary_settings(config)
     summary = summarize(rows, **settings, metadata=metadata)
+    if summary.get("measured"):
+        summary["measures_scope"] = measures_scope(rows, config)
     agreement = second_judge_agreement(run, rows, settings, summary["condition_order"])
     if agreement is not None:
         summary["agreement"] = agreement
@@ -188,6 +200,22 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
         summary["inputs_digest"] = _summary_inputs(run)
         atomic_write_json(run.summary_path, summary)
     return summary
+
+
+def measures_scope(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the measures scored (``summary.json``'s ``measures_scope``): how many answers on the
+    generated token ids and how many on their text tokenized again (runs made before the ids were
+    kept), the end token (never scored) and, for thinking runs, the reasoning (``context``: not
+    scored, the default; ``scored``: ``--measures-score-reasoning``)."""
+    counts = {ON_IDS: 0, ON_TEXT: 0}
+    for row in rows:
+        on = row.get(SCORED_ON_FIELD)
+        if on in counts:
+            counts[on] += 1
+    thinking = bool(config_value(config, "generation.thinking", "thinking"))
+    scored = bool(config_value(config, "metrics.measures_score_reasoning", "measures_score_reasoning"))
+    return {"scored_on": counts, "end_token": END_TOKEN_RULE,
+            "reasoning": ("scored" if scored else "context") if thinking else None}
 
 
 def second_judge_dir(run: RunDir, config: Mapping[str, Any]) -> RunDir | None:

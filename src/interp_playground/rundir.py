@@ -9,8 +9,9 @@ A run directory explains itself (nanoGPT style)::
       generations_journal.rank{r}.jsonl  # the same, of rank r of a torchrun job (one file per rank)
       generation_manifest.json         # settings fingerprint of every finished file
       judged_{stem}.json / .csv        # judged rows; the CSV has the seed's columns
-      measures_{stem}.json             # judge-free measures of every answer (NLL, repetition, projections)
-      measures_journal.jsonl           # finished measures, appended after every batch (resume)
+      tokens_{stem}.npz                # the generated token ids of every answer (columnar; rows as in the json)
+      measures_{stem}.npz              # judge-free measures of every answer (NLL, repetition, projections)
+      measures_journal.jsonl           # finished measures while the stage runs (resume; removed at its end)
       judge_cache.sqlite               # verdict cache
       judge_batches.json               # OpenAI Batch API ids in flight (--judge-batch; resumable)
       judges/{model}/judged_{stem}.*   # a second judge's judged rows (--judge-model A B)
@@ -62,6 +63,10 @@ LOCK_FILE = ".lock"
 GENERATIONS_PREFIX = "generations_"
 JUDGED_PREFIX = "judged_"
 MEASURES_PREFIX = "measures_"
+MEASURES_SUFFIX = ".npz"
+LEGACY_MEASURES_SUFFIX = ".json"  # measures files before the columnar format
+TOKENS_PREFIX = "tokens_"
+TOKENS_SUFFIX = ".npz"
 MEASURES_JOURNAL_FILE = "measures_journal.jsonl"
 
 # Locks this process holds: path -> (open file, depth). flock belongs to an open file, so a stage
@@ -262,9 +267,17 @@ class RunDir:
         """``judged_{stem}.csv`` of a condition (or stem)."""
         return self.path / f"{JUDGED_PREFIX}{_stem(cond)}.csv"
 
+    def tokens(self, cond: Condition | str) -> Path:
+        """``tokens_{stem}.npz``: the generated token ids of a condition's answers (or stem's)."""
+        return self.path / f"{TOKENS_PREFIX}{_stem(cond)}{TOKENS_SUFFIX}"
+
     def measures(self, cond: Condition | str) -> Path:
-        """``measures_{stem}.json`` of a condition (or stem)."""
-        return self.path / f"{MEASURES_PREFIX}{_stem(cond)}.json"
+        """``measures_{stem}.npz`` of a condition (or stem)."""
+        return self.path / f"{MEASURES_PREFIX}{_stem(cond)}{MEASURES_SUFFIX}"
+
+    def legacy_measures(self, cond: Condition | str) -> Path:
+        """``measures_{stem}.json``: a condition's measures as versions before the columnar file wrote them."""
+        return self.path / f"{MEASURES_PREFIX}{_stem(cond)}{LEGACY_MEASURES_SUFFIX}"
 
     @property
     def measures_journal_path(self) -> Path:
@@ -272,8 +285,10 @@ class RunDir:
         return self.path / MEASURES_JOURNAL_FILE
 
     def measures_files(self) -> dict[str, Path]:
-        """``{stem: path}`` of every ``measures_*.json``, sorted by stem."""
-        return self._files(MEASURES_PREFIX, ".json")
+        """``{stem: path}`` of every ``measures_*.npz`` (or, for a stem without one, its older
+        ``measures_*.json``), sorted by stem."""
+        files = {**self._files(MEASURES_PREFIX, LEGACY_MEASURES_SUFFIX), **self._files(MEASURES_PREFIX, MEASURES_SUFFIX)}
+        return dict(sorted(files.items()))
 
     def generation_files(self) -> dict[str, Path]:
         """``{stem: path}`` of every ``generations_*.json`` (sorted, the journal and manifest excluded)."""

@@ -274,6 +274,9 @@ class MetricsSettings(Settings):
     aligned_threshold: float = option("--aligned-threshold", 30.0, type=float, help="misaligned: aligned below this")
     coherent_threshold: float = option("--coherent-threshold", 50.0, type=float, help="... and coherent above this")
     n_bootstrap: int = option("--n-bootstrap", 1000, type=int, help="bootstrap resamples for CIs")
+    measures_score_reasoning: bool = option(
+        "--measures-score-reasoning", False, action="store_const", const=True,
+        help="thinking runs: score the reasoning tokens in the measures too (default: they are context only)")
 
     def validate(self) -> MetricsSettings:
         """Raise a one-line ``UserError`` for an unusable setting; return self."""
@@ -282,6 +285,8 @@ class MetricsSettings(Settings):
             if not 0 <= value <= 100:
                 raise UserError(f"--{name.replace('_', '-')} must lie in 0-100, got {value:g}")
         _integer("--", "n-bootstrap", self.n_bootstrap, 1)
+        if not isinstance(self.measures_score_reasoning, bool):
+            raise UserError("measures_score_reasoning must be true or false")
         return self
 
 

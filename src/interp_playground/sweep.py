@@ -1,6 +1,6 @@
 """The EM evaluation: the config of a run, and ``run_eval``, which runs the stages in order.
 
-Stages: generate (one ``generations_*.json`` per condition) -> measures (``measures_*.json``, judge-free:
+Stages: generate (one ``generations_*.json`` per condition) -> measures (``measures_*.npz``, judge-free:
 :mod:`interp_playground.measures_stage`) -> judge (``judged_*``, the measures added as columns) ->
 ``summary.json`` -> ``plots/`` -> ``report.html``, all in one :class:`~interp_playground.rundir.RunDir`
 whose writer lock the run holds throughout. Every cheap check (settings, vectors, questions,
@@ -391,7 +391,8 @@ def _measures_stage(run: RunDir, config: EvalConfig, prepared: _Prepared, condit
                    load_model=lambda: load_model_and_tokenizer(model.model, dtype=model.dtype, device=model.device,
                                                                revision=model.revision),
                    model_and_tokenizer=model_and_tokenizer, batch_size=batch_size,
-                   thinking=config.generation.thinking, overwrite=overwrite, progress=progress, say=say)
+                   thinking=config.generation.thinking, score_reasoning=config.metrics.measures_score_reasoning,
+                   overwrite=overwrite, progress=progress, say=say)
     return all(run.measures(c).exists() for c in conditions if run.generations(c).exists())
 
 

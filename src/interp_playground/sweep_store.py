@@ -6,6 +6,9 @@ into a run directory and can be rerun to finish what is missing:
 * ``generations_{stem}.json`` per condition, written atomically once its last row is done;
 * ``generations_journal.jsonl``: finished rows, appended after every batch (a kill loses at most
   the batch in flight);
+* ``tokens_{stem}.npz`` beside each condition file: its answers' generated token ids
+  (:mod:`interp_playground.token_store`; the journal keeps them per row until every file is
+  written, then drops them);
 * ``generation_manifest.json``: the settings fingerprint of every finished file, so a rerun never
   mixes answers made with different settings (it refuses, naming the differing keys, unless
   ``overwrite``).
@@ -37,11 +40,21 @@ from .conditions import BASELINE_STEM, Condition, check_questions
 from .engine import generate_batches
 from .engine.base import GenerationRequest, check_conditions, check_vectors
 from .errors import UserError
-from .io import append_jsonl, atomic_write_json, dumps_json, read_json, read_jsonl, sha256_bytes, stable_hash
+from .io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    dumps_json,
+    read_json,
+    read_jsonl,
+    sha256_bytes,
+    stable_hash,
+)
 from .models import model_info
 from .rows import GenerationRow
 from .rundir import RunDir
 from .settings import GenerationSettings
+from .token_store import IDS_FIELD, decode_ids, encode_ids, write_tokens
 
 
 def _vector_digest(cond: Condition, vectors: Mapping[str, torch.Tensor]) -> str | None:
@@ -220,6 +233,8 @@ class SweepPlan:
             data = row.to_dict()
             data.pop("question", None)
             rec = {"fp": wanted[stem], **data}
+            if row.token_ids is not None:  # kept for the measures (tokens_{stem}.npz), compactly
+                rec[IDS_FIELD] = encode_ids(row.token_ids)
             records.append(rec)
             self.done[stem][(row.question_id, row.answer_idx)] = rec
         append_jsonl(self.journal or self.rundir.journal_path, records)
@@ -234,6 +249,7 @@ class SweepPlan:
                 continue
             rows = self._file_rows(fp)
             atomic_write_json(fp.path, rows)
+            self._write_tokens(fp, rows)
             self.manifest["settings"][self.settings_key] = self.base_fp
             self.manifest["conditions"][stem] = {
                 "fingerprint": fp.fingerprint, "settings_key": self.settings_key, "n_rows": len(rows),
@@ -255,6 +271,26 @@ class SweepPlan:
                 answer = GenerationRow.from_dict({**records[(qid, aidx)], "question": question})
                 rows.append(answer.as_condition(fp.cond, source=fp.source, row_id=len(rows) + 1).to_dict())
         return rows
+
+    def _write_tokens(self, fp: _FilePlan, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``tokens_{stem}.npz`` beside a condition file, when every row's ids were journaled (rows of
+        older versions have none: that file's answers are measured on their text)."""
+        records = self.done[fp.gen.stem]
+        encoded = [records[(qid, aidx)].get(IDS_FIELD) for qid in range(len(self.questions))
+                   for aidx in range(self.n_generations)]
+        if all(isinstance(e, str) for e in encoded):
+            write_tokens(self.rundir, fp.cond.stem, rows, [decode_ids(e) for e in encoded])  # type: ignore[arg-type]
+        else:
+            self.rundir.tokens(fp.cond).unlink(missing_ok=True)
+
+    def _drop_journaled_ids(self) -> None:
+        """Once every file is written, the ids live in the tokens files: rewrite each journal without
+        them (atomically; a kill before leaves them there, which costs only space)."""
+        for path in self.rundir.journal_paths():
+            records = list(read_jsonl(path))
+            if any(isinstance(r, dict) and IDS_FIELD in r for r in records):
+                atomic_write_text(path, "".join(dumps_json({k: v for k, v in r.items() if k != IDS_FIELD}, indent=None)
+                                                for r in records if isinstance(r, dict)))
 
     def run(self, model: torch.nn.Module, tokenizer: Any, progress: bool = True) -> dict[str, Path]:
         """Generate what is missing under the run directory's writer lock; ``{stem: path}``.
@@ -283,6 +319,8 @@ class SweepPlan:
                 if job.is_main:
                     self.reload_journals()
                     self.write_ready()
+            if job.is_main and all(stem in self.finished for stem in self.files):
+                self._drop_journaled_ids()
         missing = [stem for stem in self.files if stem not in self.finished]
         if missing and job.is_main:  # cannot happen unless the engine dropped rows
             raise RuntimeError(f"generation finished without rows for {missing[:3]}")
