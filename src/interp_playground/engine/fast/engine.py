@@ -22,8 +22,7 @@ from ...errors import UserError
 from ...rows import GenerationRow
 from ...settings import GenerationSettings
 from ...steering import _unit, steering_delta
-from ..base import GenerationRequest, eos_ids, finished_row
-from ..hf import is_oom
+from ..base import GenerationRequest, eos_ids, finished_row, is_oom
 from .runner import BUCKET, GRAPH_PROMPTS, Plan, Sampling, SlotRunner
 from .scheduler import PREFILL_TOKENS, Policy, Scheduler
 from .weights import ModelWeights, load_weights, sliding_window, unsupported_reason

@@ -33,8 +33,7 @@ import torch
 from ...conditions import Condition
 from ...rows import GenerationRow
 from ...settings import GenerationSettings
-from ..base import GenerationRequest
-from ..hf import is_oom
+from ..base import GenerationRequest, is_oom
 from ..sampling import row_uniforms
 from .runner import SlotRunner
 from .transfer import Ticket
