@@ -35,6 +35,7 @@ from ...rows import GenerationRow
 from ...settings import GenerationSettings
 from ..base import GenerationRequest, is_oom
 from ..sampling import row_uniforms
+from .prefill import GRAPH_PROMPTS
 from .runner import SlotRunner
 from .transfer import Ticket
 
@@ -87,9 +88,10 @@ class Scheduler:
     def __init__(self, runner: SlotRunner, requests: Sequence[GenerationRequest], prompts: Mapping[str, list[int]],
                  rows_of: Mapping[Condition, tuple[torch.Tensor, torch.Tensor]], settings: GenerationSettings,
                  policy: Policy, finish_row: Callable[[GenerationRequest, list[int]], GenerationRow],
-                 stats: dict[str, Any]) -> None:
+                 stats: dict[str, Any], between_steps: Callable[[], None] | None = None) -> None:
         self.runner, self.requests, self.prompts, self.rows_of = runner, requests, prompts, rows_of
         self.settings, self.policy, self.finish_row, self.stats = settings, policy, finish_row, stats
+        self.between_steps = between_steps  # called before each step is queued (the engine's hook)
         self.eos = set(runner.sampling.eos)
         slots = runner.slots
         self.pending = deque(queue_order(requests, settings.positions, policy.share_prompts))
@@ -175,6 +177,8 @@ class Scheduler:
         free = [s for s in range(self.runner.slots) if self.owner[s] is None]
         t0 = time.perf_counter()
         budget, max_rows = PREFILL_TOKENS, PREFILL_ROWS
+        # with bucketed prefills, no more distinct prompts per call than a captured bucket holds
+        most = GRAPH_PROMPTS if self.runner.prefiller.padded else PREFILL_ROWS
         requests, prompts, positions = self.requests, self.prompts, self.settings.positions
         while free and self.pending:
             chunk: list[int] = []
@@ -186,7 +190,7 @@ class Scheduler:
                 key = prefill_key(req, positions) if self.policy.share_prompts else len(chunk)
                 if key not in first_of:
                     n = len(prompts[req.question])
-                    if chunk and max(width, n) * (computed + 1) > budget:
+                    if chunk and (max(width, n) * (computed + 1) > budget or computed == most):
                         break
                     width, computed = max(width, n), computed + 1
                     first_of[key] = len(chunk)
@@ -215,7 +219,7 @@ class Scheduler:
                 self.fed[slot] = len(prompts[requests[idx].question])
             self.fills.append(_Queued(ticket, slots=slots))
             self.stats["prompts_prefilled"] += computed
-            self.stats["fills_bucketed"] += self.runner.last_bucket is not None
+            self.stats["fills_bucketed"] += self.runner.prefiller.last_bucket is not None
             self.stats["prompts_shared"] += len(chunk) - computed
         self.stats["prefills"] += 1
         self.stats["prefill_s"] += time.perf_counter() - t0
@@ -247,6 +251,8 @@ class Scheduler:
     def run(self, batch_rows: int) -> Iterator[list[GenerationRow]]:
         """Generate everything; yields finished rows once ``batch_rows`` are done (and at the end)."""
         while self.pending or self.step is not None or self.fills or self.live:
+            if self.between_steps is not None:
+                self.between_steps()
             if not self.policy.overlap:
                 self._read()  # the prefills queued last round
             launched = self._launch()  # queued behind everything queued before
