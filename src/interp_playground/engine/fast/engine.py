@@ -103,8 +103,11 @@ class FastEngine:
         self.model = model
         self.tokenizer = tokenizer
         self._weights: ModelWeights | None = None
-        #: Fuse the decode step's element-wise work with torch.compile (CUDA only).
+        #: Fuse the decode step's element-wise work with torch.compile (CUDA only; compiled in the
+        #: background while the run starts unfused, see :mod:`.fusion`) ...
         self.fuse = True
+        #: ... or wait for the compilation before the first step (benchmarks of the fused step, tests).
+        self.wait_for_fusion = False
         #: Refill free slots once this fraction of them is free (CUDA); see REFILL_FRACTION.
         self.refill_fraction = REFILL_FRACTION
         #: Answers with one prompt (and steered-prompt condition) share a prefill.
@@ -208,6 +211,9 @@ class FastEngine:
             slots = settings.batch_size or CPU_SLOTS
         slots = min(slots, len(requests))
         warm, compiling = self._fusion(plan, sampling, settings.positions)
+        if warm is not None and self.wait_for_fusion:
+            warm.done.wait()
+            compiling = ""
         runner = self._runner(slots, length, plan, sampling, settings, fused=warm is not None and warm.ok)
         slots = runner.slots
         policy = Policy(refill_at=max(1, int(slots * self.refill_fraction)) if runner.use_graphs else 1,
