@@ -131,6 +131,7 @@ class SlotRunner:
         self.f_qkv, self.f_out, self.f_head = fusion.step_functions(fuse)
         self.graphs.clear()
         self.prefiller.graphs.clear()
+        self.pool = None  # the old graphs' pool is released with them: later captures start a new one
 
     def mark(self, *tensors: torch.Tensor | None) -> None:
         """Mark the row count of the compiled functions' inputs dynamic (when fused): one compiled
