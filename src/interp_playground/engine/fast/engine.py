@@ -163,8 +163,8 @@ class FastEngine:
             log.warning("fast engine: out of GPU memory while setting up; retrying with %d slots", slots)
 
     def _fusion(self, plan: Plan, sampling: Sampling, positions: str) -> tuple[fusion.Warmup | None, str]:
-        """The warm-up that compiles this run's fused functions (started here if none has been),
-        and what it is doing for the progress bar ("" once done, or when fusion is off)."""
+        """The warm-up that compiles this run's fused functions (made here, not started, if there is
+        none yet), and what it is doing for the progress bar ("" once done, or when fusion is off)."""
         w = self.weights
         if not self.fuse or w.device.type != "cuda":
             return None, ""
@@ -176,7 +176,7 @@ class FastEngine:
         if warm is None:
             first = not fusion.compiled_before(cache)
             warm = self._warmups[layout] = fusion.Warmup(
-                lambda: SlotRunner.warm_fused(w, plan, sampling, positions), cache).start()
+                lambda: SlotRunner.warm_fused(w, plan, sampling, positions), cache)
             self._first_compile = first
         if warm.done.is_set():
             return warm, ""
@@ -212,7 +212,7 @@ class FastEngine:
         slots = min(slots, len(requests))
         warm, compiling = self._fusion(plan, sampling, settings.positions)
         if warm is not None and self.wait_for_fusion:
-            warm.done.wait()
+            warm.start().done.wait()
             compiling = ""
         runner = self._runner(slots, length, plan, sampling, settings, fused=warm is not None and warm.ok)
         slots = runner.slots
@@ -232,7 +232,15 @@ class FastEngine:
         def between_steps() -> None:
             """Switch to the fused step once the warm-up thread has compiled it."""
             nonlocal warm
-            if warm is None or not warm.done.is_set():
+            if warm is None:
+                return
+            if not warm.started:
+                # after the first prefill: the compiler's Python work would slow the setup and the
+                # first (largest) prefill, which hold the interpreter lock; it costs a step little
+                if stats["prefills"]:
+                    warm.start()
+                return
+            if not warm.done.is_set():
                 return
             if warm.ok and not runner.fused and runner.use_fused():
                 stats["fused_from_step"] = stats["steps"]

@@ -112,9 +112,15 @@ class Warmup:
         self.thread = threading.Thread(target=self._run, name="fast-engine-compile", daemon=True)
 
     def start(self) -> Warmup:
-        """Start the thread (returns self)."""
-        self.thread.start()
+        """Start the thread unless it was started (returns self)."""
+        if not self.started:
+            self.thread.start()
         return self
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called."""
+        return self.thread.ident is not None
 
     def _run(self) -> None:
         started = time.perf_counter()

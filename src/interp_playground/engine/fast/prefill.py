@@ -11,6 +11,7 @@ slot; answers that share a prompt get its keys and values copied. Both call
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,7 @@ class Prefiller:
     """The prefill side of one runner: its bucketed prefills' inputs, logits and graphs."""
 
     def __init__(self, runner: SlotRunner, padded: bool) -> None:
-        self.r = runner
+        self.r: SlotRunner = weakref.proxy(runner)  # no reference cycle: the runner's memory goes with it
         dev, w = runner.w.device, runner.w
         #: Bucketed prefills on (else every prefill runs packed).
         self.padded = padded

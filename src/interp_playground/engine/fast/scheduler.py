@@ -35,7 +35,6 @@ from ...rows import GenerationRow
 from ...settings import GenerationSettings
 from ..base import GenerationRequest, is_oom
 from ..sampling import row_uniforms
-from .prefill import GRAPH_PROMPTS
 from .runner import SlotRunner
 from .transfer import Ticket
 
@@ -177,8 +176,6 @@ class Scheduler:
         free = [s for s in range(self.runner.slots) if self.owner[s] is None]
         t0 = time.perf_counter()
         budget, max_rows = PREFILL_TOKENS, PREFILL_ROWS
-        # with bucketed prefills, no more distinct prompts per call than a captured bucket holds
-        most = GRAPH_PROMPTS if self.runner.prefiller.padded else PREFILL_ROWS
         requests, prompts, positions = self.requests, self.prompts, self.settings.positions
         while free and self.pending:
             chunk: list[int] = []
@@ -190,7 +187,7 @@ class Scheduler:
                 key = prefill_key(req, positions) if self.policy.share_prompts else len(chunk)
                 if key not in first_of:
                     n = len(prompts[req.question])
-                    if chunk and (max(width, n) * (computed + 1) > budget or computed == most):
+                    if chunk and max(width, n) * (computed + 1) > budget:
                         break
                     width, computed = max(width, n), computed + 1
                     first_of[key] = len(chunk)
