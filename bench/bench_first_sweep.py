@@ -136,6 +136,7 @@ def phase(args: argparse.Namespace) -> dict[str, Any]:
                 thread.join()
         res["waited_for_compile_s"] = round(time.perf_counter() - t0, 1)
         res["compile_cache"] = str(fusion.cache_dir("")) if device == "cuda" else None
+        res["compiled_ready"] = any(fusion.cache_dir("x").parent.glob(f"*/{fusion.READY}"))
     elif "grid" not in args.skip:
         layers = [x for x in args.grid_layers if x < n_layers]
         unique = grid(layers, names)

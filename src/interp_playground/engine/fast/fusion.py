@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "INTERP_PLAYGROUND_COMPILE_CACHE"
 #: File written into a cache folder once a compilation into it has finished.
 READY = "ready"
+#: Tries of the background compilation before the run gives up on fusion (a compilation in one
+#: fresh process on an H200 failed once with a spurious "FX trace of a dynamo-optimized function").
+ATTEMPTS = 2
 
 _COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
 _LOCK = threading.Lock()
@@ -125,7 +128,14 @@ class Warmup:
     def _run(self) -> None:
         started = time.perf_counter()
         try:
-            self.warm()
+            for attempt in range(ATTEMPTS):
+                try:
+                    self.warm()
+                    break
+                except Exception as exc:  # noqa: BLE001 - seen once: a spurious "nested FX trace" error
+                    if attempt == ATTEMPTS - 1:
+                        raise
+                    log.info("fast engine: compiling the fused step failed (%s); trying again", exc)
             if self.cache is not None:
                 (self.cache / READY).write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
         except BaseException as exc:  # noqa: BLE001 - reported through .error; the run goes on unfused
