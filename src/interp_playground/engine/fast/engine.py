@@ -168,7 +168,8 @@ class FastEngine:
         w = self.weights
         if not self.fuse or w.device.type != "cuda":
             return None, ""
-        cache = fusion.use_cache_dir(fusion.cache_dir(fusion.cache_key(w.shapes(), w.device)))
+        cache = fusion.cache_dir(fusion.cache_key(w.shapes(), w.device))
+        fusion.use_cache_dir(cache)
         # the compiled variants a run uses: each layer's steering pattern, and whether prompts are steered
         layout = (frozenset((n in plan.add_layers, n in plan.ablate_layers) for n in range(len(w.layers))),
                   positions == "all")

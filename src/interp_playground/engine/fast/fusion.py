@@ -137,7 +137,11 @@ class Warmup:
                         raise
                     log.info("fast engine: compiling the fused step failed (%s); trying again", exc)
             if self.cache is not None:
-                (self.cache / READY).write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+                try:  # the marker only chooses a progress message: an unwritable cache changes nothing else
+                    self.cache.mkdir(parents=True, exist_ok=True)
+                    (self.cache / READY).write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+                except OSError as exc:
+                    log.info("fast engine: cannot mark the compile cache %s (%s)", self.cache, exc)
         except BaseException as exc:  # noqa: BLE001 - reported through .error; the run goes on unfused
             self.error = exc
         finally:
