@@ -3,11 +3,16 @@
 A :class:`SlotRunner` owns everything on the device for one run of the engine: the key/value cache
 ``[layers, slots (+ 1 scratch slot for bucketed prefills), kv_heads, length, head_dim]``, the per-slot state (last token, position, answer
 step, active flag), the steering tables and the per-slot uniforms. :meth:`SlotRunner.fill` prefills
-prompts into free slots (a prompt shared by several answers once); :meth:`SlotRunner.step` decodes
+prompts into free slots (through its :class:`~interp_playground.engine.fast.prefill.Prefiller`; a
+prompt shared by several answers once); :meth:`SlotRunner.step` decodes
 one token in the first :attr:`SlotRunner.width` slots. All of the step's inputs live in these
 persistent buffers, so on CUDA each (context bucket, width) step is captured once as a CUDA graph and
 replayed; filling a slot (a new answer, any condition) only writes buffers. When few answers are
 left, :meth:`SlotRunner.compact` moves them into the lowest slots so a narrower step serves them.
+Every layer loop (decode, packed and bucketed prefill) calls one block function,
+:meth:`SlotRunner.block`. Graphs are captured when a run first reaches them; the step runs the plain
+functions or their fused (compiled) forms, and :meth:`SlotRunner.use_fused` switches between two
+steps (see :mod:`~interp_playground.engine.fast.fusion`).
 
 Steering is data: row ``s`` of ``delta[j]`` is added after block ``add_layers[j]`` (zero: no
 change) and the unit row ``unit[j][s]`` is projected out after block ``ablate_layers[j]``. The

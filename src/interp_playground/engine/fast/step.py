@@ -1,8 +1,8 @@
 """The arithmetic of one decoder block, written to match the Hugging Face Llama-family forward.
 
-Plain functions over tensors, used three ways: eagerly for prefill (``x`` is ``[rows, prompt, hidden]``),
-eagerly for decode on the CPU, and compiled + captured in CUDA graphs for decode on the GPU
-(``x`` is ``[slots, 1, hidden]``). Every operation is the one the HF modules perform, in the same
+Plain functions over tensors, joined by :func:`block` (one decoder layer over its weights), used
+eagerly on the CPU and, on the GPU, captured in CUDA graphs, plain or compiled (fused), for prefill
+(``x`` is ``[prompt tokens, 1, hidden]``) and decode (``x`` is ``[slots, 1, hidden]``). Every operation is the one the HF modules perform, in the same
 order and dtype (RMSNorm in float32 then cast back, RoPE in the model dtype, steering as in
 :mod:`interp_playground.steering`), so float32 answers agree with the HF engine token for token.
 """
