@@ -332,3 +332,12 @@ def test_auto_estimates_both_engines_and_says_which_runs(tiny_models, tokenizer,
     assert capsys.readouterr().err == "engine: fast (1000 answers of up to 256 tokens: about 13 s, against 36 s with hf)\n"
     select_engine("auto", model, tokenizer, many, settings, announce=False)
     assert capsys.readouterr().err == ""
+
+
+def test_waiting_for_the_fused_step_can_be_asked_for(tiny_models, tokenizer, monkeypatch):
+    from interp_playground.engine.fast.engine import WAIT_ENV
+
+    monkeypatch.delenv(WAIT_ENV, raising=False)
+    assert FastEngine(tiny_models("qwen3"), tokenizer).wait_for_fusion is False
+    monkeypatch.setenv(WAIT_ENV, "1")
+    assert FastEngine(tiny_models("qwen3"), tokenizer).wait_for_fusion is True

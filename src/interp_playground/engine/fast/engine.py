@@ -10,6 +10,7 @@ decoded by :func:`~interp_playground.engine.base.finished_row`, exactly as the H
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -37,6 +38,8 @@ CPU_SLOTS = 32
 #: On CUDA, free slots are refilled once this fraction of them is free (a prefill costs about as
 #: many kernel launches as a decode step, whatever its size), or when the queue is shorter.
 REFILL_FRACTION = 1 / 16
+#: Environment variable: ``1`` makes runs wait for the fused step (see ``FastEngine.wait_for_fusion``).
+WAIT_ENV = "INTERP_PLAYGROUND_WAIT_FOR_FUSION"
 #: The narrowest decode step on CUDA (below it a step costs about the same: the weights are read
 #: whatever the rows); on the CPU the step narrows down to one slot.
 MIN_WIDTH = 32
@@ -106,8 +109,10 @@ class FastEngine:
         #: Fuse the decode step's element-wise work with torch.compile (CUDA only; compiled in the
         #: background while the run starts unfused, see :mod:`.fusion`) ...
         self.fuse = True
-        #: ... or wait for the compilation before the first step (benchmarks of the fused step, tests).
-        self.wait_for_fusion = False
+        #: ... or wait for the compilation before the first step (benchmarks of the fused step; runs
+        #: whose bf16 answers must not depend on when the switch happened: the plain and the fused
+        #: kernels round differently). Default from ``$INTERP_PLAYGROUND_WAIT_FOR_FUSION`` (``1``).
+        self.wait_for_fusion = os.environ.get(WAIT_ENV, "") == "1"
         #: Refill free slots once this fraction of them is free (CUDA); see REFILL_FRACTION.
         self.refill_fraction = REFILL_FRACTION
         #: Answers with one prompt (and steered-prompt condition) share a prefill.
