@@ -40,7 +40,7 @@ def test_warmup_marks_the_cache_ready_once_it_succeeds(tmp_path):
     assert not warm.started and not fusion.compiled_before(tmp_path)
     assert warm.start() is warm and warm.start() is warm  # a second start does nothing
     assert warm.done.wait(30)
-    assert warm.ok and warm.error is None and calls == [1]
+    assert warm.ok and warm.error is None and calls == [1] and warm.warm is None  # the closure is dropped
     assert fusion.compiled_before(tmp_path)
 
 
@@ -71,3 +71,10 @@ def test_one_compiled_wrapper_per_function():
     assert fused == fusion.step_functions(True)
     assert all(f is not g for f, g in zip(fused, (step.qkv, step.block_out, step.head), strict=True))
     assert isinstance(fusion.cache_dir("x"), Path)
+
+
+def test_one_warmup_per_key_in_the_process(tmp_path):
+    first = fusion.warmup(("test", 1), lambda: None, tmp_path)
+    assert fusion.warmup(("test", 1), lambda: None, tmp_path) is first
+    assert fusion.warmup(("test", 2), lambda: None, tmp_path) is not first
+    assert first.first and not first.started

@@ -131,9 +131,6 @@ class FastEngine:
         #: shared them, prefill calls that ran bucketed, slot-steps computed, compactions, and the
         #: step and second from which the step ran fused (None: never in this run).
         self.stats: dict[str, Any] = {}
-        #: The background compilations of the fused step, one per steering layout (see :mod:`.fusion`).
-        self._warmups: dict[Any, fusion.Warmup] = {}
-        self._first_compile = False
 
     @property
     def weights(self) -> ModelWeights:
@@ -173,20 +170,16 @@ class FastEngine:
         w = self.weights
         if not self.fuse or w.device.type != "cuda":
             return None, ""
-        cache = fusion.cache_dir(fusion.cache_key(w.shapes(), w.device))
+        key = fusion.cache_key(w.shapes(), w.device)
+        cache = fusion.cache_dir(key)
         fusion.use_cache_dir(cache)
         # the compiled variants a run uses: each layer's steering pattern, and whether prompts are steered
         layout = (frozenset((n in plan.add_layers, n in plan.ablate_layers) for n in range(len(w.layers))),
                   positions == "all")
-        warm = self._warmups.get(layout)
-        if warm is None:
-            first = not fusion.compiled_before(cache)
-            warm = self._warmups[layout] = fusion.Warmup(
-                lambda: SlotRunner.warm_fused(w, plan, sampling, positions), cache)
-            self._first_compile = first
+        warm = fusion.warmup((key, layout), lambda: SlotRunner.warm_fused(w, plan, sampling, positions), cache)
         if warm.done.is_set():
             return warm, ""
-        return warm, "compiling, first run on this machine" if self._first_compile else "loading compiled step"
+        return warm, "compiling, first run on this machine" if warm.first else "loading compiled step"
 
     def batches(self, requests: Sequence[GenerationRequest], vectors: Mapping[str, torch.Tensor],
                 settings: GenerationSettings, progress: bool = True) -> Iterator[list[GenerationRow]]:

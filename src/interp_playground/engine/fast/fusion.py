@@ -35,6 +35,7 @@ READY = "ready"
 ATTEMPTS = 2
 
 _COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
+_WARMUPS: dict[Any, Warmup] = {}
 _LOCK = threading.Lock()
 
 
@@ -101,6 +102,15 @@ def compiled_before(path: Path) -> bool:
     return (path / READY).exists()
 
 
+def warmup(key: Any, warm: Callable[[], None], cache: Path | None) -> Warmup:
+    """The process's one :class:`Warmup` for ``key`` (made, not started, on first use): every engine
+    of the process shares it, so two compilations of the same functions never run at once."""
+    with _LOCK:
+        if key not in _WARMUPS:
+            _WARMUPS[key] = Warmup(warm, cache)
+        return _WARMUPS[key]
+
+
 class Warmup:
     """Compiles (or loads) the fused step functions in a background thread by running ``warm``.
 
@@ -108,7 +118,10 @@ class Warmup:
     then stays unfused); on success the cache folder (if any) is marked :data:`READY`."""
 
     def __init__(self, warm: Callable[[], None], cache: Path | None) -> None:
-        self.warm, self.cache = warm, cache
+        self.warm: Callable[[], None] | None = warm  # dropped once run (it may hold a model's weights)
+        self.cache = cache
+        #: No compilation had finished into ``cache`` before (the first run on this machine).
+        self.first = cache is None or not compiled_before(cache)
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.seconds = 0.0
@@ -130,7 +143,8 @@ class Warmup:
         try:
             for attempt in range(ATTEMPTS):
                 try:
-                    self.warm()
+                    if self.warm is not None:
+                        self.warm()
                     break
                 except Exception as exc:  # noqa: BLE001 - seen once: a spurious "nested FX trace" error
                     if attempt == ATTEMPTS - 1:
@@ -145,6 +159,7 @@ class Warmup:
         except BaseException as exc:  # noqa: BLE001 - reported through .error; the run goes on unfused
             self.error = exc
         finally:
+            self.warm = None
             self.seconds = time.perf_counter() - started
             self.done.set()
 
