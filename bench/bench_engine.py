@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slots", type=int, default=None, help="fast-engine slots (default: automatic)")
     p.add_argument("--probe-slots", type=int, nargs="*", default=[256, 512, 1024])
     p.add_argument("--refill", type=float, default=None, help="fast-engine refill fraction (default: the engine's)")
+    p.add_argument("--tiny-archs", nargs="*", default=["qwen3", "llama", "qwen2", "mistral"],
+                   help="architectures of the tiny fp32 agreement check")
     p.add_argument("--skip", nargs="*", default=[],
                    help="sections to skip: tiny agree profile probe seed hf fast fixed unsteered unique sync "
                         "packed plain")
@@ -293,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
 
         tok = tiny_tokenizer()
         tiny_res = {}
-        for arch in ("qwen3", "llama", "qwen2", "mistral"):
+        for arch in args.tiny_archs:
             m = tiny_model(arch).to(device)
             # answers end at varied lengths (so the last ones decode in narrowed steps)
             m.generation_config.eos_token_id = [tok.eos_token_id, *range(5, m.config.vocab_size, 24)]
@@ -305,6 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
                 a = run_engine(HFEngine(m, tok), reqs, vec, s)["_rows"]
                 fe = FastEngine(m, tok)
                 fe.min_width = 2  # narrow the captured step too
+                fe.wait_for_fusion = True  # the fused step, not the plain one it starts with
                 out = run_engine(fe, reqs, vec, s)
                 b = out["_rows"]
                 tiny_res[f"{arch}_{'sampled' if sample else 'greedy'}_stats"] = out["stats"]
@@ -323,6 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
     qs = questions(tok, 50)
     log(f"model built in {time.perf_counter() - t0:.1f}s; prompt tokens ~40; layers {layers}")
     fast = FastEngine(model, tok)
+    fast.wait_for_fusion = True  # measure the fused step (compiled in the warm-up below)
     if args.refill:
         fast.refill_fraction = args.refill
     stride = args.eos_stride

@@ -308,3 +308,36 @@ def test_a_ticket_reads_its_tokens_before_its_buffer_is_reused():
     with staging.bank():
         t = torch.arange(6).view(2, 3)
         assert torch.equal(staging.to_device(t), t)
+
+
+def test_auto_estimates_both_engines_and_says_which_runs(tiny_models, tokenizer, capsys, monkeypatch):
+    from interp_playground import models
+    from interp_playground.engine import estimate_seconds
+
+    assert estimate_seconds("hf", 1000, 256) == pytest.approx(256 * (0.03 + 0.00011 * 1000))
+    assert estimate_seconds("fast", 1000, 256) == pytest.approx(2.0 + 256 * (0.004 + 0.000038 * 1000))
+    assert estimate_seconds("hf", 2048, 10) == pytest.approx(2 * 10 * (0.03 + 0.00011 * 1024))
+    model = tiny_models("qwen3")
+    select_engine("auto", model, tokenizer, announce=True)
+    assert capsys.readouterr().err == "engine: hf (the fast engine: not on a CUDA device)\n"
+    monkeypatch.setattr(models, "model_device", lambda m: torch.device("cuda"))  # as if on a GPU
+    settings = GenerationSettings(max_new_tokens=16)
+    few = [GenerationRequest(Condition(), "Hi", 0, k) for k in range(4)]
+    assert isinstance(select_engine("auto", model, tokenizer, few, settings, announce=True), HFEngine)
+    assert capsys.readouterr().err == ("engine: hf (4 answers of up to 16 tokens: about 0.5 s, against 2.1 s "
+                                       "with the fast engine's setup)\n")
+    many = few * 250
+    engine = select_engine("auto", model, tokenizer, many, replace(settings, max_new_tokens=256), announce=True)
+    assert isinstance(engine, FastEngine)
+    assert capsys.readouterr().err == "engine: fast (1000 answers of up to 256 tokens: about 13 s, against 36 s with hf)\n"
+    select_engine("auto", model, tokenizer, many, settings, announce=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_waiting_for_the_fused_step_can_be_asked_for(tiny_models, tokenizer, monkeypatch):
+    from interp_playground.engine.fast.engine import WAIT_ENV
+
+    monkeypatch.delenv(WAIT_ENV, raising=False)
+    assert FastEngine(tiny_models("qwen3"), tokenizer).wait_for_fusion is False
+    monkeypatch.setenv(WAIT_ENV, "1")
+    assert FastEngine(tiny_models("qwen3"), tokenizer).wait_for_fusion is True

@@ -124,6 +124,14 @@ def steering_limit(dtype: torch.dtype) -> float:
     return min(wide, torch.finfo(dtype).max) if dtype.is_floating_point else wide
 
 
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is a CUDA out-of-memory error."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
 def eos_ids(model: torch.nn.Module, tokenizer: Any) -> list[int]:
     """The end-of-sequence ids: the model's generation config's, then the tokenizer's."""
     ids: list[int] = []

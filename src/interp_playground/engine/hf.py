@@ -24,7 +24,7 @@ from ..models import hidden_size, model_device, num_layers
 from ..rows import GenerationRow
 from ..settings import GenerationSettings
 from ..steering import row_steering
-from .base import GenerationRequest, eos_ids, finished_row, pad_id, row_steer
+from .base import GenerationRequest, eos_ids, finished_row, is_oom, pad_id, row_steer
 from .compat import gqa_decode_attention, no_model_defaults
 from .sampling import RowSampler, row_uniforms
 
@@ -38,14 +38,6 @@ CPU_AUTO_BATCH = 32
 #: Rows are sorted by prompt length within windows of this many batches (conditions stay grouped,
 #: so condition files are finished progressively rather than all at the end).
 SORT_WINDOW_BATCHES = 8
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is a CUDA out-of-memory error."""
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def _model_config(model: torch.nn.Module) -> Any:

@@ -10,6 +10,7 @@ decoded by :func:`~interp_playground.engine.base.finished_row`, exactly as the H
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -22,9 +23,9 @@ from ...errors import UserError
 from ...rows import GenerationRow
 from ...settings import GenerationSettings
 from ...steering import _unit, steering_delta
-from ..base import GenerationRequest, eos_ids, finished_row
-from ..hf import is_oom
-from .runner import BUCKET, GRAPH_PROMPTS, Plan, Sampling, SlotRunner
+from ..base import GenerationRequest, eos_ids, finished_row, is_oom
+from . import fusion
+from .runner import Plan, Sampling, SlotRunner
 from .scheduler import PREFILL_TOKENS, Policy, Scheduler
 from .weights import ModelWeights, load_weights, sliding_window, unsupported_reason
 
@@ -37,6 +38,8 @@ CPU_SLOTS = 32
 #: On CUDA, free slots are refilled once this fraction of them is free (a prefill costs about as
 #: many kernel launches as a decode step, whatever its size), or when the queue is shorter.
 REFILL_FRACTION = 1 / 16
+#: Environment variable: ``1`` makes runs wait for the fused step (see ``FastEngine.wait_for_fusion``).
+WAIT_ENV = "INTERP_PLAYGROUND_WAIT_FOR_FUSION"
 #: The narrowest decode step on CUDA (below it a step costs about the same: the weights are read
 #: whatever the rows); on the CPU the step narrows down to one slot.
 MIN_WIDTH = 32
@@ -103,8 +106,13 @@ class FastEngine:
         self.model = model
         self.tokenizer = tokenizer
         self._weights: ModelWeights | None = None
-        #: Fuse the decode step's element-wise work with torch.compile (CUDA only).
+        #: Fuse the decode step's element-wise work with torch.compile (CUDA only; compiled in the
+        #: background while the run starts unfused, see :mod:`.fusion`) ...
         self.fuse = True
+        #: ... or wait for the compilation before the first step (benchmarks of the fused step; runs
+        #: whose bf16 answers must not depend on when the switch happened: the plain and the fused
+        #: kernels round differently). Default from ``$INTERP_PLAYGROUND_WAIT_FOR_FUSION`` (``1``).
+        self.wait_for_fusion = os.environ.get(WAIT_ENV, "") == "1"
         #: Refill free slots once this fraction of them is free (CUDA); see REFILL_FRACTION.
         self.refill_fraction = REFILL_FRACTION
         #: Answers with one prompt (and steered-prompt condition) share a prefill.
@@ -118,9 +126,10 @@ class FastEngine:
         #: Prefill small refills in padded buckets, each a captured graph (None: on CUDA only; on
         #: the CPU they run eagerly, for tests).
         self.padded_prefill: bool | None = None
-        #: Statistics of the last run: slots, setup seconds (allocation and captures), steps,
-        #: prefills, decode and prefill seconds, the prompts prefilled and the answers that shared
-        #: them, prefill calls that ran bucketed, slot-steps computed, compactions.
+        #: Statistics of the last run: slots, setup seconds (weights, allocation, the first capture),
+        #: steps, prefills, decode and prefill seconds, the prompts prefilled and the answers that
+        #: shared them, prefill calls that ran bucketed, slot-steps computed, compactions, and the
+        #: step and second from which the step ran fused (None: never in this run).
         self.stats: dict[str, Any] = {}
 
     @property
@@ -131,17 +140,18 @@ class FastEngine:
         return self._weights
 
     def _runner(self, slots: int, length: int, plan: Plan, sampling: Sampling, settings: GenerationSettings,
-                longest_prompt: int) -> SlotRunner:
+                fused: bool) -> SlotRunner:
         """A runner with as many of ``slots`` as fit: out of memory while allocating or capturing
-        halves the slots (captures every step up front on CUDA, so it fails here or never)."""
+        the first step halves the slots. Other steps and prefill buckets are captured when a run
+        first reaches them."""
         padded = self.padded_prefill if self.padded_prefill is not None else self.weights.device.type == "cuda"
         while True:
             runner = None
             try:
                 runner = SlotRunner(self.weights, slots, length, plan, sampling, settings.max_new_tokens + 2,
-                                    settings.positions, self.fuse, padded_prefill=padded)
+                                    settings.positions, fused, padded_prefill=padded)
                 if runner.use_graphs:
-                    self._capture_all(runner, longest_prompt)
+                    runner.capture_step(runner.bucket(0))
                 return runner
             except Exception as exc:  # noqa: BLE001 - only OOM is handled
                 if not is_oom(exc) or slots == 1:
@@ -154,49 +164,29 @@ class FastEngine:
             slots = max(1, slots // 2)
             log.warning("fast engine: out of GPU memory while setting up; retrying with %d slots", slots)
 
-    def _capture_all(self, runner: SlotRunner, longest_prompt: int) -> None:
-        """Capture every step the run can take up front (each context bucket at the full width and
-        at each narrowed one, each prefill bucket its prompts fit), so a compiler failure or
-        out-of-memory shows here, not mid-run."""
-        widths = [runner.slots]
-        while self.compact and widths[-1] // 2 >= self.min_width:
-            widths.append(widths[-1] // 2)
-        contexts = range(runner.bucket(0), runner.length + 1, runner.bucket(0))
-        # every bucket a prefill can take: prompts up to the slots (a power of two), widths up to the longest
-        most = min(GRAPH_PROMPTS, 1 << (runner.slots - 1).bit_length())
-        prefills = [runner.prefill_bucket([n] * prompts) for n in range(BUCKET, longest_prompt + BUCKET, BUCKET)
-                    for prompts in (1 << k for k in range(most.bit_length()))]
-
-        def capture() -> None:
-            for width in widths:
-                runner.width = width
-                for context in contexts:
-                    runner.capture(context)
-            runner.width = runner.slots
-
-        try:
-            capture()
-        except Exception as exc:  # noqa: BLE001 - a compiler failure falls back to unfused code
-            if is_oom(exc) or not runner.fused:
-                raise
-            log.warning("fast engine: torch.compile failed (%s); decoding without fusion", str(exc).splitlines()[0])
-            runner.set_fused(False)
-            capture()
-        try:
-            for bucket in dict.fromkeys(b for b in prefills if b is not None):
-                runner.capture_prefill(*bucket)
-        except Exception as exc:  # noqa: BLE001 - prefills can run eagerly, packed
-            log.warning("fast engine: capturing the prefill failed (%s); prefilling eagerly", str(exc).splitlines()[0])
-            runner.pf_graphs.clear()
-            runner.padded_prefill = False
-            if is_oom(exc):
-                torch.cuda.empty_cache()
+    def _fusion(self, plan: Plan, sampling: Sampling, positions: str) -> tuple[fusion.Warmup | None, str]:
+        """The warm-up that compiles this run's fused functions (made here, not started, if there is
+        none yet), and what it is doing for the progress bar ("" once done, or when fusion is off)."""
+        w = self.weights
+        if not self.fuse or w.device.type != "cuda":
+            return None, ""
+        key = fusion.cache_key(w.shapes(), w.device)
+        cache = fusion.cache_dir(key)
+        fusion.use_cache_dir(cache)
+        # the compiled variants a run uses: each layer's steering pattern, and whether prompts are steered
+        layout = (frozenset((n in plan.add_layers, n in plan.ablate_layers) for n in range(len(w.layers))),
+                  positions == "all")
+        warm = fusion.warmup((key, layout), lambda: SlotRunner.warm_fused(w, plan, sampling, positions), cache)
+        if warm.done.is_set():
+            return warm, ""
+        return warm, "compiling, first run on this machine" if warm.first else "loading compiled step"
 
     def batches(self, requests: Sequence[GenerationRequest], vectors: Mapping[str, torch.Tensor],
                 settings: GenerationSettings, progress: bool = True) -> Iterator[list[GenerationRow]]:
         """Generate the (validated) requests; yields finished rows in groups as slots finish."""
         from tqdm.auto import tqdm
 
+        started = time.perf_counter()
         w, tokenizer = self.weights, self.tokenizer
         eos = eos_ids(self.model, tokenizer)
         prompts: dict[str, list[int]] = {}
@@ -219,8 +209,11 @@ class FastEngine:
         else:
             slots = settings.batch_size or CPU_SLOTS
         slots = min(slots, len(requests))
-        started = time.perf_counter()
-        runner = self._runner(slots, length, plan, sampling, settings, max(len(p) for p in prompts.values()))
+        warm, compiling = self._fusion(plan, sampling, settings.positions)
+        if warm is not None and self.wait_for_fusion:
+            warm.start().done.wait()
+            compiling = ""
+        runner = self._runner(slots, length, plan, sampling, settings, fused=warm is not None and warm.ok)
         slots = runner.slots
         policy = Policy(refill_at=max(1, int(slots * self.refill_fraction)) if runner.use_graphs else 1,
                         share_prompts=self.share_prompts, compact=self.compact,
@@ -228,12 +221,38 @@ class FastEngine:
         stats = self.stats = dict(slots=slots, setup_s=time.perf_counter() - started, steps=0, prefills=0,
                                   prefill_s=0.0, decode_s=0.0, wait_s=0.0,
                                   tokens=0, prompts_prefilled=0, prompts_shared=0, fills_bucketed=0, slot_steps=0,
-                                  compactions=0)
-        scheduler = Scheduler(runner, requests, prompts, rows_of, settings, policy,
-                              lambda req, tokens: finished_row(req, tokens, tokenizer, eos, max_new), stats)
-        bar = tqdm(total=len(requests), unit="answer", desc="generate (fast)", disable=not progress,
-                   dynamic_ncols=True)
+                                  compactions=0, fused_from_step=0 if runner.fused else None,
+                                  fused_after_s=0.0 if runner.fused else None)
+        desc = "generate (fast)"
+        bar = tqdm(total=len(requests), unit="answer", desc=f"{desc}: {compiling}" if compiling else desc,
+                   disable=not progress, dynamic_ncols=True)
         started = time.perf_counter()
+
+        def between_steps() -> None:
+            """Switch to the fused step once the warm-up thread has compiled it."""
+            nonlocal warm
+            if warm is None:
+                return
+            if not warm.started:
+                # after the first prefill: the compiler's Python work would slow the setup and the
+                # first (largest) prefill, which hold the interpreter lock; it costs a step little
+                if stats["prefills"]:
+                    warm.start()
+                return
+            if not warm.done.is_set():
+                return
+            if warm.ok and not runner.fused and runner.use_fused():
+                stats["fused_from_step"] = stats["steps"]
+                stats["fused_after_s"] = round(time.perf_counter() - started, 3)
+            elif warm.error is not None:
+                log.warning("fast engine: compiling the fused step failed (%s); decoding without fusion",
+                            str(warm.error).splitlines()[0] if str(warm.error) else type(warm.error).__name__)
+            warm = None
+            bar.set_description(desc)
+
+        scheduler = Scheduler(runner, requests, prompts, rows_of, settings, policy,
+                              lambda req, tokens: finished_row(req, tokens, tokenizer, eos, max_new), stats,
+                              between_steps=between_steps if warm is not None and not runner.fused else None)
         try:
             for done in scheduler.run(batch_rows=max(1, slots // 4)):
                 bar.update(len(done))

@@ -33,8 +33,7 @@ import torch
 from ...conditions import Condition
 from ...rows import GenerationRow
 from ...settings import GenerationSettings
-from ..base import GenerationRequest
-from ..hf import is_oom
+from ..base import GenerationRequest, is_oom
 from ..sampling import row_uniforms
 from .runner import SlotRunner
 from .transfer import Ticket
@@ -88,9 +87,10 @@ class Scheduler:
     def __init__(self, runner: SlotRunner, requests: Sequence[GenerationRequest], prompts: Mapping[str, list[int]],
                  rows_of: Mapping[Condition, tuple[torch.Tensor, torch.Tensor]], settings: GenerationSettings,
                  policy: Policy, finish_row: Callable[[GenerationRequest, list[int]], GenerationRow],
-                 stats: dict[str, Any]) -> None:
+                 stats: dict[str, Any], between_steps: Callable[[], None] | None = None) -> None:
         self.runner, self.requests, self.prompts, self.rows_of = runner, requests, prompts, rows_of
         self.settings, self.policy, self.finish_row, self.stats = settings, policy, finish_row, stats
+        self.between_steps = between_steps  # called before each step is queued (the engine's hook)
         self.eos = set(runner.sampling.eos)
         slots = runner.slots
         self.pending = deque(queue_order(requests, settings.positions, policy.share_prompts))
@@ -216,7 +216,7 @@ class Scheduler:
                 self.fed[slot] = len(prompts[requests[idx].question])
             self.fills.append(_Queued(ticket, slots=slots))
             self.stats["prompts_prefilled"] += computed
-            self.stats["fills_bucketed"] += self.runner.last_bucket is not None
+            self.stats["fills_bucketed"] += self.runner.prefiller.last_bucket is not None
             self.stats["prompts_shared"] += len(chunk) - computed
         self.stats["prefills"] += 1
         self.stats["prefill_s"] += time.perf_counter() - t0
@@ -248,6 +248,8 @@ class Scheduler:
     def run(self, batch_rows: int) -> Iterator[list[GenerationRow]]:
         """Generate everything; yields finished rows once ``batch_rows`` are done (and at the end)."""
         while self.pending or self.step is not None or self.fills or self.live:
+            if self.between_steps is not None:
+                self.between_steps()
             if not self.policy.overlap:
                 self._read()  # the prefills queued last round
             launched = self._launch()  # queued behind everything queued before

@@ -1,16 +1,22 @@
 """The arithmetic of one decoder block, written to match the Hugging Face Llama-family forward.
 
-Plain functions over tensors, used three ways: eagerly for prefill (``x`` is ``[rows, prompt, hidden]``),
-eagerly for decode on the CPU, and compiled + captured in CUDA graphs for decode on the GPU
-(``x`` is ``[slots, 1, hidden]``). Every operation is the one the HF modules perform, in the same
+Plain functions over tensors, joined by :func:`block` (one decoder layer over its weights), used
+eagerly on the CPU and, on the GPU, captured in CUDA graphs, plain or compiled (fused), for prefill
+(``x`` is ``[prompt tokens, 1, hidden]``) and decode (``x`` is ``[slots, 1, hidden]``). Every operation is the one the HF modules perform, in the same
 order and dtype (RMSNorm in float32 then cast back, RoPE in the model dtype, steering as in
 :mod:`interp_playground.steering`), so float32 answers agree with the HF engine token for token.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+
+#: ``attend(q, k, v) -> [B, N, heads * head_dim]``: a block's attention (and its cache writes).
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -67,6 +73,22 @@ def block_out(x: torch.Tensor, attn: torch.Tensor, wo: torch.Tensor, bo: torch.T
     gate, up = F.linear(rms_norm(x, ln, eps), wgu, bgu).chunk(2, dim=-1)
     x = x + F.linear(F.silu(gate) * up, wd, bd)
     return steer(x, delta, unit)
+
+
+def block(x: torch.Tensor, lw: Any, w: Any, cos: torch.Tensor, sin: torch.Tensor, attend: Attend,
+          delta: torch.Tensor | None, unit: torch.Tensor | None, f_qkv: Callable[..., Any] = qkv,
+          f_out: Callable[..., Any] = block_out, mark: Callable[..., None] | None = None) -> torch.Tensor:
+    """One decoder block over the weights ``lw`` of one layer (a ``LayerWeights``; ``w`` the
+    ``ModelWeights``): queries/keys/values, ``attend`` (cache writes and attention, which differ
+    between prefill and decode), then :func:`block_out` with the layer's steering rows. ``f_qkv`` /
+    ``f_out`` are :func:`qkv` / :func:`block_out` or their compiled forms; ``mark`` (if given) is
+    called on the compiled functions' row-sized inputs first (to mark their row count dynamic)."""
+    q, k, v = f_qkv(x, lw.ln_in, lw.wqkv, lw.bqkv, lw.q_norm, lw.k_norm, cos, sin, w.eps,
+                    w.n_heads, w.n_kv_heads, w.head_dim)
+    attn = attend(q, k, v)
+    if mark is not None:
+        mark(attn, delta, unit)
+    return f_out(x, attn, lw.wo, lw.bo, lw.ln_post, lw.wgu, lw.bgu, lw.wd, lw.bd, delta, unit, w.eps)
 
 
 def head(x: torch.Tensor, norm: torch.Tensor, lm_head: torch.Tensor, eps: float) -> torch.Tensor:

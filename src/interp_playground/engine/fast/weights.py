@@ -129,6 +129,13 @@ class ModelWeights:
         """The model's device."""
         return self.embed.device
 
+    def shapes(self) -> tuple[Any, ...]:
+        """What compiled code of the decode step depends on: sizes, dtype, which optional weights exist."""
+        lw = self.layers[0]
+        return (len(self.layers), self.hidden, self.n_heads, self.n_kv_heads, self.head_dim, tuple(lw.wgu.shape),
+                self.vocab, str(self.dtype), lw.bqkv is not None, lw.q_norm is not None, lw.bo is not None,
+                lw.bgu is not None, lw.bd is not None)
+
     def rope_tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``[length, head_dim]`` cos and sin in the model dtype, computed as the HF rotary module does."""
         pos = torch.arange(length, device=self.device, dtype=torch.float32)
