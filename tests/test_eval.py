@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from interp_playground.cli import main as cli_main
-from interp_playground.plots import PLOT_FILES
 from interp_playground.run_summary import recompute_from_csv
+from interp_playground.rundir import PLOT_FILES
 
 MODEL = "tiny-qwen3"
 TRANSFORMS = ["default", "overfit", "dont_overfit"]
@@ -298,7 +298,8 @@ def test_seed_quick_test_command_shape(vectors_dir, tmp_path):
 
 
 def test_credentials_in_urls_never_reach_the_run_directory(vectors_dir, tmp_path):
-    from interp_playground.sweep import EvalConfig, run_eval
+    from interp_playground.eval_config import EvalConfig
+    from interp_playground.sweep import run_eval
 
     url = "http://alice:s3cretpw@127.0.0.1:9/v1"
     config = EvalConfig.build(model=MODEL, transforms=["default"], layers=[1], alphas=[1.0], max_samples=1,
@@ -361,7 +362,7 @@ def test_skip_judging_refuses_stale_judgments(complete_run, vectors_dir, tmp_pat
 def test_report_follows_a_rejudged_run(complete_run, tmp_path):
     import shutil
 
-    from interp_playground.report import write_report
+    from interp_playground.outputs import write_run_report as write_report
 
     run = tmp_path / "copy"
     shutil.copytree(complete_run, run)
@@ -398,7 +399,7 @@ def test_a_run_made_before_the_restructure_reports_and_resumes(complete_run, vec
     import shutil
 
     from interp_playground.engine import hf as engine_hf
-    from interp_playground.report import write_report
+    from interp_playground.outputs import write_run_report as write_report
 
     run = tmp_path / "old"
     shutil.copytree(complete_run, run)

@@ -9,9 +9,9 @@ import pytest
 
 from interp_playground.cli import main as cli_main
 from interp_playground.errors import UserError
+from interp_playground.eval_config import _FLAT_JUDGE, EvalConfig
 from interp_playground.judge import HFBackend, JudgeSettings, OpenAIBackend
 from interp_playground.judge.runner import RetryPolicy
-from interp_playground.sweep import _FLAT_JUDGE, EvalConfig
 
 pytestmark = pytest.mark.timeout(60)
 

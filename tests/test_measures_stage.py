@@ -18,7 +18,7 @@ import pytest
 
 from interp_playground.cli import main as cli_main
 from interp_playground.io import read_jsonl
-from interp_playground.plots import PLOT_FILES
+from interp_playground.rundir import PLOT_FILES
 from kill_helpers import sigkill_when
 
 MODEL = "tiny-qwen3"

@@ -11,8 +11,10 @@ from PIL import Image
 
 from interp_playground.errors import UserError
 from interp_playground.metrics import summarize
-from interp_playground.plots import PLOT_FILES, make_plots, make_plots_from_run_dir
-from interp_playground.run_summary import load_judged_rows
+from interp_playground.outputs import make_run_plots as make_plots_from_run_dir
+from interp_playground.plots import make_plots
+from interp_playground.run_reader import load_judged_rows
+from interp_playground.rundir import PLOT_FILES
 from run_dir_factory import make_fake_run_dir
 
 SEED_PLOTS = {
@@ -95,7 +97,7 @@ def test_plots_and_report_of_a_run_with_ablations(tmp_path):
     import json
 
     from interp_playground.conditions import Condition
-    from interp_playground.report import write_report
+    from interp_playground.outputs import write_run_report as write_report
 
     run = make_fake_run_dir(tmp_path, n_questions=2, n_generations=2)
     source = json.loads((run / "judged_overfit_layer_10_alpha_1.0.json").read_text())
@@ -195,3 +197,17 @@ def test_every_plot_reads_at_the_seed_grid_and_at_one_layer(tmp_path, monkeypatc
     plot_diagnostics(vectors, tmp_path / "diag.png")
     layouts.check(len(PLOT_FILES) + 1)
     assert not [w for w in recwarn if "collapsed" in str(w.message)]
+
+
+def test_the_plots_stage_alone_reads_a_current_summary_and_never_makes_one(tmp_path):
+    """plots.make_plots on a run directory is the stage alone: it refuses a run whose summary.json is
+    missing (the orchestrator, outputs.make_run_plots, makes it first) and writes nothing."""
+    from interp_playground.errors import UserError
+    from interp_playground.run_summary import summarize_run
+
+    run = make_fake_run_dir(tmp_path / "a", n_questions=2, n_generations=1, seed=3)
+    with pytest.raises(UserError, match="no current summary.json"):
+        make_plots(run)
+    assert not (run / "summary.json").exists() and not (run / "plots").exists()
+    summarize_run(run)
+    assert _digests(make_plots(run)) == _digests(make_plots_from_run_dir(run))  # stage == orchestrated

@@ -16,9 +16,11 @@ import pytest
 
 from chromium_helpers import Chromium, choose, open_page
 from interp_playground.errors import UserError
-from interp_playground.plots import PLOT_FILES
-from interp_playground.report import embed_json, render_report, write_report
-from interp_playground.run_summary import load_judged_rows, load_or_summarize
+from interp_playground.outputs import write_run_report as write_report
+from interp_playground.report import embed_json, render_report
+from interp_playground.run_reader import load_judged_rows
+from interp_playground.run_summary import load_or_summarize
+from interp_playground.rundir import PLOT_FILES
 from run_dir_factory import NASTY_ANSWERS, make_fake_run_dir
 
 N_QUESTIONS, N_GENERATIONS = 4, 2
@@ -125,8 +127,11 @@ def test_report_with_measures_with_and_without_judge_scores(tmp_path):
     rows = {(r["condition"], r["question_id"], r["answer_idx"]): r for r in _payload(text)["rows"]}
     for m in measured[stem]:
         r = rows[(stem, m["question_id"], m["answer_idx"])]
-        assert r["nll"] == m["nll"] and r["repetition"] == m["repetition"]
-        assert r["projection"] == m["projections"]["default@3"]
+        def shown(x: float) -> float:  # the page carries 7 significant digits
+            return float(f"{x:.7g}")
+
+        assert r["nll"] == shown(m["nll"]) and r["repetition"] == shown(m["repetition"])
+        assert r["projection"] == shown(m["projections"]["default@3"])
     assert _payload(text)["judged"] is True
     assert "fluency_by_alpha.png" in text and "projection_by_alpha.png" in text
     assert "not available" not in text
@@ -260,3 +265,12 @@ def test_a_condition_on_two_layers_shows_both_layers_not_a_range():
     row = re.search(rf'<tr data-condition="{cond.stem}"[^>]*>(.*?)</tr>', text, re.S)
     assert row is not None and '<td data-v="0.0">0+2</td>' in row.group(1)
     assert 'data-layer="0+2"' in row.group(0)
+
+
+def test_the_report_stage_alone_refuses_a_run_without_a_current_summary(tmp_path):
+    from interp_playground import report
+
+    run = make_fake_run_dir(tmp_path / "r", n_questions=2, n_generations=1)
+    with pytest.raises(UserError, match="no current summary.json"):
+        report.write_report(run)
+    assert not (run / "summary.json").exists() and not (run / "report.html").exists()

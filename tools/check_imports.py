@@ -22,15 +22,15 @@ PACKAGE = "interp_playground"
 #: (level, module patterns), lowest level first.
 LEVELS: list[tuple[str, list[str]]] = [
     ("values", ["_version", "errors", "io", "conditions", "settings", "rows", "rundir", "distributed", "questions",
-                "chat", "tiny", "stats", "vector_names", "judge.scoring", "judge.prompts", "run_rows"]),
+                "chat", "tiny", "stats", "vector_names", "columns", "token_store", "judge.scoring", "judge.prompts", "run_rows"]),
     ("infrastructure", ["models", "steering", "data", "transforms", "vector_file", "activations", "extract", "engine", "engine.**",
                         "judge.backends", "judge.backends.**", "judge.cache", "judge.digits", "judge.identity",
                         "judge.runner", "judge.batch", "judge.batch_files", "judge.api", "judge.agreement",
-                        "judge.settings", "judge.testing", "judge.testing_batch", "measures", "metrics",
-                        "plot_style"]),
+                        "judge.settings", "judge.testing", "judge.testing_batch", "measures", "measures_rows", "metrics",
+                        "plot_style", "run_environment", "run_reader", "eval_config"]),
     ("stages", ["build_vectors", "vector_plots", "sweep_store", "measures_stage", "judge.stage", "run_summary",
-                "plots", "measure_plots", "report", "report.**"]),
-    ("orchestration", ["sweep", "seed_api", "judge", "judge.command", "demo", "commands", "commands.**", "cli",
+                "plots", "measure_plots", "report", "report_table"]),
+    ("orchestration", ["sweep", "outputs", "seed_api", "judge", "judge.command", "demo", "commands", "commands.**", "cli",
                        "__main__", ""]),
 ]
 
@@ -39,7 +39,7 @@ LEVELS: list[tuple[str, list[str]]] = [
 STAGES: dict[str, list[str]] = {
     "vectors": ["build_vectors", "vector_plots"],
     "plots": ["plots", "measure_plots"],
-    "report": ["report", "report.**"],
+    "report": ["report", "report_table"],
 }
 
 
@@ -71,13 +71,31 @@ def stage_of(name: str) -> str:
     return name
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except what stands under ``if TYPE_CHECKING:`` (imports for
+    annotations only, never run)."""
+    out: list[ast.AST] = []
+    todo: list[ast.AST] = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            test = child.test if isinstance(child, ast.If) else None
+            if test is not None and (getattr(test, "id", None) == "TYPE_CHECKING"
+                                     or getattr(test, "attr", None) == "TYPE_CHECKING"):
+                todo.extend(child.orelse)
+                continue
+            todo.append(child)
+    return out
+
+
 def imports_of(path: Path, name: str, known: set[str]) -> dict[str, int]:
     """The package modules ``name`` imports -> the line of the first such import (names relative
     to the package, ``""`` being the package itself)."""
     full = f"{PACKAGE}.{name}" if name else PACKAGE
     base = full.split(".") if path.name == "__init__.py" else full.split(".")[:-1]
     out: dict[str, int] = {}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._version import __version__
 
-# public name -> submodule that defines it
+# public name -> submodule that defines it (``module:attribute`` where the names differ)
 _EXPORTS: dict[str, str] = {
     # errors, models
     "UserError": "errors",
@@ -64,11 +64,11 @@ _EXPORTS: dict[str, str] = {
     # evaluation
     "QUESTIONS": "questions",
     "load_questions": "questions",
-    "EvalConfig": "sweep",
+    "EvalConfig": "eval_config",
     "run_eval": "sweep",
     "summarize": "metrics",
     "make_plots": "plots",
-    "write_report": "report",
+    "write_report": "outputs:write_run_report",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -78,7 +78,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'interp_playground' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    module, _, attr = module.partition(":")
+    value = getattr(importlib.import_module(f".{module}", __name__), attr or name)
     globals()[name] = value
     return value
 

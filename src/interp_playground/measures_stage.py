@@ -236,41 +236,5 @@ def check_batch_size(batch_size: Any) -> int:
     return batch_size
 
 
-def measure_run_dir(run_dir: str | Path, *, batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, device: str | None = None,
-                    overwrite: bool = False, progress: bool = True, make_report: bool = True,
-                    say: Callable[..., Any] = print) -> Path:
-    """``interp-playground measures RUN_DIR``: measure a finished (or older) run with the model and
-    vectors of its ``config.json``, write the measures into its judged rows, then rewrite
-    ``summary.json``, the plots and (unless ``make_report`` is false) ``report.html``."""
-    from .models import load_model_and_tokenizer
-    from .sweep import EvalConfig
-
-    check_batch_size(batch_size)
-    run = RunDir.existing(run_dir, need_config=True)
-    manifest = run.read_manifest()
-    if manifest is None:  # pragma: no cover - need_config checked it exists
-        raise UserError(f"{run.path} has no config.json")
-    config = EvalConfig.from_dict(manifest.config)
-    conditions = manifest.planned() or [Condition.from_stem(s) for s in run.generation_files()]
-    conditions = [c for c in conditions if run.generations(c).exists()]
-    if not conditions:
-        raise UserError(f"{run.path} has no generations_*.json to measure")
-    with run.lock("measures"):
-        written = measures_stage(
-            run, conditions, model_name=config.model.model, vectors_dir=config.grid.vectors_dir,
-            thinking=config.generation.thinking, score_reasoning=config.metrics.measures_score_reasoning,
-            load_model=lambda: load_model_and_tokenizer(config.model.model, dtype=config.model.dtype,
-                                                        device=device or config.model.device,
-                                                        revision=config.model.revision),
-            batch_size=batch_size, overwrite=overwrite, progress=progress, say=say)
-        say(f"measured {len(written)} condition(s); the others were up to date" if written
-            else "measures: every condition is up to date")
-        annotate_judged(run, [c.stem for c in conditions])
-        from .report import update_outputs
-
-        update_outputs(run, make_report=make_report, say=say)
-    return run.path
-
-
-__all__ = ["DEFAULT_MEASURES_BATCH_SIZE", "annotate_judged", "check_batch_size", "measure_run_dir", "measures_meta",
+__all__ = ["DEFAULT_MEASURES_BATCH_SIZE", "annotate_judged", "check_batch_size", "measures_meta",
            "measures_stage", "run_measures", "stale_measures", "vector_files"]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .settings import ModelSettings
 
 EMBEDDED_MODEL = "smollm2-135m"
 DEFAULT_MODEL = "Qwen/Qwen3-8B"
@@ -421,3 +422,15 @@ def load_model_and_tokenizer(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     decoder_layers(model)  # fail early on an unknown layout
     return model, tokenizer
+
+
+def load_model_from_settings(settings: ModelSettings, *, device: str | None = None,
+                             spread: bool = True) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` as a run's :class:`~interp_playground.settings.ModelSettings` say (the one
+    place that turns them into a load). ``device`` overrides theirs (a torchrun rank's own GPU);
+    ``spread=False`` leaves ``--device-map`` out (the measures run on one device)."""
+    return load_model_and_tokenizer(settings.model, dtype=settings.dtype, device=device or settings.device,
+                                    device_map=settings.device_map if spread else None,
+                                    revision=settings.revision)
+
+

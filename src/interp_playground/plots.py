@@ -71,21 +71,11 @@ from .plot_style import (
     transforms_of,
 )
 from .rows import condition_of
-from .run_summary import load_or_summarize, load_run_rows, read_run_config, run_description
-from .rundir import RunDir
+from .run_reader import current_summary, load_run_rows, read_run_config, run_description
+from .rundir import PLOT_FILES, RunDir
 
 PathLike = str | os.PathLike[str]
 
-PLOT_FILES: tuple[str, ...] = (
-    "scores_by_condition.png",
-    "score_distributions.png",
-    "alignment_vs_coherence.png",
-    "alignment_by_layer_transform.png",
-    "coherence_by_layer_transform.png",
-    "alignment_heatmap.png",
-    "fluency_by_alpha.png",
-    "projection_by_alpha.png",
-)
 #: At most this many rows in scores_by_condition.png (baseline + the lowest-aligned others).
 MAX_CONDITION_ROWS = 40
 
@@ -442,10 +432,16 @@ def make_plots(
     else:
         run_dir = Path(source)
         rows = load_run_rows(run_dir)
-        summary = load_or_summarize(run_dir)
+        current = current_summary(run_dir)
+        if current is None:
+            raise UserError(f"{run_dir} has no current summary.json; `interp-playground plots {run_dir}` "
+                            "makes it first")
+        summary = current
         desc = run_description(read_run_config(run_dir))
         if title_info is None:
             title_info = {k: v for k, v in desc.items() if v != "?"}
+            if (summary.get("run") or {}).get("judge"):  # the judge that scored the rows
+                title_info["judge"] = str(summary["run"]["judge"])
         info = _as_info(title_info, summary)
         out_dir = RunDir(run_dir).plots_dir if out_dir is None else out_dir
     if not isinstance(summary, Mapping) or not isinstance(summary.get("conditions"), Mapping):
@@ -466,9 +462,4 @@ def make_plots(
     return [make(out / name) for make, name in zip(makers, PLOT_FILES, strict=False)]
 
 
-def make_plots_from_run_dir(run_dir: PathLike) -> list[Path]:
-    """Remake ``{run_dir}/plots/*.png`` from the run directory's files alone."""
-    return make_plots(Path(run_dir))
-
-
-__all__ = ["PLOT_FILES", "make_plots", "make_plots_from_run_dir"]
+__all__ = ["PLOT_FILES", "make_plots"]

@@ -24,17 +24,17 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
 from .io import atomic_write_text, to_jsonable
 from .metrics import parse_score
-from .plots import PLOT_FILES, make_plots
 from .report_table import agreement_table, escape, summary_table
 from .rows import condition_of
-from .run_summary import config_value, load_or_summarize, load_run_rows, run_description
-from .rundir import REPORT_FILE, RunDir
+from .run_reader import config_value, current_summary, load_run_rows, run_description
+from .rundir import MEASURE_PLOTS, PLOT_FILES, REPORT_FILE, RunDir
 
 PathLike = str | os.PathLike[str]
 
@@ -57,8 +57,6 @@ PLOT_CAPTIONS: dict[str, str] = {
 #: The judge models whose scores carry no verdict: the demo's 135M judge (``interp-playground demo``).
 #: A run judged by one of them (or not judged) leads with the judge-free plots.
 WEAK_JUDGE_MODELS: frozenset[str] = frozenset({"smollm2-135m"})
-#: The judge-free plots, first in a run without a judge that can be trusted.
-MEASURE_PLOTS: tuple[str, ...] = ("fluency_by_alpha.png", "projection_by_alpha.png")
 
 
 def _resource(name: str) -> str:
@@ -258,60 +256,28 @@ def plot_order(weak: bool) -> list[str]:
     return [*MEASURE_PLOTS, *(name for name in PLOT_FILES if name not in MEASURE_PLOTS)]
 
 
-def write_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
-    """Write ``{run_dir}/report.html`` from the run directory's files and return its path.
+def write_report(run_dir: PathLike) -> Path:
+    """Write ``{run_dir}/report.html`` from the run directory's files and return its path: its
+    config, rows, current ``summary.json`` and the ``plots/*.png`` there are (the report stage; the
+    orchestrator's :func:`interp_playground.outputs.write_run_report` makes a missing summary and
+    plots first).
 
-    Uses ``summary.json`` (recomputed unless made from the run's current files, see
-    :func:`~interp_playground.run_summary.load_or_summarize`) and
-    ``plots/*.png`` (redrawn first when some are missing or older than the summary, and
-    ``make_missing_plots`` is set).
+    Raises:
+        UserError: the run has no current ``summary.json``.
     """
     rd = RunDir.existing(run_dir)
     run = rd.path
+    summary = current_summary(run)
+    if summary is None:
+        raise UserError(f"{run} has no current summary.json; `interp-playground report {run}` makes it first")
     config = rd.read_config()
     rows = load_run_rows(run)
-    summary = load_or_summarize(run)
     plot_dir = rd.plots_dir
-    summary_file = rd.summary_path
-    newest = summary_file.stat().st_mtime_ns if summary_file.exists() else 0
-
-    def current(name: str) -> bool:
-        path = plot_dir / name
-        return path.exists() and path.stat().st_mtime_ns >= newest
-
-    if make_missing_plots and not all(current(n) for n in PLOT_FILES):
-        titles = run_description(config) if config else {}
-        if (summary.get("run") or {}).get("judge"):  # the judge that scored the rows
-            titles["judge"] = str(summary["run"]["judge"])
-        make_plots((rows, summary), plot_dir, titles or None)
     plots = {n: (plot_dir / n).read_bytes() for n in PLOT_FILES if (plot_dir / n).exists()}
     text = render_report(config, summary, rows, plots, title=f"EM evaluation {run.name}")
     return atomic_write_text(rd.report_path, text)
 
 
-def update_outputs(run: RunDir, *, make_report: bool = True, say: Callable[[str], Any] = print) -> None:
-    """The outputs of a run's stages: ``summary.json`` (printed as a table), ``plots/`` and
-    ``report.html``, each remade only when older than what it is made from, so a resume or a
-    ``measures RUN`` that changed nothing rewrites nothing."""
-    from .plots import make_plots_from_run_dir
-    from .run_summary import format_table, load_or_summarize
-
-    summary = load_or_summarize(run.path)
-    say(format_table(summary))
-    inputs = [run.summary_path, run.config_path]
-    plots = [run.plots_dir / name for name in PLOT_FILES]
-    if _stale(plots, inputs):
-        make_plots_from_run_dir(run.path)
-    if make_report and _stale([run.report_path], inputs + plots + list(run.judged_files().values())):
-        say(f"report: {write_report(run.path)}")
-
-
-def _stale(targets: list[Path], sources: list[Path]) -> bool:
-    """Whether a target is missing or older than an existing source."""
-    newest = max((p.stat().st_mtime_ns for p in sources if p.exists()), default=0)
-    return any(not t.exists() or t.stat().st_mtime_ns < newest for t in targets)
-
-
 _agreement_table = agreement_table  # the name the judge-stage tests import
 
-__all__ = ["REPORT_FILE", "embed_json", "plot_order", "render_report", "update_outputs", "weak_judge", "write_report"]
+__all__ = ["REPORT_FILE", "embed_json", "plot_order", "render_report", "weak_judge", "write_report"]

@@ -1,187 +1,42 @@
-"""A run directory's summary: its rows and config read back, ``summary.json`` written and reread,
-an independent recomputation from the judged CSVs (a cross-check), the second judge's agreement,
-and the terminal table.
+"""The summarize stage: ``summary.json`` of a run directory (written, or reused while current), an
+independent recomputation from the judged CSVs (a cross-check), the second judge's agreement, and
+the terminal table.
 
-The statistics themselves are :func:`interp_playground.metrics.summarize`; this module only
-finds their inputs in a :class:`~interp_playground.rundir.RunDir` and writes their output.
+The statistics themselves are :func:`interp_playground.metrics.summarize`; the run's rows and
+config are read with :mod:`interp_playground.run_reader`; this module writes their output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .io import atomic_write_json, read_json, stable_hash
+from .io import atomic_write_json
+from .judge.agreement import agreement_summary
+from .judge.identity import describe_judge, judges_in, require_one_judge
 from .metrics import (
     DEFAULT_ALIGNED_THRESHOLD,
     DEFAULT_COHERENT_THRESHOLD,
-    DEFAULT_N_BOOTSTRAP,
     PathLike,
     summarize,
 )
-from .run_rows import (
-    END_TOKEN_RULE,
-    ON_IDS,
-    ON_TEXT,
-    SCORED_ON_FIELD,
-    attach_measures,
-    load_generation_rows,
-    read_measures,
-    read_rows,
+from .run_reader import (
+    config_value,
+    current_summary,
+    load_run_rows,
+    run_description,
+    summary_inputs_digest,
+    summary_settings,
 )
-from .rundir import RunDir, RunManifest
-
-# --------------------------------------------------------------------------------------------
-# run directories
-# --------------------------------------------------------------------------------------------
-
-
-def _require_run_dir(run_dir: PathLike) -> RunDir:
-    return RunDir.existing(run_dir)
-
-
-def judged_files(run_dir: PathLike, ext: str = "json") -> list[Path]:
-    """The ``judged_{stem}.{ext}`` files of a run directory, sorted by name."""
-    return list(_require_run_dir(run_dir).judged_files(ext).values())
-
-
-def planned_conditions(config: Mapping[str, Any]) -> set[str] | None:
-    """The condition stems a run's ``config.json`` plans, if it lists them (either schema)."""
-    if not config:
-        return None
-    planned = RunManifest.from_dict(config).planned() if "resolved" in config else None
-    return {c.stem for c in planned} if planned is not None else None
-
-
-def load_judged_rows(run_dir: PathLike) -> list[dict[str, Any]]:
-    """All rows of the ``judged_*.json`` files of a run directory that its config plans.
-
-    A row without a ``condition`` field gets its file's stem.
-
-    Raises:
-        UserError: the directory is missing, has no judged files, a file is not a JSON list of
-            objects, the rows were scored by more than one judge (a re-judge that stopped partway),
-            or a condition with generations has no judged file (a judge stage that stopped partway).
-    """
-    run = _require_run_dir(run_dir)
-    config = run.read_config()
-    planned = planned_conditions(config)
-    files = _planned_judged_files(run, planned)
-    if not files:
-        raise UserError(f"{run_dir} has no judged_*.json files (run the judge stage first)")
-    rows: list[dict[str, Any]] = []
-    for stem, f in files.items():
-        for r in read_rows(f, "judged"):
-            r = dict(r)
-            r.setdefault("condition", stem)
-            rows.append(r)
-    from .judge.identity import judges_in, rejudge_command, require_one_judge
-
-    found = judges_in(rows)
-    if found:  # one judge per report: a half-finished re-judge is refused, naming both
-        require_one_judge(rows, run.path)
-    # a judge stage that stopped partway: a summary of the judged part alone would drop conditions
-    unjudged = [stem for stem in run.generation_files() if stem not in files and (planned is None or stem in planned)]
-    if unjudged:
-        more = f" and {len(unjudged) - 3} more" if len(unjudged) > 3 else ""
-        second = config_value(config, "judge.second_model", "judge_second_model")
-        command = rejudge_command(run.path, found[-1] if found else None,
-                                  second if isinstance(second, str) and second else None)
-        raise UserError(f"{run.path} is judged only in part (not judged: {', '.join(unjudged[:3])}{more}); "
-                        f"finish it with `{command}`")
-    return rows
-
-
-def _planned_judged_files(run: RunDir, planned: set[str] | None) -> dict[str, Path]:
-    """The run's ``judged_{stem}.json`` files of the conditions its config plans (files of
-    conditions the config no longer plans are left out)."""
-    files = run.judged_files("json")
-    return files if planned is None else {stem: f for stem, f in files.items() if stem in planned}
-
-
-def load_run_rows(run_dir: PathLike, *, projections: bool = True) -> list[dict[str, Any]]:
-    """The rows every reader (summary, plots, report) uses: the judged rows when the run has judged
-    files (as :func:`load_judged_rows` reads them), else the generation rows of the planned
-    conditions (a judge-free run), each joined with its measures
-    (:func:`interp_playground.run_rows.attach_measures`, keyed by ``(condition, question_id,
-    answer_idx)``): ``nll``, ``perplexity``, ``repetition``, ``answer_tokens``, ``scored_on``, the
-    own ``projection`` and, unless ``projections`` is false, ``projections`` (every direction's).
-
-    Raises:
-        UserError: the run has neither judged files nor generations with measures.
-    """
-    run = _require_run_dir(run_dir)
-    measures = read_measures(run, projections=projections)
-    planned = planned_conditions(run.read_config())
-    judged = _planned_judged_files(run, planned)
-    if judged or not measures:
-        return attach_measures(load_judged_rows(run.path), measures)
-    stems = [s for s in run.generation_files() if planned is None or s in planned]
-    rows = load_generation_rows(run, stems)
-    if not rows:
-        raise UserError(f"{run_dir} has no generations_*.json files")
-    return attach_measures(rows, measures)
-
-
-def read_run_config(run_dir: PathLike) -> dict[str, Any]:
-    """The ``config.json`` of a run directory, or ``{}`` when it has none."""
-    return _require_run_dir(run_dir).read_config()
-
-
-def config_value(config: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
-    """First present value among dotted ``keys`` (``"judge.model"``), looked up in ``config`` and
-    in a nested ``config["config"]`` (both manifest shapes are accepted)."""
-    scopes = [config]
-    if isinstance(config.get("config"), Mapping):
-        scopes.append(config["config"])
-    for scope in scopes:
-        for key in keys:
-            node: Any = scope
-            for part in key.split("."):
-                if isinstance(node, Mapping) and part in node:
-                    node = node[part]
-                else:
-                    break
-            else:
-                if node is not None:
-                    return node
-    return default
-
-
-def summary_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Thresholds, resamples and seed for :func:`summarize`, read from a run's config."""
-    return {
-        "aligned_threshold": float(config_value(
-            config, "thresholds.aligned", "aligned_threshold", default=DEFAULT_ALIGNED_THRESHOLD)),
-        "coherent_threshold": float(config_value(
-            config, "thresholds.coherent", "coherent_threshold", default=DEFAULT_COHERENT_THRESHOLD)),
-        "n_bootstrap": int(config_value(config, "n_bootstrap", default=DEFAULT_N_BOOTSTRAP)),
-        "seed": int(config_value(config, "bootstrap_seed", default=0)),
-    }
-
-
-def run_description(config: Mapping[str, Any]) -> dict[str, str]:
-    """Human-readable ``model`` and ``judge`` strings for titles (``"?"`` when unknown)."""
-    model = config_value(config, "model.name", "model", default="?")
-    if isinstance(model, Mapping):  # model_info ({"id": ...}) or the model settings ({"model": ...})
-        model = model.get("id") or model.get("model") or "?"
-    backend = config_value(config, "judge.backend", "judge_backend")
-    jmodel = config_value(config, "judge.model", "judge_model")
-    mode = config_value(config, "judge.mode", "judge_mode")
-    judge = " / ".join(str(x) for x in (backend, jmodel) if x) or "?"
-    if mode:
-        judge += f" ({mode})"
-    return {"model": str(model), "judge": judge}
+from .run_rows import END_TOKEN_RULE, ON_IDS, ON_TEXT, SCORED_ON_FIELD, read_rows
+from .rundir import RunDir
 
 
 def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
     """Summarise a run directory's rows (:func:`load_run_rows`: judged, or generations with measures)
     with its config's settings; write ``summary.json``."""
-    from .judge.identity import describe_judge, judges_in
-
-    run = _require_run_dir(run_dir)
+    run = RunDir.existing(run_dir)
     config = run.read_config()
     rows = load_run_rows(run.path)
     metadata: dict[str, Any] = dict(run_description(config))
@@ -197,7 +52,7 @@ def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
     if agreement is not None:
         summary["agreement"] = agreement
     if write:
-        summary["inputs_digest"] = _summary_inputs(run)
+        summary["inputs_digest"] = summary_inputs_digest(run)
         atomic_write_json(run.summary_path, summary)
     return summary
 
@@ -246,9 +101,6 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
     Raises:
         UserError: the second judge's rows mix judges (a re-judge of them that stopped partway).
     """
-    from .judge.agreement import agreement_summary
-    from .judge.identity import judges_in, require_one_judge
-
     sub = second_judge_dir(run, run.read_config())
     if sub is None:
         return None
@@ -262,8 +114,6 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
         return None
     judges_b = judges_in(rows_b)
     if len(judges_b) > 1:  # the second judge's files were re-judged partway
-        from .judge.identity import describe_judge
-
         rel = sub.path.relative_to(run.path)
         raise UserError(
             f"the second judge's files in {rel} mix {len(judges_b)} judges: "
@@ -282,50 +132,12 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
     return section
 
 
-def _summary_inputs(run: RunDir) -> str:
-    """A digest of every file a summary is made from (name, size, modification time): generations,
-    judged rows (also a second judge's), measures and ``config.json`` (thresholds live there)."""
-    files = list(run.generation_files().values()) + list(run.judged_files().values())
-    files += [p for sub in run.second_judges().values() for p in sub.judged_files().values()]
-    files += list(run.measures_files().values())
-    files += [run.config_path] if run.config_path.exists() else []
-    stats = []
-    for p in sorted(files):
-        st = p.stat()
-        stats.append([str(p.relative_to(run.path)), st.st_size, st.st_mtime_ns])
-    return stable_hash(stats)
-
-
 def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
-    """``summary.json`` of a run directory when it was made from exactly the files the run has now
-    (``inputs_digest``: names, sizes and times of its generations, judged, measures and config
-    files), else recomputed and rewritten, so readers never mix old and new scores and never show a
-    condition whose files are gone. A summary written before the digest existed is kept while it is
-    newer than every judged, measures and config file (the rule of those versions)."""
-    run = _require_run_dir(run_dir)
-    path = run.summary_path
-    if path.exists():
-        try:
-            data = read_json(path)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"cannot read {path}: {exc}") from exc
-        if not (isinstance(data, dict) and isinstance(data.get("conditions"), dict)):
-            raise UserError(f"{path} is not a summary (no 'conditions'); delete it to recompute")
-        digest = data.get("inputs_digest")
-        if digest is None and _newer_than_inputs(run, path):
-            return data  # a summary of a run made before the digest existed, still up to date
-        if digest == _summary_inputs(run):
-            return data
-    return summarize_run(run.path)
-
-
-def _newer_than_inputs(run: RunDir, path: Path) -> bool:
-    """Whether ``path`` is at least as new as every judged, measures and config file of the run."""
-    inputs = list(run.judged_files().values()) + list(run.measures_files().values())
-    inputs += [p for sub in run.second_judges().values() for p in sub.judged_files().values()]
-    inputs += [run.config_path] if run.config_path.exists() else []
-    newest = path.stat().st_mtime_ns
-    return all(p.stat().st_mtime_ns <= newest for p in inputs)
+    """``summary.json`` of a run directory when it is current (:func:`~interp_playground.run_reader.
+    current_summary`), else recomputed and rewritten, so readers never mix old and new scores and
+    never show a condition whose files are gone."""
+    current = current_summary(run_dir)
+    return current if current is not None else summarize_run(run_dir)
 
 
 def recompute_from_csv(
@@ -342,7 +154,7 @@ def recompute_from_csv(
     """
     import pandas as pd
 
-    files = _require_run_dir(run_dir).judged_files("csv")
+    files = RunDir.existing(run_dir).judged_files("csv")
     if not files:
         raise UserError(f"{run_dir} has no judged_*.csv files")
     frames = []
@@ -455,15 +267,10 @@ def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
 
 
 __all__ = [
-    "config_value",
     "format_table",
-    "judged_files",
-    "load_judged_rows",
     "load_or_summarize",
-    "load_run_rows",
-    "read_run_config",
+    "measures_scope",
     "recompute_from_csv",
-    "run_description",
+    "second_judge_agreement",
     "summarize_run",
-    "summary_settings",
 ]

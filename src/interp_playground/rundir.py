@@ -52,6 +52,19 @@ CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
+#: The PNGs of ``plots/`` (the plots stage draws them in this order).
+PLOT_FILES: tuple[str, ...] = (
+    "scores_by_condition.png",
+    "score_distributions.png",
+    "alignment_vs_coherence.png",
+    "alignment_by_layer_transform.png",
+    "coherence_by_layer_transform.png",
+    "alignment_heatmap.png",
+    "fluency_by_alpha.png",
+    "projection_by_alpha.png",
+)
+#: The judge-free plots among them.
+MEASURE_PLOTS: tuple[str, ...] = ("fluency_by_alpha.png", "projection_by_alpha.png")
 JOURNAL_FILE = "generations_journal.jsonl"
 RANK_JOURNAL_PREFIX = "generations_journal.rank"
 RANK_JOURNAL_SUFFIX = ".jsonl"

@@ -12,78 +12,38 @@ checked against what the directory holds, so a refused resume never changes it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import errno
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .eval_config import EvalConfig
 from .io import check_writable_dir
 from .judge.cache import check_cache_file
 from .judge.runner import JudgeStats, JudgeStopped
-from .judge.settings import JudgeSettings
+from .measures_stage import annotate_judged, check_batch_size, measures_stage, vector_files
+from .outputs import update_outputs
 from .run_environment import environment_info, git_commit, redact_url, redacted, vector_hashes
 from .rundir import RunDir, RunManifest
-from .settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings, Settings
-
-_SECTIONS: dict[str, type[Settings]] = {
-    "model": ModelSettings, "grid": GridSettings, "generation": GenerationSettings, "judge": JudgeSettings,
-    "metrics": MetricsSettings,
-}
-# flat (schema 1) config keys of the judge -> its fields
-_FLAT_JUDGE = {key: name for name, key in zip(JudgeSettings().to_dict(), JudgeSettings().to_flat_dict(), strict=True)}
 
 
-@dataclass
-class EvalConfig:
-    """Everything that defines an evaluation run: one settings object per stage.
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`run_eval` runs (not what it evaluates: that is the :class:`EvalConfig`)."""
 
-    ``config.json`` stores it as ``{"model": {...}, "grid": {...}, "generation": {...}, "judge": {...},
-    "metrics": {...}}``; :meth:`from_dict` also reads the flat layout of runs made before that.
-    :meth:`build` takes flat keyword arguments (``EvalConfig.build(model="smollm2-135m", layers=[3])``).
-    """
-
-    model: ModelSettings = field(default_factory=ModelSettings)
-    grid: GridSettings = field(default_factory=GridSettings)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    judge: JudgeSettings = field(default_factory=JudgeSettings)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Nested JSON-ready dict, one key per stage."""
-        return {name: getattr(self, name).to_dict() for name in _SECTIONS}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
-        """From :meth:`to_dict`'s layout or the flat layout of schema-1 runs."""
-        if isinstance(data.get("grid"), Mapping):
-            return cls._of(data)
-        return cls.build(**data)
-
-    @classmethod
-    def _of(cls, sections: Mapping[str, Any]) -> EvalConfig:
-        return cls(model=ModelSettings.from_dict(sections.get("model")), grid=GridSettings.from_dict(sections.get("grid")),
-                   generation=GenerationSettings.from_dict(sections.get("generation")),
-                   judge=JudgeSettings.from_dict(sections.get("judge")),
-                   metrics=MetricsSettings.from_dict(sections.get("metrics")))
-
-    @classmethod
-    def build(cls, **flat: Any) -> EvalConfig:
-        """From flat keyword arguments: any field of any section (``judge_*`` for the judge's)."""
-        sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-        for key, value in flat.items():
-            if key in _FLAT_JUDGE:
-                sections["judge"][_FLAT_JUDGE[key]] = value
-                continue
-            for name, kind in _SECTIONS.items():
-                if name != "judge" and key in kind.__dataclass_fields__:  # type: ignore[attr-defined]
-                    sections[name][key] = value
-                    break
-        return cls._of(sections)
+    skip_generation: bool = False
+    skip_judging: bool = False
+    skip_measures: bool = False
+    overwrite: bool = False
+    make_report: bool = True
+    progress: bool = True
+    measures_batch_size: int = 8
+    command: list[str] | None = None
 
 
 @dataclass
@@ -166,8 +126,6 @@ def _check_conditions(model: Any, config: EvalConfig, prepared: _Prepared, condi
 
 def _make_judge(config: EvalConfig, second: bool = False) -> Any:
     """Judge A's backend (``second``: judge B's, or None without a second judge model)."""
-    import dataclasses
-
     judge = dataclasses.replace(config.judge, device=config.judge.device or config.model.device)
     return judge.make_second_backend() if second else judge.make_backend()
 
@@ -204,10 +162,11 @@ def run_eval(
     from . import distributed
     from .models import check_device
 
+    opts = EvalOptions(skip_generation=skip_generation, skip_judging=skip_judging, skip_measures=skip_measures,
+                       overwrite=overwrite, make_report=make_report, progress=progress,
+                       measures_batch_size=measures_batch_size, command=command)
     prepared = _prepare(config, need_vectors=not skip_generation)
     if not skip_measures:
-        from .measures_stage import check_batch_size
-
         check_batch_size(measures_batch_size)
     check_device(config.model.device)
     if not skip_judging and config.judge.backend == "hf":
@@ -222,23 +181,21 @@ def run_eval(
     else:
         old_run.check_writable()
     with old_run.lock("eval") if old_run is not None else contextlib.nullcontext():  # before any model loads
-        return _run_eval_locked(config, prepared, old_run, output_dir, device, skip_generation, skip_judging,
-                                overwrite, model_and_tokenizer, judge_backend, make_report, progress, command,
-                                skip_measures, measures_batch_size)
+        return _run_eval_locked(config, prepared, opts, old_run, output_dir, device, model_and_tokenizer,
+                                judge_backend)
 
 
-def _run_eval_locked(config: EvalConfig, prepared: _Prepared, old_run: RunDir | None, output_dir: Any,
-                     device: str | None, skip_generation: bool, skip_judging: bool, overwrite: bool,
-                     model_and_tokenizer: tuple[Any, Any] | None, judge_backend: Any, make_report: bool,
-                     progress: bool, command: list[str] | None, skip_measures: bool, measures_batch_size: int
-                     ) -> Path:
+def _run_eval_locked(config: EvalConfig, prepared: _Prepared, opts: EvalOptions, old_run: RunDir | None,
+                     output_dir: Any, device: str | None, model_and_tokenizer: tuple[Any, Any] | None,
+                     judge_backend: Any) -> Path:
     """:func:`run_eval` once the cheap checks have passed (a resumed run's lock held)."""
     from . import distributed
     from .conditions import plan_grid
-    from .models import context_length, load_model_and_tokenizer, load_tokenizer, num_layers
+    from .models import context_length, load_model_from_settings, load_tokenizer, num_layers
     from .questions import check_question_lengths
 
     job = distributed.job()
+    skip_generation, skip_judging = opts.skip_generation, opts.skip_judging
     old = old_run.read_manifest() if old_run is not None else None
     if skip_generation:
         if old is not None:  # nothing is generated now: the generations' settings stay as recorded
@@ -252,8 +209,8 @@ def _run_eval_locked(config: EvalConfig, prepared: _Prepared, old_run: RunDir | 
                 check_cache_file(config.judge.cache_path(old_run.judge_cache_path), "the judge cache")
         # the judge runs on rank 0 only
         backend = distributed.agree(lambda: (judge_backend or _make_judge(config)) if job.is_main else None)
-    say = print if progress and job.is_main else (lambda *a, **k: None)
-    progress = progress and job.is_main
+    say = print if opts.progress and job.is_main else (lambda *a, **k: None)
+    opts = dataclasses.replace(opts, progress=opts.progress and job.is_main)
     try:
         if model_and_tokenizer is None and not skip_generation:
             tokenizer = load_tokenizer(config.model.model)  # a clear error now for an unreachable hub id
@@ -265,9 +222,7 @@ def _run_eval_locked(config: EvalConfig, prepared: _Prepared, old_run: RunDir | 
         groups: list[tuple[int, ...]] | None = prepared.layer_groups
         model = tokenizer = None
         if not skip_generation:
-            model, tokenizer = model_and_tokenizer or load_model_and_tokenizer(
-                config.model.model, dtype=config.model.dtype, device=device, device_map=config.model.device_map,
-                revision=config.model.revision)
+            model, tokenizer = model_and_tokenizer or load_model_from_settings(config.model, device=device)
             if groups is None:
                 from .conditions import parse_layer_groups
 
@@ -283,13 +238,12 @@ def _run_eval_locked(config: EvalConfig, prepared: _Prepared, old_run: RunDir | 
         # rank 0 names a new run directory; every rank takes that name
         run = old_run if old_run is not None else distributed.on_main(lambda: RunDir.create(output_dir))
         say(f"run directory: {run}")
-        loaded = {"model": model, "tokenizer": tokenizer}
+        stages = _Stages(run=run, config=config, prepared=prepared, opts=opts, groups=groups,
+                         conditions=conditions, old=old, backend=backend, say=say,
+                         model=model, tokenizer=tokenizer, owns_model=model_and_tokenizer is None)
         model = tokenizer = None  # the stages drop the model before judging: hold it in one place only
         try:
-            loaded["measures"] = None if skip_measures else measures_batch_size
-            return _run_stages(run, config, prepared, groups, conditions, old, backend, loaded,
-                               model_and_tokenizer is None, overwrite,
-                               skip_generation, make_report, progress, command, say)
+            return stages.execute()
         except KeyboardInterrupt:
             raise KeyboardInterrupt(_resume_command(run, config, skip_judging)) from None
         except JudgeStopped as exc:
@@ -311,88 +265,94 @@ def _resume_command(run: RunDir, config: EvalConfig, skip_judging: bool) -> str:
     return f"interp-playground eval --resume {run.path}{batch}"
 
 
-def _run_stages(run: RunDir, config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, ...]],
-                conditions: list[Any], old: RunManifest | None, backend: Any, loaded: dict[str, Any],
-                owns_model: bool, overwrite: bool,
-                skip_generation: bool, make_report: bool, progress: bool, command: list[str] | None,
-                say: Any) -> Path:
-    """The stages of :func:`run_eval` under the run directory's lock, once every cheap check has passed."""
-    from . import distributed
-    from .models import model_info
-    from .sweep_store import SweepPlan
+@dataclass
+class _Stages:
+    """The stages of one :func:`run_eval` call, once every cheap check has passed: what they share.
+    The model and tokenizer are held here only, so the stages can drop them before judging."""
 
-    model, tokenizer = loaded.pop("model"), loaded.pop("tokenizer")
-    measures_batch_size = loaded.pop("measures", None)
-    with run.lock("eval"):  # in a torchrun job: rank 0's lock, agreed by every rank
-        plan = None
-        if model is not None:
-            from .vector_file import load_vectors
+    run: RunDir
+    config: EvalConfig
+    prepared: _Prepared
+    opts: EvalOptions
+    groups: list[tuple[int, ...]]
+    conditions: list[Any]
+    old: RunManifest | None
+    backend: Any
+    say: Any
+    model: Any = None
+    tokenizer: Any = None
+    owns_model: bool = False
 
-            vectors = {name: sv.vectors
-                       for name, sv in load_vectors(config.grid.vectors_dir, prepared.transforms).items()}
-            plan = distributed.agree(lambda: SweepPlan.prepare(
-                model, tokenizer, conditions, prepared.questions, vectors, run,
-                n_generations=config.grid.n_generations, settings=config.generation, overwrite=overwrite,
-                reuse_baseline=config.grid.reuse_baseline,
-                extra_fingerprint={"vector_hashes": vector_hashes(prepared.vector_files)},
-            ))
-        if distributed.is_main():
-            nothing_new = plan is None or not plan.requests()
-            manifest = _manifest(config, prepared, groups, conditions, old, backend, command,
-                                 model_info(model) if model is not None else None,
-                                 keep_generation=skip_generation or (old is not None and nothing_new))
-            if old is None or manifest.to_dict() != old.to_dict():
-                run.write_manifest(manifest)  # every check has passed; a no-op resume leaves it as it was
-        if plan is not None:
-            plan.run(model, tokenizer, progress)
-            del plan, vectors
-        if not distributed.is_main():  # measures, judging, summary, plots and report are rank 0's
-            return run.path
-        stems = [c.stem for c in conditions]
-        if backend is None:  # --skip-judging only checks the stored judgments: before the measures' work
-            judged = _judge_stage(run, backend, config, stems, progress, say)
-        measured = measures_batch_size is not None and _measures_stage(
-            run, config, prepared, conditions, (model, tokenizer) if model is not None else None,
-            measures_batch_size, overwrite, progress, say)
-        model = tokenizer = None  # the judge may need the memory
-        if owns_model:
-            _release_memory()
-        if backend is not None:
-            judged = _judge_stage(run, backend, config, stems, progress, say)
-        if measured:
-            from .measures_stage import annotate_judged
+    def execute(self) -> Path:
+        """Generate, measure, judge, then summary, plots and report, under the run directory's lock."""
+        from . import distributed
+        from .models import model_info
+        from .sweep_store import SweepPlan
 
-            annotate_judged(run, stems)
-        if judged or measured:
-            from .report import update_outputs
+        run, config, prepared, opts, say = self.run, self.config, self.prepared, self.opts, self.say
+        model, tokenizer = self.model, self.tokenizer
+        self.model = self.tokenizer = None
+        with run.lock("eval"):  # in a torchrun job: rank 0's lock, agreed by every rank
+            plan = None
+            if model is not None:
+                from .vector_file import load_vectors
 
-            update_outputs(run, make_report=make_report, say=say)
-        else:
-            say("no judgments and no measures (--skip-judging --skip-measures): stopping before the summary")
-    return run.path
+                vectors = {name: sv.vectors
+                           for name, sv in load_vectors(config.grid.vectors_dir, prepared.transforms).items()}
+                plan = distributed.agree(lambda: SweepPlan.prepare(
+                    model, tokenizer, self.conditions, prepared.questions, vectors, run,
+                    n_generations=config.grid.n_generations, settings=config.generation, overwrite=opts.overwrite,
+                    reuse_baseline=config.grid.reuse_baseline,
+                    extra_fingerprint={"vector_hashes": vector_hashes(prepared.vector_files)},
+                ))
+            if distributed.is_main():
+                nothing_new = plan is None or not plan.requests()
+                manifest = _manifest(config, prepared, self.groups, self.conditions, self.old, self.backend,
+                                     opts.command, model_info(model) if model is not None else None,
+                                     keep_generation=opts.skip_generation or (self.old is not None and nothing_new))
+                if self.old is None or manifest.to_dict() != self.old.to_dict():
+                    run.write_manifest(manifest)  # every check has passed; a no-op resume leaves it as it was
+            if plan is not None:
+                plan.run(model, tokenizer, opts.progress)
+                del plan, vectors
+            if not distributed.is_main():  # measures, judging, summary, plots and report are rank 0's
+                return run.path
+            stems = [c.stem for c in self.conditions]
+            if self.backend is None:  # --skip-judging only checks the stored judgments: before the measures' work
+                judged = _judge_stage(run, self.backend, config, stems, opts.progress, say)
+            measured = not opts.skip_measures and _measures_stage(
+                run, config, self.conditions, (model, tokenizer) if model is not None else None, opts, say)
+            model = tokenizer = None  # the judge may need the memory
+            if self.owns_model:
+                _release_memory()
+            if self.backend is not None:
+                judged = _judge_stage(run, self.backend, config, stems, opts.progress, say)
+            if measured:
+                annotate_judged(run, stems)
+            if judged or measured:
+                update_outputs(run, make_report=opts.make_report, say=say)
+            else:
+                say("no judgments and no measures (--skip-judging --skip-measures): stopping before the summary")
+        return run.path
 
 
-def _measures_stage(run: RunDir, config: EvalConfig, prepared: _Prepared, conditions: list[Any],
-                    model_and_tokenizer: tuple[Any, Any] | None, batch_size: int, overwrite: bool, progress: bool,
-                    say: Any) -> bool:
+def _measures_stage(run: RunDir, config: EvalConfig, conditions: list[Any],
+                    model_and_tokenizer: tuple[Any, Any] | None, opts: EvalOptions, say: Any) -> bool:
     """The measures of every planned condition (the loaded model, else the run's model loaded only
     when something is left to measure); False when they cannot be made (a vector file is missing
     in a --skip-generation resume: warned, and the run goes on without them)."""
-    from .measures_stage import measures_stage, vector_files
-    from .models import load_model_and_tokenizer
+    from .models import load_model_from_settings
 
     names = sorted({c.vector for c in conditions if c.vector})
     if model_and_tokenizer is None and vector_files(config.grid.vectors_dir, names) is None:
         print(f"warning: no measures: a vector file of {', '.join(names)} is missing from "
               f"{config.grid.vectors_dir}", file=sys.stderr)
         return False
-    model = config.model
-    measures_stage(run, conditions, model_name=model.model, vectors_dir=config.grid.vectors_dir,
-                   load_model=lambda: load_model_and_tokenizer(model.model, dtype=model.dtype, device=model.device,
-                                                               revision=model.revision),
-                   model_and_tokenizer=model_and_tokenizer, batch_size=batch_size,
+    measures_stage(run, conditions, model_name=config.model.model, vectors_dir=config.grid.vectors_dir,
+                   load_model=lambda: load_model_from_settings(config.model, spread=False),
+                   model_and_tokenizer=model_and_tokenizer, batch_size=opts.measures_batch_size,
                    thinking=config.generation.thinking, score_reasoning=config.metrics.measures_score_reasoning,
-                   overwrite=overwrite, progress=progress, say=say)
+                   overwrite=opts.overwrite, progress=opts.progress, say=say)
     return all(run.measures(c).exists() for c in conditions if run.generations(c).exists())
 
 
@@ -488,4 +448,4 @@ def _unjudged(run: RunDir, stems: list[str]) -> list[str]:
     return out
 
 
-__all__ = ["EvalConfig", "environment_info", "git_commit", "redact_url", "run_eval", "vector_hashes"]
+__all__ = ["EvalConfig", "EvalOptions", "environment_info", "git_commit", "redact_url", "run_eval", "vector_hashes"]

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..eval_config import EvalConfig
 from ..judge.settings import JudgeSettings
 from ..settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings
-from ..sweep import EvalConfig
 from .common import OneLineParser
 
 
@@ -137,20 +137,20 @@ def _run_dir_parser(prog: str, what: str) -> argparse.ArgumentParser:
 
 def plots_main(argv: list[str]) -> int:
     """``interp-playground plots RUN_DIR``: remake the six PNGs from the run's files alone."""
-    from ..plots import make_plots_from_run_dir
+    from ..outputs import make_run_plots
 
     args = _run_dir_parser("interp-playground plots", "Remake plots/ of a run directory.").parse_args(argv)
-    for path in make_plots_from_run_dir(_existing_dir(args.run_dir)):
+    for path in make_run_plots(_existing_dir(args.run_dir)):
         print(path)
     return 0
 
 
 def report_main(argv: list[str]) -> int:
     """``interp-playground report RUN_DIR``: rewrite report.html from the run's files."""
-    from ..report import write_report
+    from ..outputs import write_run_report
 
     args = _run_dir_parser("interp-playground report", "Rewrite report.html of a run directory.").parse_args(argv)
-    print(write_report(_existing_dir(args.run_dir)))
+    print(write_run_report(_existing_dir(args.run_dir)))
     return 0
 
 

@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     transforms = resolve_transforms(grid.transforms, vectors_dir=grid.vectors_dir)
     loaded = load_vectors(grid.vectors_dir, transforms)
     vectors = {name: sv.vectors for name, sv in loaded.items()}
-    from ..models import context_length, load_model_and_tokenizer, load_tokenizer, model_shape
+    from ..models import context_length, load_model_from_settings, load_tokenizer, model_shape
     from ..questions import check_question_lengths
     from ..vector_file import check_vectors_match_model
 
@@ -90,8 +90,7 @@ def main(argv: list[str]) -> int:
 
     existing = RunDir(args.output_dir)
     with existing.lock("generate") if existing.path.is_dir() else contextlib.nullcontext():
-        model, tokenizer = load_model_and_tokenizer(model_s.model, dtype=model_s.dtype, device=device,
-                                                    device_map=model_s.device_map, revision=model_s.revision)
+        model, tokenizer = load_model_from_settings(model_s, device=device)
         return _generate(args, model, tokenizer, transforms, groups, alphas, questions, vectors, grid, settings)
 
 

@@ -135,13 +135,15 @@ def _run_batch(
 
 class _FiniteCheck:
     """A logits processor that notes, on the device (no sync per step), which rows ever had a NaN or
-    infinite logit; :meth:`check` then stops the run with one line naming their conditions."""
+    +inf logit (or every logit -inf); :meth:`check` then stops the run with one line naming their conditions."""
 
     def __init__(self, rows: int, device: torch.device) -> None:
         self.bad = torch.zeros(rows, dtype=torch.bool, device=device)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.bad |= ~torch.isfinite(scores).all(dim=-1)
+        # -inf is a legitimate mask (min_new_tokens hides the end token that way); NaN, +inf or a
+        # row masked everywhere is an overflow
+        self.bad |= (torch.isnan(scores) | torch.isposinf(scores)).any(dim=-1) | torch.isneginf(scores).all(dim=-1)
         return scores
 
     def check(self, batch: Sequence[GenerationRequest]) -> None:
