@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from . import distributed
+from ._version import __version__
 from .activations import vectors_from_activations
 from .data import (
     NEGATIVE_COLUMN,
@@ -32,7 +34,9 @@ from .data import (
     load_contrast_pairs,
 )
 from .errors import UserError
+from .extract import extract_pair_means
 from .io import atomic_write_json, check_writable_dir, stable_hash
+from .models import _parse_dtype, default_device, load_model_and_tokenizer, load_tokenizer, model_info
 from .transforms import base_transforms, get_transform, resolve_transforms
 from .vector_file import (
     FORMAT_VERSION,
@@ -51,8 +55,6 @@ def _now() -> str:
 
 def _versions() -> dict[str, str]:
     import transformers
-
-    from ._version import __version__
 
     return {"package_version": __version__, "torch_version": torch.__version__,
             "transformers_version": transformers.__version__}
@@ -132,8 +134,6 @@ def create_steering_vectors(
     Returns:
         ``{transform: vector file path}``.
     """
-    from . import distributed
-
     job = distributed.job()
     say = (log if job.is_main else None) or (lambda _msg: None)
     progress = progress and job.is_main
@@ -162,8 +162,6 @@ def create_steering_vectors(
         test_fraction=test_fraction, split=split,
     )
     if isinstance(model, str):
-        from .models import _parse_dtype, default_device, load_tokenizer
-
         _parse_dtype(dtype, device or default_device())  # a bad --dtype fails here, not after the dataset
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"--device {device} asked for, but no CUDA device is visible")
@@ -171,8 +169,6 @@ def create_steering_vectors(
         tokenizer = load_tokenizer(model, revision=revision)  # fails fast on an unreachable name
         loaded = None
     else:
-        from .models import model_info
-
         loaded, tokenizer = model
         model_name = str(model_info(loaded)["name_or_path"])
     if not getattr(tokenizer, "chat_template", None):
@@ -206,8 +202,6 @@ def create_steering_vectors(
 
     if todo:
         if loaded is None:
-            from .models import load_model_and_tokenizer
-
             say(f"loading {model_name} ...")
             loaded, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype, device=device,
                                                          device_map=device_map, revision=revision)
@@ -245,10 +239,6 @@ def _extract_and_save(model: Any, tokenizer: Any, model_name: str, pairs: Sequen
                       stats: DatasetStats, todo: Sequence[str], paths: Mapping[str, Path],
                       configs: Mapping[str, Any], *, batch_size: int, thinking: bool, act_root: Path | None,
                       progress: bool, say: Callable[[str], None]) -> None:
-    from . import distributed
-    from .extract import extract_pair_means
-    from .models import model_info
-
     info = model_info(model)
     for t in todo:
         folder = None

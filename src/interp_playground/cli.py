@@ -15,6 +15,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from . import distributed
+from ._version import __version__
 from .errors import UserError
 
 # subcommand -> (module, function, one-line help)
@@ -66,8 +68,6 @@ def run_command(name: str, argv: Sequence[str], *, exiting: bool = False) -> int
     Under torchrun each rank runs the command (see :mod:`interp_playground.distributed`); the
     process group, if the command joined one, is left on the way out. ``exiting``: the process ends
     after this command (the console script), so after an interrupt the handler stays, deaf to more."""
-    from . import distributed
-
     module_name, func_name, _ = COMMANDS[name]
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -116,8 +116,6 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool | None = None) -> i
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from ._version import __version__
-
         print(f"interp-playground {__version__}")
         return 0
     if argv[0] not in COMMANDS:

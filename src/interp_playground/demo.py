@@ -18,10 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .build_vectors import create_steering_vectors
+from .conditions import parse_layers, validate_alphas
 from .errors import UserError
+from .io import check_writable_dir
+from .judge import make_backend
+from .judge.backends import HFBackend
+from .models import load_model_and_tokenizer, load_tokenizer, model_shape, num_layers
 from .questions import QUESTIONS, select_questions
 from .rundir import RunDir
+from .settings import GenerationSettings
 from .sweep import EvalConfig, run_eval
+from .transforms import resolve_transforms
 
 
 @dataclass
@@ -47,15 +55,6 @@ class DemoOptions:
 
 def run_demo(options: DemoOptions | None = None, progress: bool = True) -> Path:
     """Run the demo and return its run directory (``report.html`` inside)."""
-    from .build_vectors import create_steering_vectors
-    from .conditions import parse_layers, validate_alphas
-    from .io import check_writable_dir
-    from .judge import make_backend
-    from .judge.backends import HFBackend
-    from .models import load_model_and_tokenizer, load_tokenizer, model_shape, num_layers
-    from .settings import GenerationSettings
-    from .transforms import resolve_transforms
-
     o = options or DemoOptions()
     # every check before the model loads and before a run directory exists
     transforms = resolve_transforms(o.transforms)

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .chat import prompt_answer_ids
 from .data import ContrastPair
 from .errors import UserError
@@ -334,8 +335,6 @@ def extract_means_sharded(
     norm sums and per-example token counts are combined over the ranks, so every rank returns the
     statistics of all examples. In a single process this is :func:`extract_means`.
     """
-    from . import distributed
-
     if distributed.world_size() == 1:
         return extract_means(model, tokenizer, examples, batch_size, thinking=thinking, progress=progress, desc=desc)
     if not examples:
@@ -381,8 +380,6 @@ def extract_pair_means(
     Under torchrun (several ranks) each rank extracts its share and every rank returns the stats of
     all pairs (:func:`extract_means_sharded`); saving activations then is refused.
     """
-    from . import distributed
-
     if distributed.world_size() > 1:
         if activations_dir is not None:
             raise UserError("saving activations runs in one process; run without torchrun for --save-activations")

@@ -29,7 +29,10 @@ from typing import Any
 
 from .conditions import Condition
 from .errors import UserError
-from .io import read_json, stable_hash
+from .io import read_json, sha256_file, stable_hash
+from .judge.api import write_judged
+from .measures import directions_from_vectors
+from .measures_rows import measure_rows, measures_fingerprint
 from .run_rows import (
     END_TOKEN_RULE,
     SCORED_ON_FIELD,
@@ -45,6 +48,8 @@ from .run_rows import (
 )
 from .rundir import RunDir
 from .token_store import attach_token_ids, read_tokens
+from .transforms import base_transforms
+from .vector_file import load_vectors, vector_path
 
 DEFAULT_MEASURES_BATCH_SIZE = 8
 
@@ -103,9 +108,6 @@ def run_measures(run: RunDir, model: Any, tokenizer: Any, stems: Sequence[str],
     has the same axes). Answers without stored token ids are measured on their text, with one
     warning on stderr.
     """
-    from .measures import directions_from_vectors
-    from .measures_rows import measure_rows, measures_fingerprint
-
     dirs: dict[tuple[str, int], Any] = {}
     for name, layer in directions:
         if name not in vectors:
@@ -155,8 +157,6 @@ def annotate_judged(run: RunDir, stems: Sequence[str]) -> list[str]:
     (``nll, perplexity, repetition, answer_tokens, projection``; the seed's CSV columns stay first and
     unchanged; every direction's projection stays in the measures file only). A file whose rows
     already hold their measures is left as it is. Returns the stems rewritten."""
-    from .judge.api import write_judged
-
     measures = read_measures(run, projections=False)
     if not measures:
         return []
@@ -181,17 +181,12 @@ def annotate_judged(run: RunDir, stems: Sequence[str]) -> list[str]:
 
 
 def _vectors_of(vectors_dir: str | Path, names: Sequence[str]) -> dict[str, Any]:
-    from .vector_file import load_vectors
-
     return {name: sv.vectors for name, sv in load_vectors(vectors_dir, list(names)).items()}
 
 
 def vector_files(vectors_dir: str | Path, names: Sequence[str]) -> dict[str, Path] | None:
     """``{transform: path}`` of the vector files that ``names`` (derived names included) need, or None
     when one is missing."""
-    from .transforms import base_transforms
-    from .vector_file import vector_path
-
     paths = {t: vector_path(vectors_dir, t) for t in base_transforms(names)}
     return paths if all(p.is_file() for p in paths.values()) else None
 
@@ -206,8 +201,6 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], *, model_name: 
     (a one-line ``UserError`` when one is missing); their hashes are part of what a measures file
     must match. ``score_reasoning``: a thinking run's reasoning tokens are scored too (by default they
     are context only)."""
-    from .io import sha256_file
-
     stems = [c.stem for c in conditions]
     directions = grid_directions(conditions)
     names = sorted({name for name, _ in directions})

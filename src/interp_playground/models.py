@@ -23,6 +23,7 @@ import torch
 
 from .errors import UserError
 from .settings import ModelSettings
+from .tiny import TINY_ARCHS, tiny_model, tiny_tokenizer
 
 EMBEDDED_MODEL = "smollm2-135m"
 DEFAULT_MODEL = "Qwen/Qwen3-8B"
@@ -289,8 +290,6 @@ def load_tokenizer(name: str = DEFAULT_MODEL, *, revision: str | None = None,
     from transformers import AutoTokenizer
 
     if name.startswith("tiny-"):
-        from .tiny import TINY_ARCHS, tiny_tokenizer
-
         if name[len("tiny-"):] not in TINY_ARCHS:
             raise UserError(f"unknown tiny model {name!r}; known: {', '.join('tiny-' + a for a in TINY_ARCHS)}")
         return tiny_tokenizer()
@@ -327,8 +326,6 @@ def context_length(name: str = DEFAULT_MODEL, *, revision: str | None = None) ->
     """The longest sequence (prompt + answer, in tokens) the model's config allows, without loading
     weights; None when the config names no limit."""
     if name.startswith("tiny-"):
-        from .tiny import TINY_ARCHS, tiny_model
-
         if name[len("tiny-"):] not in TINY_ARCHS:
             return None
         config: Any = tiny_model(name[len("tiny-"):]).config  # a few ms: no config without the model here
@@ -348,8 +345,6 @@ def model_shape(name: str = DEFAULT_MODEL, *, revision: str | None = None,
     import inspect
 
     if name.startswith("tiny-"):
-        from .tiny import TINY_ARCHS, tiny_model
-
         if name[len("tiny-"):] not in TINY_ARCHS:
             raise UserError(f"unknown tiny model {name!r}; known: {', '.join('tiny-' + a for a in TINY_ARCHS)}")
         params = inspect.signature(tiny_model).parameters
@@ -391,8 +386,6 @@ def load_model_and_tokenizer(
     torch_dtype = _parse_dtype(dtype, device)
     tokenizer = load_tokenizer(name, revision=revision, trust_remote_code=trust_remote_code)
     if name.startswith("tiny-"):
-        from .tiny import TINY_ARCHS, tiny_model
-
         arch = name[len("tiny-"):]
         if arch not in TINY_ARCHS:
             raise UserError(f"unknown tiny model {name!r}; known: {', '.join('tiny-' + a for a in TINY_ARCHS)}")

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .chat import prompt_ids
 from .errors import UserError
 
 #: The 50 built-in evaluation questions (open, non-medical).
@@ -206,7 +207,6 @@ def check_question_lengths(tokenizer: Any, questions: Sequence[str], max_new_tok
     context (a pasted file) is caught by its character count first, so it costs no tokenization."""
     if context is None:
         return
-    from .chat import prompt_ids
 
     room = context - max_new_tokens
     if room < 1:

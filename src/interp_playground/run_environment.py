@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ._version import __version__
 from .io import sha256_file
 
 
@@ -30,8 +31,6 @@ def environment_info() -> dict[str, Any]:
     """Versions of the pieces that change results."""
     import torch
     import transformers
-
-    from ._version import __version__
 
     return {
         "interp_playground": __version__,

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .conditions import BASELINE_STEM, Condition
 from .errors import UserError
 from .io import PathLike, atomic_write_json, check_writable_dir, read_json
@@ -359,8 +360,6 @@ class RunDir:
         (:meth:`rank_journal_path`), and only while rank 0 holds the lock (rank 0 leaves the
         generation stage last, after a barrier). Every rank must enter and leave the lock in the
         same order, as the stages do."""
-        from . import distributed
-
         self.path.mkdir(parents=True, exist_ok=True)
         key = str(self.path.resolve())
         held = _HELD.get(key)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from .conditions import DEFAULT_ALPHAS, finite_float
+from .conditions import DEFAULT_ALPHAS, finite_float, parse_layer_groups, validate_alphas
 from .errors import UserError
 
 S = TypeVar("S", bound="Settings")
@@ -170,8 +170,6 @@ class GridSettings(Settings):
 
     def validate(self) -> GridSettings:
         """Raise a one-line ``UserError`` for an unusable setting (cheap: no files read); return self."""
-        from .conditions import parse_layer_groups, validate_alphas
-
         _integer("--", "n-generations", self.n_generations, 1)
         if self.max_samples is not None:
             _integer("--", "max-samples", self.max_samples, 1)

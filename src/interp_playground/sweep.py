@@ -21,15 +21,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import distributed
+from .conditions import parse_layer_groups, plan_grid, validate_alphas
+from .engine.base import check_conditions, check_vectors
 from .errors import UserError
 from .eval_config import EvalConfig
-from .io import check_writable_dir
+from .io import check_writable_dir, read_json
 from .judge.cache import check_cache_file
 from .judge.runner import JudgeStats, JudgeStopped
+from .judge.stage import run_judge_stage
 from .measures_stage import annotate_judged, check_batch_size, measures_stage, vector_files
+from .models import (
+    check_device,
+    context_length,
+    load_model_from_settings,
+    load_tokenizer,
+    model_info,
+    model_shape,
+    num_layers,
+)
 from .outputs import update_outputs
+from .questions import QUESTIONS, check_question_lengths, load_questions, select_questions
 from .run_environment import environment_info, git_commit, redact_url, redacted, vector_hashes
 from .rundir import RunDir, RunManifest
+from .sweep_store import SweepPlan
+from .transforms import base_transforms, resolve_transforms
+from .vector_file import SteeringVectors, check_vectors_match_model, load_vectors, vector_path
 
 
 @dataclass(frozen=True)
@@ -59,11 +76,6 @@ class _Prepared:
 
 def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
     """Validate a config cheaply (no model load): settings, transforms, alphas, questions, vectors, layers."""
-    from .conditions import parse_layer_groups, validate_alphas
-    from .questions import QUESTIONS, load_questions, select_questions
-    from .transforms import base_transforms, resolve_transforms
-    from .vector_file import SteeringVectors, vector_path
-
     grid = config.grid.validate()
     config.generation.validate()
     config.metrics.validate()
@@ -104,9 +116,6 @@ def _release_memory() -> None:
 
 def _check_vectors_fit(config: EvalConfig, prepared: _Prepared) -> None:
     """Vectors made for another model: refused (shape) or warned about (name) before the model loads."""
-    from .models import model_shape
-    from .vector_file import SteeringVectors, check_vectors_match_model
-
     n_layers, hidden = model_shape(config.model.model, revision=config.model.revision)
     loaded = {name: SteeringVectors.load(path) for name, path in prepared.vector_files.items()}
     for warning in check_vectors_match_model(loaded, config.model.model, n_layers, hidden,
@@ -117,9 +126,6 @@ def _check_vectors_fit(config: EvalConfig, prepared: _Prepared) -> None:
 def _check_conditions(model: Any, config: EvalConfig, prepared: _Prepared, conditions: list[Any]) -> None:
     """The engine's checks of the planned conditions against the loaded model (zero vectors, alphas
     that overflow its dtype, layers), before anything is written."""
-    from .engine.base import check_conditions, check_vectors
-    from .vector_file import load_vectors
-
     loaded = load_vectors(config.grid.vectors_dir, prepared.transforms)
     check_conditions(model, conditions, check_vectors(model, {name: sv.vectors for name, sv in loaded.items()}))
 
@@ -159,9 +165,6 @@ def run_eval(
     its name), writes ``config.json`` and every shared file, and alone judges, summarises, plots and
     reports. The other ranks return after the generation stage.
     """
-    from . import distributed
-    from .models import check_device
-
     opts = EvalOptions(skip_generation=skip_generation, skip_judging=skip_judging, skip_measures=skip_measures,
                        overwrite=overwrite, make_report=make_report, progress=progress,
                        measures_batch_size=measures_batch_size, command=command)
@@ -189,11 +192,6 @@ def _run_eval_locked(config: EvalConfig, prepared: _Prepared, opts: EvalOptions,
                      output_dir: Any, device: str | None, model_and_tokenizer: tuple[Any, Any] | None,
                      judge_backend: Any) -> Path:
     """:func:`run_eval` once the cheap checks have passed (a resumed run's lock held)."""
-    from . import distributed
-    from .conditions import plan_grid
-    from .models import context_length, load_model_from_settings, load_tokenizer, num_layers
-    from .questions import check_question_lengths
-
     job = distributed.job()
     skip_generation, skip_judging = opts.skip_generation, opts.skip_judging
     old = old_run.read_manifest() if old_run is not None else None
@@ -224,8 +222,6 @@ def _run_eval_locked(config: EvalConfig, prepared: _Prepared, opts: EvalOptions,
         if not skip_generation:
             model, tokenizer = model_and_tokenizer or load_model_from_settings(config.model, device=device)
             if groups is None:
-                from .conditions import parse_layer_groups
-
                 groups = parse_layer_groups(config.grid.layers or ["all"], num_layers(model))
         elif groups is None:
             stored_layers = (old.resolved.get("layers") if old is not None else None)
@@ -285,18 +281,12 @@ class _Stages:
 
     def execute(self) -> Path:
         """Generate, measure, judge, then summary, plots and report, under the run directory's lock."""
-        from . import distributed
-        from .models import model_info
-        from .sweep_store import SweepPlan
-
         run, config, prepared, opts, say = self.run, self.config, self.prepared, self.opts, self.say
         model, tokenizer = self.model, self.tokenizer
         self.model = self.tokenizer = None
         with run.lock("eval"):  # in a torchrun job: rank 0's lock, agreed by every rank
             plan = None
             if model is not None:
-                from .vector_file import load_vectors
-
                 vectors = {name: sv.vectors
                            for name, sv in load_vectors(config.grid.vectors_dir, prepared.transforms).items()}
                 plan = distributed.agree(lambda: SweepPlan.prepare(
@@ -341,8 +331,6 @@ def _measures_stage(run: RunDir, config: EvalConfig, conditions: list[Any],
     """The measures of every planned condition (the loaded model, else the run's model loaded only
     when something is left to measure); False when they cannot be made (a vector file is missing
     in a --skip-generation resume: warned, and the run goes on without them)."""
-    from .models import load_model_from_settings
-
     names = sorted({c.vector for c in conditions if c.vector})
     if model_and_tokenizer is None and vector_files(config.grid.vectors_dir, names) is None:
         print(f"warning: no measures: a vector file of {', '.join(names)} is missing from "
@@ -400,8 +388,6 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
     """Judge the planned conditions (or check the stored judgments with --skip-judging); False when
     there is nothing to summarise yet."""
     if backend is not None:
-        from .judge.stage import run_judge_stage
-
         second = _make_judge(config, second=True)
         stats = [JudgeStats() for _ in range(1 if second is None else 2)]
         try:
@@ -434,8 +420,6 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
 
 def _unjudged(run: RunDir, stems: list[str]) -> list[str]:
     """Planned conditions whose judged file is missing or covers other answers than their generations."""
-    from .io import read_json
-
     out = []
     for stem in stems:
         gen, judged = run.generations(stem), run.judged_json(stem)

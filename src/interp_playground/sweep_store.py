@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from . import distributed
+from .chat import prompt_ids
 from .conditions import BASELINE_STEM, Condition, check_questions
 from .engine import generate_batches
 from .engine.base import GenerationRequest, check_conditions, check_vectors
@@ -361,8 +362,6 @@ def _check_same_plan(requests: Sequence[GenerationRequest]) -> None:
 
 def expected_tokens(tokenizer: Any, requests: Sequence[GenerationRequest], settings: GenerationSettings) -> list[int]:
     """The expected cost of each request: its prompt's length in tokens plus ``max_new_tokens``."""
-    from .chat import prompt_ids
-
     lengths: dict[str, int] = {}
     out = []
     for req in requests:

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import UserError
 from ..eval_config import EvalConfig
 from ..judge.settings import JudgeSettings
+from ..rundir import RunDir
 from ..settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings
 from .common import OneLineParser
 
@@ -64,8 +65,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[EvalConfig, Path | None]
     a new run for another grid), generation settings unless ``--overwrite`` (which regenerates).
     Judge and metrics options may change (a re-judge, other thresholds).
     """
-    from ..rundir import RunDir
-
     base = EvalConfig()
     run_dir = None
     if args.resume:
@@ -156,8 +155,6 @@ def report_main(argv: list[str]) -> int:
 
 def _existing_dir(path: str) -> Path:
     """An existing run directory that the plots and the report can be written into."""
-    from ..rundir import RunDir
-
     return RunDir.existing(path).check_writable().path
 
 

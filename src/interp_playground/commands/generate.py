@@ -20,7 +20,12 @@ import sys
 import time
 from typing import Any
 
+from ..conditions import check_questions, parse_layer_groups, plan_grid, validate_alphas
+from ..io import check_writable_dir
+from ..questions import QUESTIONS, check_question_lengths, load_questions, select_questions
+from ..rundir import RunDir
 from ..settings import GenerationSettings, GridSettings, ModelSettings
+from ..transforms import base_transforms, resolve_transforms
 from .common import OneLineParser
 
 
@@ -49,10 +54,7 @@ def build_parser(prog: str = "interp-playground generate") -> argparse.ArgumentP
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (``UserError`` is handled by the CLI dispatcher)."""
     from .. import distributed
-    from ..conditions import check_questions, parse_layer_groups, validate_alphas
-    from ..io import check_writable_dir
     from ..models import check_device
-    from ..questions import QUESTIONS, load_questions, select_questions
 
     args = build_parser().parse_args(argv)
     model_s = ModelSettings.from_args(args)
@@ -65,14 +67,12 @@ def main(argv: list[str]) -> int:
         load_questions(grid.questions_file) if grid.questions_file else list(QUESTIONS), grid.max_samples))
     check_writable_dir(args.output_dir, "--output-dir")
 
-    from ..transforms import resolve_transforms
     from ..vector_file import load_vectors
 
     transforms = resolve_transforms(grid.transforms, vectors_dir=grid.vectors_dir)
     loaded = load_vectors(grid.vectors_dir, transforms)
     vectors = {name: sv.vectors for name, sv in loaded.items()}
     from ..models import context_length, load_model_from_settings, load_tokenizer, model_shape
-    from ..questions import check_question_lengths
     from ..vector_file import check_vectors_match_model
 
     # a clear error now for an unreachable hub id, and for a question longer than the context
@@ -86,7 +86,6 @@ def main(argv: list[str]) -> int:
     groups = parse_layer_groups(grid.layers or ["all"], n_layers=depth)
 
     # ---- the model, under the directory's lock when it exists (a second writer is refused at once) ----
-    from ..rundir import RunDir
 
     existing = RunDir(args.output_dir)
     with existing.lock("generate") if existing.path.is_dir() else contextlib.nullcontext():
@@ -99,10 +98,8 @@ def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, transforms: 
               grid: GridSettings, settings: GenerationSettings) -> int:
     """The sweep of :func:`main` once the model has loaded."""
     from .. import distributed
-    from ..conditions import plan_grid
     from ..sweep import vector_hashes
     from ..sweep_store import generate_sweep
-    from ..transforms import base_transforms
     from ..vector_file import vector_path
 
     conditions = plan_grid(transforms, groups, alphas, ablate=grid.ablate, baseline=not args.no_baseline)

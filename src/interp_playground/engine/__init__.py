@@ -21,9 +21,11 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..models import model_device
 from ..rows import GenerationRow
 from ..settings import GenerationSettings
 from .base import Engine, GenerationRequest, check_conditions, check_vectors
+from .hf import HFEngine
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,6 @@ def select_engine(name: str, model: torch.nn.Module, tokenizer: Any, requests: S
 
     ``fast`` on a model it does not support is a one-line ``UserError`` naming the reason.
     """
-    from ..models import model_device
-    from .hf import HFEngine
-
     def chosen(engine: Engine, why: str) -> Engine:
         log.info("engine: %s (%s)", engine.name, why)
         if announce:

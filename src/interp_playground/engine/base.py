@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..chat import split_reasoning
 from ..conditions import Condition, check_layer_range
 from ..errors import UserError
 from ..models import hidden_size, model_device, num_layers
@@ -156,8 +157,6 @@ def finished_row(req: GenerationRequest, tokens: Sequence[int], tokenizer: Any, 
                  max_new_tokens: int) -> GenerationRow:
     """The row of one request from its generated ids (anything after the first end token ignored):
     the text before the end token, decoded and stripped, with a ``<think>`` block split off."""
-    from ..chat import split_reasoning
-
     eos_set = set(eos)
     tokens = list(tokens)
     end = next((k for k, t in enumerate(tokens) if t in eos_set), None)

@@ -28,6 +28,7 @@ from ..metrics import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, par
 from ..rows import condition_key
 from ..stats import average_ranks
 from ..stats import spearman as _spearman
+from .identity import describe_judge
 
 #: Default fields that identify one answer in both judges' rows.
 DEFAULT_KEY: tuple[str, ...] = ("condition", "question_id", "answer_idx")
@@ -253,8 +254,6 @@ def agreement_summary(
             ``judge_info`` with their one-line names under ``judges``.
         order: the conditions' order (e.g. the summary's ``condition_order``); others follow.
     """
-    from .identity import describe_judge
-
     rows_a, rows_b = list(rows_a), list(rows_b)
     result = agreement(rows_a, rows_b, key, aligned_threshold=aligned_threshold,
                        coherent_threshold=coherent_threshold)

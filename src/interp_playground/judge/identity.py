@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import PathLike, read_json
+from ..rundir import RunDir
 from .backends import JudgeBackend
 from .prompts import JudgePrompt, builtin_prompt
 
@@ -86,8 +87,6 @@ def rejudge_command(run_dir: PathLike, info: Mapping[str, Any] | None, second_mo
 
 def _newest_judge(run_dir: Path, judges: list[dict[str, Any]]) -> dict[str, Any]:
     """The judge of the most recently written ``judged_*.json`` of ``run_dir`` (else the last one seen)."""
-    from ..rundir import RunDir
-
     files = sorted(RunDir(run_dir).judged_files().values(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for path in files:
         try:
