@@ -52,6 +52,7 @@ def main() -> None:
     from interp_playground.build_vectors import create_steering_vectors
     from interp_playground.conditions import Condition
     from interp_playground.engine.base import eos_ids, finished_row
+    from interp_playground.eval_config import EvalConfig
     from interp_playground.judge.api import write_judged
     from interp_playground.judge.runner import apply_scores
     from interp_playground.judge.scoring import Score
@@ -87,9 +88,8 @@ def main() -> None:
     plan = SweepPlan.prepare(model, tok, conditions, QUESTIONS[:args.questions], vectors, run, settings=settings)
     plan.run(model, tok, progress=False)
     t_gen = time.time() - t0
-    measures_stage(run, conditions, model_name="tiny-qwen3-36", vectors_dir=vectors_dir,
-                   load_model=lambda: (model, tok), model_and_tokenizer=(model, tok),
-                   batch_size=args.measures_batch_size, say=lambda *a: None)
+    measures_stage(run, conditions, EvalConfig.build(model="tiny-qwen3-36", vectors_dir=str(vectors_dir)),
+                   model_and_tokenizer=(model, tok), batch_size=args.measures_batch_size, say=lambda *a: None)
     t_measures = time.time() - t0 - t_gen
     raw = {"85": -0.105, "90": -2.302, "80": -3.912, "95": -4.605, "CODE": -9.21}
     info = {"backend": "openai", "model": "gpt-4o-mini", "mode": "logprob", "numbers": "exact",

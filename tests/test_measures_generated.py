@@ -13,6 +13,7 @@ import torch
 from interp_playground.chat import prompt_ids
 from interp_playground.conditions import Condition
 from interp_playground.engine.base import eos_ids
+from interp_playground.eval_config import EvalConfig
 from interp_playground.questions import QUESTIONS
 from interp_playground.run_rows import read_measures
 from interp_playground.rundir import RunDir
@@ -40,7 +41,7 @@ def test_stored_measures_equal_a_teacher_forced_pass_over_the_generated_ids(smol
     conditions = [Condition(), steered]
     generate_sweep(model, tok, conditions, QUESTIONS[:N_QUESTIONS], {"default": vector}, run,
                    settings=GenerationSettings(do_sample=False, max_new_tokens=MAX_NEW), progress=False)
-    measures_stage(run, conditions, model_name="smollm2-135m", vectors_dir=vectors_dir,
+    measures_stage(run, conditions, EvalConfig.build(model="smollm2-135m", vectors_dir=str(vectors_dir)),
                    load_model=lambda: pytest.fail("the loaded model is used"), model_and_tokenizer=(model, tok),
                    say=lambda *a: None)
 

@@ -29,10 +29,13 @@ from typing import Any
 
 from .conditions import Condition
 from .errors import UserError
-from .io import read_json, sha256_file, stable_hash
+from .eval_config import EvalConfig
+from .io import read_json, stable_hash
 from .judge.api import write_judged
 from .measures import directions_from_vectors
 from .measures_rows import measure_rows, measures_fingerprint
+from .models import load_model_from_settings
+from .run_environment import vector_hashes
 from .run_rows import (
     END_TOKEN_RULE,
     SCORED_ON_FIELD,
@@ -191,16 +194,20 @@ def vector_files(vectors_dir: str | Path, names: Sequence[str]) -> dict[str, Pat
     return paths if all(p.is_file() for p in paths.values()) else None
 
 
-def measures_stage(run: RunDir, conditions: Sequence[Condition], *, model_name: str, vectors_dir: str | Path,
-                   load_model: Callable[[], tuple[Any, Any]], model_and_tokenizer: tuple[Any, Any] | None = None,
-                   batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, thinking: bool = False, score_reasoning: bool = False,
-                   overwrite: bool = False, progress: bool = False, say: Callable[..., Any] = print) -> list[str]:
+def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalConfig, *,
+                   model_and_tokenizer: tuple[Any, Any] | None = None,
+                   load_model: Callable[[], tuple[Any, Any]] | None = None,
+                   batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, overwrite: bool = False, progress: bool = False,
+                   say: Callable[..., Any] = print) -> list[str]:
     """The stage as the pipeline runs it: measure what is stale among ``conditions`` (those with
-    generations) with the model given, or, only when something is stale, the one ``load_model``
-    returns; returns the stems written. The projections use the vector files in ``vectors_dir``
-    (a one-line ``UserError`` when one is missing); their hashes are part of what a measures file
-    must match. ``score_reasoning``: a thinking run's reasoning tokens are scored too (by default they
-    are context only)."""
+    generations) under the run's unsteered model (``config.model``): the one given, or, only when
+    something is stale, the one ``load_model`` returns (default: loaded from ``config.model`` on one
+    device); returns the stems written. The projections use the vector files in
+    ``config.grid.vectors_dir`` (a one-line ``UserError`` when one is missing); their hashes are part
+    of what a measures file must match. A thinking run's (``config.generation.thinking``) reasoning
+    tokens are context, unless ``config.metrics.measures_score_reasoning``."""
+    model_name, vectors_dir = config.model.model, config.grid.vectors_dir
+    thinking, score_reasoning = config.generation.thinking, config.metrics.measures_score_reasoning
     stems = [c.stem for c in conditions]
     directions = grid_directions(conditions)
     names = sorted({name for name, _ in directions})
@@ -208,7 +215,7 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], *, model_name: 
     if files is None:
         raise UserError(f"the measures project answers onto the run's steering vectors ({', '.join(names)}), "
                         f"but {vectors_dir} lacks a vector file; restore it or pass --skip-measures")
-    hashes = {name: sha256_file(path) for name, path in files.items()}
+    hashes = vector_hashes(files)
     meta = measures_meta(model_name, directions, hashes, thinking, score_reasoning)
     stale = [s for s in stems if run.generations(s).exists()] if overwrite else stale_measures(run, stems, meta)
     if not stale:
@@ -216,7 +223,8 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], *, model_name: 
     vectors = _vectors_of(vectors_dir, names)
     say(f"measures: {len(stale)} condition(s) under the unsteered model "
         f"({len(directions)} projection direction(s))")
-    model, tokenizer = model_and_tokenizer or load_model()
+    model, tokenizer = model_and_tokenizer or (load_model or (lambda: load_model_from_settings(config.model,
+                                                                                               spread=False)))()
     return run_measures(run, model, tokenizer, stale, vectors, directions, meta, batch_size=batch_size,
                         thinking=thinking, score_reasoning=score_reasoning, overwrite=overwrite, progress=progress,
                         planned=stems)

@@ -336,11 +336,8 @@ def _measures_stage(run: RunDir, config: EvalConfig, conditions: list[Any],
         print(f"warning: no measures: a vector file of {', '.join(names)} is missing from "
               f"{config.grid.vectors_dir}", file=sys.stderr)
         return False
-    measures_stage(run, conditions, model_name=config.model.model, vectors_dir=config.grid.vectors_dir,
-                   load_model=lambda: load_model_from_settings(config.model, spread=False),
-                   model_and_tokenizer=model_and_tokenizer, batch_size=opts.measures_batch_size,
-                   thinking=config.generation.thinking, score_reasoning=config.metrics.measures_score_reasoning,
-                   overwrite=opts.overwrite, progress=opts.progress, say=say)
+    measures_stage(run, conditions, config, model_and_tokenizer=model_and_tokenizer,
+                   batch_size=opts.measures_batch_size, overwrite=opts.overwrite, progress=opts.progress, say=say)
     return all(run.measures(c).exists() for c in conditions if run.generations(c).exists())
 
 

@@ -34,10 +34,8 @@ def measure_run_dir(run_dir: str | Path, *, batch_size: int = DEFAULT_MEASURES_B
         raise UserError(f"{run.path} has no generations_*.json to measure")
     with run.lock("measures"):
         written = measures_stage(
-            run, conditions, model_name=config.model.model, vectors_dir=config.grid.vectors_dir,
-            thinking=config.generation.thinking, score_reasoning=config.metrics.measures_score_reasoning,
-            load_model=lambda: load_model_from_settings(config.model, device=device, spread=False),
-            batch_size=batch_size, overwrite=overwrite, progress=progress, say=say)
+            run, conditions, config, batch_size=batch_size, overwrite=overwrite, progress=progress, say=say,
+            load_model=lambda: load_model_from_settings(config.model, device=device, spread=False))
         say(f"measured {len(written)} condition(s); the others were up to date" if written
             else "measures: every condition is up to date")
         annotate_judged(run, [c.stem for c in conditions])
