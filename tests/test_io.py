@@ -25,3 +25,13 @@ def test_journal_survives_a_torn_last_line(tmp_path):
         fh.write('{"a": 3, "tor')  # a crash in the middle of a record
     append_jsonl(path, [{"a": 4}])
     assert list(read_jsonl(path)) == [{"a": 1}, {"a": 2}, {"a": 4}]
+
+
+def test_redact_url_removes_every_credential_and_nothing_else():
+    from interp_playground.io import redact_url, redacted
+
+    assert redact_url("http://u:p@host:8000/v1/") == "http://host:8000/v1/"
+    assert redact_url("https://u:p@ss@h/x?y=a@b") == "https://h/x?y=a@b"  # an @ inside the password too
+    assert redact_url("see http://a:b@h:1/x and https://c@d/") == "see http://h:1/x and https://d/"
+    assert redact_url("mail me at a@b.org") == "mail me at a@b.org" and redact_url(3) == 3
+    assert redacted({"u": ["http://k@h/"], "n": 1}) == {"u": ["http://h/"], "n": 1}

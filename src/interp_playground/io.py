@@ -11,8 +11,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,21 @@ def stable_hash(obj: Any) -> str:
     """Short hash of a JSON-serialisable value, independent of dict order."""
     text = json.dumps(to_jsonable(obj), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return sha256_text(text)[:16]
+
+
+# the user:password@ of a URL (up to its last @ before the path: a password may hold an @)
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s]*@")
+
+
+def redact_url(text: Any) -> Any:
+    """A string with the ``user:password@`` part of every URL in it removed (other values unchanged)."""
+    return _URL_CREDENTIALS.sub("", text) if isinstance(text, str) else text
+
+
+def redacted(data: Any) -> Any:
+    """``data`` as recorded: no URL credentials anywhere in it (keys come from the environment)."""
+    if isinstance(data, Mapping):
+        return {key: redacted(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [redacted(value) for value in data]
+    return redact_url(data)

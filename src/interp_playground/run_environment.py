@@ -4,10 +4,8 @@ with their credentials removed (for ``config.json``)."""
 from __future__ import annotations
 
 import platform
-import re
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +46,4 @@ def vector_hashes(paths: dict[str, Path]) -> dict[str, str]:
     return {name: sha256_file(path) for name, path in paths.items() if Path(path).exists()}
 
 
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def redact_url(text: Any) -> Any:
-    """A string with the ``user:password@`` part of every URL in it removed (other values unchanged)."""
-    return _URL_CREDENTIALS.sub("", text) if isinstance(text, str) else text
-
-
-def redacted(data: Any) -> Any:
-    """``data`` as recorded: no URL credentials anywhere in it (keys come from the environment)."""
-    if isinstance(data, Mapping):
-        return {key: redacted(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [redacted(value) for value in data]
-    return redact_url(data)
-
-
-__all__ = ["environment_info", "git_commit", "redact_url", "redacted", "vector_hashes"]
+__all__ = ["environment_info", "git_commit", "vector_hashes"]

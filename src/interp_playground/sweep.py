@@ -26,7 +26,7 @@ from .conditions import parse_layer_groups, plan_grid, validate_alphas
 from .engine.base import check_conditions, check_vectors
 from .errors import UserError
 from .eval_config import EvalConfig
-from .io import check_writable_dir, read_json
+from .io import check_writable_dir, read_json, redact_url, redacted
 from .judge.cache import check_cache_file
 from .judge.runner import JudgeStats, JudgeStopped
 from .judge.stage import run_judge_stage
@@ -42,7 +42,7 @@ from .models import (
 )
 from .outputs import update_outputs
 from .questions import QUESTIONS, check_question_lengths, load_questions, select_questions
-from .run_environment import environment_info, git_commit, redact_url, redacted, vector_hashes
+from .run_environment import environment_info, git_commit, vector_hashes
 from .rundir import RunDir, RunManifest
 from .sweep_store import SweepPlan
 from .transforms import base_transforms, resolve_transforms

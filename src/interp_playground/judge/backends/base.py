@@ -17,9 +17,10 @@ import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ...errors import UserError
+from ...io import redact_url
 from ..scoring import DEFAULT_LABELS, MIN_NUMERIC_MASS, Score
 
 MODES = ("logprob", "text")
@@ -137,17 +138,8 @@ class JudgeBackend(abc.ABC):
 
 
 def sanitize_url(url: str) -> str:
-    """``url`` without user:password@ (never record credentials)."""
-    try:
-        parts = urlsplit(url)
-        if parts.username or parts.password:
-            host = parts.hostname or ""
-            if parts.port:
-                host = f"{host}:{parts.port}"
-            parts = parts._replace(netloc=host)
-        return urlunsplit(parts).rstrip("/")
-    except ValueError:  # an unparsable port or netloc: keep only what cannot hold a password
-        return url.rsplit("@", 1)[-1] if "@" in url else url
+    """``url`` without user:password@ (never record credentials) and without a trailing slash."""
+    return redact_url(url).rstrip("/")
 
 
 def check_base_url(url: str, option: str = "--judge-base-url") -> str:
