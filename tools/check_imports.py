@@ -27,7 +27,7 @@ LEVELS: list[tuple[str, list[str]]] = [
                         "judge.backends", "judge.backends.**", "judge.cache", "judge.digits", "judge.identity",
                         "judge.runner", "judge.batch", "judge.batch_files", "judge.api", "judge.agreement",
                         "judge.settings", "judge.testing", "judge.testing_batch", "measures", "measures_rows", "metrics",
-                        "plot_style", "run_environment", "run_reader", "eval_config"]),
+                        "plot_style", "run_environment", "run_reader", "eval_config", "preflight"]),
     ("stages", ["build_vectors", "vector_plots", "sweep_store", "measures_stage", "judge.stage", "run_summary",
                 "plots", "measure_plots", "report", "report_table"]),
     ("orchestration", ["sweep", "outputs", "seed_api", "judge", "judge.command", "demo", "commands", "commands.**", "cli",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed
-from .conditions import parse_layer_groups, plan_grid, validate_alphas
+from .conditions import parse_layer_groups, plan_grid
 from .engine.base import check_conditions, check_vectors
 from .errors import UserError
 from .eval_config import EvalConfig
@@ -33,20 +33,16 @@ from .judge.stage import run_judge_stage
 from .measures_stage import annotate_judged, check_batch_size, measures_stage, vector_files
 from .models import (
     check_device,
-    context_length,
     load_model_from_settings,
-    load_tokenizer,
     model_info,
-    model_shape,
     num_layers,
 )
 from .outputs import update_outputs
-from .questions import QUESTIONS, check_question_lengths, load_questions, select_questions
+from .preflight import Preflight, check_before_load, prepare
 from .run_environment import environment_info, git_commit, vector_hashes
 from .rundir import RunDir, RunManifest
 from .sweep_store import SweepPlan
-from .transforms import base_transforms, resolve_transforms
-from .vector_file import SteeringVectors, check_vectors_match_model, load_vectors, vector_path
+from .vector_file import load_vectors
 
 
 @dataclass(frozen=True)
@@ -63,46 +59,6 @@ class EvalOptions:
     command: list[str] | None = None
 
 
-@dataclass
-class _Prepared:
-    """What ``run_eval`` checked before any expensive work."""
-
-    transforms: list[str]
-    alphas: list[float]
-    questions: list[str]
-    layer_groups: list[tuple[int, ...]] | None
-    vector_files: dict[str, Path]
-
-
-def _prepare(config: EvalConfig, *, need_vectors: bool) -> _Prepared:
-    """Validate a config cheaply (no model load): settings, transforms, alphas, questions, vectors, layers."""
-    grid = config.grid.validate()
-    config.generation.validate()
-    config.metrics.validate()
-    transforms = resolve_transforms(grid.transforms, vectors_dir=grid.vectors_dir)
-    alphas = validate_alphas(grid.alphas)
-    questions = load_questions(grid.questions_file) if grid.questions_file else list(QUESTIONS)
-    questions = select_questions(questions, grid.max_samples)
-    files: dict[str, Path] = {}
-    n_layers: int | None = None
-    for name in base_transforms(transforms):  # derived names (a-minus-b) need both files
-        path = vector_path(grid.vectors_dir, name)
-        if need_vectors and not path.exists():
-            raise UserError(
-                f"missing vector file {path}; create it with `interp-playground vectors --model "
-                f"{config.model.model} --transforms {name} --output-dir {grid.vectors_dir}`"
-            )
-        if path.exists():
-            files[name] = path
-            n_layers = SteeringVectors.load(path).num_layers
-    groups = None
-    if grid.layers is not None:
-        needs_depth = any(str(x).strip().lower() == "all" for x in grid.layers)
-        if n_layers is not None or not needs_depth:  # else decided once the model is loaded
-            groups = parse_layer_groups(grid.layers, n_layers)
-    return _Prepared(transforms, alphas, questions, groups, files)
-
-
 def _release_memory() -> None:
     """Return freed tensors' memory (GPU caches included) after a model is dropped."""
     import gc
@@ -114,16 +70,7 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _check_vectors_fit(config: EvalConfig, prepared: _Prepared) -> None:
-    """Vectors made for another model: refused (shape) or warned about (name) before the model loads."""
-    n_layers, hidden = model_shape(config.model.model, revision=config.model.revision)
-    loaded = {name: SteeringVectors.load(path) for name, path in prepared.vector_files.items()}
-    for warning in check_vectors_match_model(loaded, config.model.model, n_layers, hidden,
-                                             vectors_dir=config.grid.vectors_dir):
-        print(f"warning: {warning}", file=sys.stderr)
-
-
-def _check_conditions(model: Any, config: EvalConfig, prepared: _Prepared, conditions: list[Any]) -> None:
+def _check_conditions(model: Any, config: EvalConfig, prepared: Preflight, conditions: list[Any]) -> None:
     """The engine's checks of the planned conditions against the loaded model (zero vectors, alphas
     that overflow its dtype, layers), before anything is written."""
     loaded = load_vectors(config.grid.vectors_dir, prepared.transforms)
@@ -168,7 +115,9 @@ def run_eval(
     opts = EvalOptions(skip_generation=skip_generation, skip_judging=skip_judging, skip_measures=skip_measures,
                        overwrite=overwrite, make_report=make_report, progress=progress,
                        measures_batch_size=measures_batch_size, command=command)
-    prepared = _prepare(config, need_vectors=not skip_generation)
+    config.generation.validate()
+    config.metrics.validate()
+    prepared = prepare(config.model, config.grid, need_vectors=not skip_generation)
     if not skip_measures:
         check_batch_size(measures_batch_size)
     check_device(config.model.device)
@@ -188,7 +137,7 @@ def run_eval(
                                 judge_backend)
 
 
-def _run_eval_locked(config: EvalConfig, prepared: _Prepared, opts: EvalOptions, old_run: RunDir | None,
+def _run_eval_locked(config: EvalConfig, prepared: Preflight, opts: EvalOptions, old_run: RunDir | None,
                      output_dir: Any, device: str | None, model_and_tokenizer: tuple[Any, Any] | None,
                      judge_backend: Any) -> Path:
     """:func:`run_eval` once the cheap checks have passed (a resumed run's lock held)."""
@@ -211,11 +160,7 @@ def _run_eval_locked(config: EvalConfig, prepared: _Prepared, opts: EvalOptions,
     opts = dataclasses.replace(opts, progress=opts.progress and job.is_main)
     try:
         if model_and_tokenizer is None and not skip_generation:
-            tokenizer = load_tokenizer(config.model.model)  # a clear error now for an unreachable hub id
-            _check_vectors_fit(config, prepared)
-            check_question_lengths(tokenizer, prepared.questions, config.generation.max_new_tokens,
-                                   context_length(config.model.model, revision=config.model.revision),
-                                   thinking=config.generation.thinking)
+            check_before_load(config.model, config.grid, config.generation, prepared)
 
         groups: list[tuple[int, ...]] | None = prepared.layer_groups
         model = tokenizer = None
@@ -268,7 +213,7 @@ class _Stages:
 
     run: RunDir
     config: EvalConfig
-    prepared: _Prepared
+    prepared: Preflight
     opts: EvalOptions
     groups: list[tuple[int, ...]]
     conditions: list[Any]
@@ -341,7 +286,7 @@ def _measures_stage(run: RunDir, config: EvalConfig, conditions: list[Any],
     return all(run.measures(c).exists() for c in conditions if run.generations(c).exists())
 
 
-def _manifest(config: EvalConfig, prepared: _Prepared, groups: list[tuple[int, ...]], conditions: list[Any],
+def _manifest(config: EvalConfig, prepared: Preflight, groups: list[tuple[int, ...]], conditions: list[Any],
               old: RunManifest | None, backend: Any, command: list[str] | None, info: dict[str, Any] | None,
               keep_generation: bool) -> RunManifest:
     layers = [g[0] if len(g) == 1 else list(g) for g in groups]

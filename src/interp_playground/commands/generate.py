@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from typing import Any
 
-from ..conditions import check_questions, parse_layer_groups, plan_grid, validate_alphas
+from ..conditions import parse_layer_groups, plan_grid
 from ..io import check_writable_dir
-from ..questions import QUESTIONS, check_question_lengths, load_questions, select_questions
 from ..rundir import RunDir
 from ..settings import GenerationSettings, GridSettings, ModelSettings
-from ..transforms import base_transforms, resolve_transforms
+from ..transforms import base_transforms
 from .common import OneLineParser
 
 
@@ -61,28 +59,16 @@ def main(argv: list[str]) -> int:
     device = distributed.init(check_device(model_s.device), device_map=model_s.device_map)
     grid = GridSettings.from_args(args, GridSettings(layers=["all"])).validate()
     settings = GenerationSettings.from_args(args).validate()
-    # ---- cheap checks first: nothing is loaded yet ----
-    alphas = validate_alphas(grid.alphas)
-    questions = check_questions(select_questions(
-        load_questions(grid.questions_file) if grid.questions_file else list(QUESTIONS), grid.max_samples))
-    check_writable_dir(args.output_dir, "--output-dir")
-
+    # ---- cheap checks first: nothing is loaded yet (torch is imported from here on) ----
+    from ..models import load_model_from_settings
+    from ..preflight import check_before_load, prepare
     from ..vector_file import load_vectors
 
-    transforms = resolve_transforms(grid.transforms, vectors_dir=grid.vectors_dir)
-    loaded = load_vectors(grid.vectors_dir, transforms)
-    vectors = {name: sv.vectors for name, sv in loaded.items()}
-    from ..models import context_length, load_model_from_settings, load_tokenizer, model_shape
-    from ..vector_file import check_vectors_match_model
-
-    # a clear error now for an unreachable hub id, and for a question longer than the context
-    tokenizer = load_tokenizer(model_s.model, revision=model_s.revision)
-    check_question_lengths(tokenizer, questions, settings.max_new_tokens,
-                           context_length(model_s.model, revision=model_s.revision), thinking=settings.thinking)
-    depth, hidden = model_shape(model_s.model, revision=model_s.revision)
-    for warning in check_vectors_match_model(loaded, model_s.model, depth, hidden, vectors_dir=grid.vectors_dir):
-        if distributed.is_main():
-            print(f"warning: {warning}", file=sys.stderr)
+    prepared = prepare(model_s, grid, need_vectors=True)
+    check_writable_dir(args.output_dir, "--output-dir")
+    vectors = {name: sv.vectors for name, sv in load_vectors(grid.vectors_dir, prepared.transforms).items()}
+    # the tokenizer and config only: an unreachable model, vectors of another shape, a question too long
+    depth = check_before_load(model_s, grid, settings, prepared)
     groups = parse_layer_groups(grid.layers or ["all"], n_layers=depth)
 
     # ---- the model, under the directory's lock when it exists (a second writer is refused at once) ----
@@ -90,7 +76,8 @@ def main(argv: list[str]) -> int:
     existing = RunDir(args.output_dir)
     with existing.lock("generate") if existing.path.is_dir() else contextlib.nullcontext():
         model, tokenizer = load_model_from_settings(model_s, device=device)
-        return _generate(args, model, tokenizer, transforms, groups, alphas, questions, vectors, grid, settings)
+        return _generate(args, model, tokenizer, prepared.transforms, groups, prepared.alphas, prepared.questions,
+                         vectors, grid, settings)
 
 
 def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, transforms: list[str],
