@@ -441,3 +441,28 @@ def test_rows_without_text_are_recorded_not_sent(server):
     assert out[0]["aligned_score"] == 86.25 and server.count == 2
     assert out[1]["aligned_score"] is None and out[1]["coherent_score"] is None
     assert out[1]["aligned_reason"] == "unscorable: the row has no question or response text"
+
+
+def test_groups_finished_early_are_not_written_when_no_verdict_is_ever_scored():
+    """A group with no call (an empty answer) finishes first and is held; an answered but unscorable
+    verdict must not release it: nothing is written and the run stops with one line."""
+    import asyncio
+
+    from interp_playground.errors import UserError
+    from interp_playground.judge.backends.base import JudgeBackend
+    from interp_playground.judge.runner import judge_groups_async
+    from interp_playground.judge.scoring import Score
+
+    class Unscorable(JudgeBackend):
+        name, model = "fake", "m"
+
+        async def score(self, prompt, labels=()):
+            await asyncio.sleep(0.01)
+            return Score(value=None, label=None, reason="unscorable: probability on numbers 0-100 is 0.1 < 0.25")
+
+    written: list[int] = []
+    groups = [[{"question": "Q", "response": None}], [{"question": "Q", "response": "A"}]]
+    with pytest.raises(UserError, match="no judge verdict could be scored"):
+        asyncio.run(judge_groups_async(groups, Unscorable(), concurrency=1,
+                                       on_group_done=lambda g, rows: written.append(g)))
+    assert written == []

@@ -237,3 +237,22 @@ def test_bad_batch_size_and_missing_vectors_are_one_line_errors(unmeasured_run, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "vector" in err
     assert cli_main(["measures", str(tmp_path / "nope")]) == 2
+
+
+def test_vectors_rebuilt_since_the_run_are_refused_not_projected_onto(unmeasured_run, tmp_path, capsys):
+    """The projections must use the directions the run was steered along: a vector file rebuilt in
+    the run's vectors folder since (other samples, same name) is refused in one line, nothing written."""
+    from interp_playground.build_vectors import create_steering_vectors
+
+    run = _copy(unmeasured_run, tmp_path / "run")
+    rebuilt = tmp_path / "rebuilt"
+    create_steering_vectors(MODEL, transforms=["default"], dataset="bundled", n_samples=3, output_dir=rebuilt,
+                            device="cpu", plot=False)
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["grid"]["vectors_dir"] = str(rebuilt)
+    (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()  # the extraction's progress bars
+    assert cli_main(["measures", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "changed since" in err and "default" in err
+    assert not list(run.glob("measures_*"))

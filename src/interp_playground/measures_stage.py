@@ -216,6 +216,14 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalCon
         raise UserError(f"the measures project answers onto the run's steering vectors ({', '.join(names)}), "
                         f"but {vectors_dir} lacks a vector file; restore it or pass --skip-measures")
     hashes = vector_hashes(files)
+    manifest = run.read_manifest()
+    steered = manifest.vector_hashes if manifest is not None else {}
+    changed = sorted(t for t, h in hashes.items() if steered.get(t) not in (None, h))
+    if changed:  # projections onto a direction the run never steered along would be silently wrong
+        raise UserError(f"the vector file(s) of {', '.join(changed)} in {vectors_dir} changed since {run.path} was "
+                        f"generated (config.json records other hashes): the projections would use directions the run "
+                        f"never steered along; restore the files it was steered with, or leave the measures out "
+                        f"(--skip-measures)")
     meta = measures_meta(model_name, directions, hashes, thinking, score_reasoning)
     stale = [s for s in stems if run.generations(s).exists()] if overwrite else stale_measures(run, stems, meta)
     if not stale:

@@ -311,8 +311,7 @@ async def judge_groups_async(
                 count_score(stats, score)
                 verdicts["sent"] += 1
                 if not score.failed and not verdicts["answered"]:
-                    verdicts["answered"] += 1
-                    release_held()
+                    verdicts["answered"] += 1  # held groups wait for a scored verdict (deliver), not an answer
                 if score.failed:
                     state["streak"] += 1
                     state["last"] = score.reason or ""
