@@ -141,7 +141,7 @@ def test_killed_and_stopped_runs_resume_byte_identical(vectors, server, tmp_path
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     lines = [line for line in err.splitlines() if "interrupted" in line]
     assert lines == [f"interrupted; finished work is saved; resume with: interp-playground eval --resume "
-                     f"{run.relative_to(work)}"], err[-2000:]  # (without --skip-measures it measures too)
+                     f"{run.relative_to(work)} --skip-measures"], err[-2000:]  # the options config.json lacks
     assert 2 <= len(_verdicts(run)) < len(_verdicts(ref))
     # 3. resumed to the end
     server.latency = 0.0

@@ -152,7 +152,7 @@ def test_http_500_during_eval_names_the_resume_command_and_resume_finishes(vecto
         err = _fails(_eval(vectors, *judge, "--judge-base-url", server.base_url, out=out), capsys)
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     assert "after HTTP 500, past --judge-max-wait 0.5 s" in err
-    assert err.endswith(f"finished work is saved: resume with: interp-playground eval --resume {run}")
+    assert err.endswith(f"finished work is saved: resume with: interp-playground eval --resume {run} --skip-measures")
     before = _tree(run)
     assert {"config.json", "generations_baseline.json", "generations_default_layer_1_alpha_1.0.json"} <= set(before)
     assert not any(name.startswith("judged_") for name in before)
@@ -249,7 +249,8 @@ def test_disk_full_is_one_line_keeps_the_data_and_resume_finishes(vectors, mount
     err = _fails(_eval(vectors, "--skip-judging", out=out), capsys)
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     assert "No space left on device" in err
-    assert err.endswith(f"finished work is saved: fix this, then resume with: interp-playground eval --resume {run}")
+    assert err.endswith(f"finished work is saved: fix this, then resume with: interp-playground eval --resume {run} "
+                        "--skip-judging")
     for path in run.glob("*.json"):
         json.loads(path.read_text())  # every file written is whole (atomic writes)
     assert not list(run.glob(".*.tmp"))  # no temp file left behind

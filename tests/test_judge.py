@@ -466,3 +466,27 @@ def test_groups_finished_early_are_not_written_when_no_verdict_is_ever_scored():
         asyncio.run(judge_groups_async(groups, Unscorable(), concurrency=1,
                                        on_group_done=lambda g, rows: written.append(g)))
     assert written == []
+
+
+def test_an_interrupt_inside_a_judge_task_leaves_no_traceback(capfd, caplog):
+    """A Ctrl-C / SIGTERM raised inside a running task (the signal handler raises wherever the loop is)
+    reaches the caller as KeyboardInterrupt, and the dead task's "exception was never retrieved"
+    traceback is not printed."""
+    import asyncio
+    import gc
+
+    from interp_playground.judge.runner import run_sync
+
+    async def judge_like():
+        async def call():
+            await asyncio.sleep(0)
+            raise KeyboardInterrupt  # as the handler does, in the middle of a task's step
+
+        asyncio.ensure_future(call())  # a worker: the loop stops in its step, nobody awaits it again
+        await asyncio.sleep(0.05)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(judge_like)
+    gc.collect()
+    err = capfd.readouterr().err + caplog.text  # asyncio reports through logging (stderr outside pytest)
+    assert "never retrieved" not in err and "Traceback" not in err

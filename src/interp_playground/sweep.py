@@ -186,24 +186,36 @@ def _run_eval_locked(config: EvalConfig, prepared: Preflight, opts: EvalOptions,
         try:
             return stages.execute()
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(_resume_command(run, config, skip_judging)) from None
+            raise KeyboardInterrupt(_resume_command(run, config, opts)) from None
         except JudgeStopped as exc:
             raise UserError(f"{exc}; finished work is saved: resume with: "
-                            f"{_resume_command(run, config, skip_judging)}") from None
+                            f"{_resume_command(run, config, opts)}") from None
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
                 raise
             raise UserError(f"{exc.strerror or exc} ({exc.filename or run.path}); finished work is saved: "
-                            f"fix this, then resume with: {_resume_command(run, config, skip_judging)}") from None
+                            f"fix this, then resume with: {_resume_command(run, config, opts)}") from None
     finally:
         if backend is not None and judge_backend is None:
             backend.close()
 
 
-def _resume_command(run: RunDir, config: EvalConfig, skip_judging: bool) -> str:
-    """The command that finishes ``run`` (``--judge-batch`` polls the same batches)."""
-    batch = " --judge-batch" if config.judge.batch and not skip_judging else ""
-    return f"interp-playground eval --resume {run.path}{batch}"
+def _resume_command(run: RunDir, config: EvalConfig, opts: EvalOptions) -> str:
+    """The command that finishes ``run`` as it was started: the run's settings come from its
+    ``config.json``; the options of this call that are not recorded there are repeated
+    (``--judge-batch`` polls the same batches; the measures' batch size keeps their journal usable)."""
+    flags = []
+    if opts.skip_judging:
+        flags.append("--skip-judging")
+    elif config.judge.batch:
+        flags.append("--judge-batch")
+    if opts.skip_measures:
+        flags.append("--skip-measures")
+    elif opts.measures_batch_size != EvalOptions.measures_batch_size:
+        flags.append(f"--measures-batch-size {opts.measures_batch_size}")
+    if not opts.make_report:
+        flags.append("--no-report")
+    return " ".join(["interp-playground eval --resume", str(run.path), *flags])
 
 
 @dataclass
@@ -254,14 +266,14 @@ class _Stages:
                 return run.path
             stems = [c.stem for c in self.conditions]
             if self.backend is None:  # --skip-judging only checks the stored judgments: before the measures' work
-                judged = _judge_stage(run, self.backend, config, stems, opts.progress, say)
+                judged = _judge_stage(run, self.backend, config, stems, opts, say)
             measured = not opts.skip_measures and _measures_stage(
                 run, config, self.conditions, (model, tokenizer) if model is not None else None, opts, say)
             model = tokenizer = None  # the judge may need the memory
             if self.owns_model:
                 _release_memory()
             if self.backend is not None:
-                judged = _judge_stage(run, self.backend, config, stems, opts.progress, say)
+                judged = _judge_stage(run, self.backend, config, stems, opts, say)
             if measured:
                 annotate_judged(run, stems)
             if judged or measured:
@@ -326,7 +338,8 @@ def _manifest(config: EvalConfig, prepared: Preflight, groups: list[tuple[int, .
     return manifest
 
 
-def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str], progress: bool, say: Any) -> bool:
+def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str], opts: EvalOptions,
+                 say: Any) -> bool:
     """Judge the planned conditions (or check the stored judgments with --skip-judging); False when
     there is nothing to summarise yet."""
     if backend is not None:
@@ -334,7 +347,7 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
         stats = [JudgeStats() for _ in range(1 if second is None else 2)]
         try:
             run_judge_stage(run, config.judge, [backend] + ([second] if second is not None else []),
-                            progress=progress, stems=stems, log=say, stats=stats)
+                            progress=opts.progress, stems=stems, log=say, stats=stats)
         except JudgeStopped:
             raise
         except UserError as exc:  # the settings were checked: a server or judge fault met while judging
@@ -345,7 +358,7 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
         failed = sum(s.failed for s in stats)
         if failed:
             print(f"warning: {failed} judge call(s) failed and their rows have no score; resume with: "
-                  f"{_resume_command(run, config, False)}", file=sys.stderr)
+                  f"{_resume_command(run, config, opts)}", file=sys.stderr)
         return True
     stale = _unjudged(run, stems)
     if len(stale) == len(stems):

@@ -362,17 +362,31 @@ async def judge_groups_async(
     return [rows if rows is not None else [] for rows in out]
 
 
+def _quiet_interrupts(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: a task that a Ctrl-C / SIGTERM stopped in mid-step holds the
+    KeyboardInterrupt the caller already handles (one line), so its "exception was never retrieved"
+    report, a traceback, is dropped; anything else is reported as usual."""
+    if isinstance(context.get("exception"), KeyboardInterrupt):
+        return
+    loop.default_exception_handler(context)
+
+
+async def _with_quiet_interrupts(coro_factory: Callable[[], Any]) -> Any:
+    asyncio.get_running_loop().set_exception_handler(_quiet_interrupts)
+    return await coro_factory()
+
+
 def run_sync(coro_factory: Callable[[], Any]) -> Any:
     """Run a coroutine to completion from sync code, even inside a running loop (notebooks)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro_factory())
+        return asyncio.run(_with_quiet_interrupts(coro_factory))
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro_factory())
+            box["value"] = asyncio.run(_with_quiet_interrupts(coro_factory))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
 
