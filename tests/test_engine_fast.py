@@ -129,3 +129,19 @@ def test_waiting_for_the_fused_step_can_be_asked_for(tiny_models, tokenizer, mon
     monkeypatch.setenv(WAIT_ENV, "1")
     assert FastEngine(tiny_models("qwen3"), tokenizer).wait_for_fusion is True
 
+
+
+def test_an_overflow_inside_the_model_stops_the_fast_engine_in_one_line(tokenizer):
+    """As the hf engine does: non-finite activations of a live answer (here an infinite weight) stop
+    the run with one line naming the conditions, instead of rows of garbage tokens."""
+    from interp_playground.engine import generate_batches
+    from interp_playground.errors import UserError
+    from interp_playground.models import decoder_layers
+
+    model = tiny_model("qwen3")
+    with torch.no_grad():
+        decoder_layers(model)[0].mlp.down_proj.weight.fill_(float("inf"))
+    requests = [GenerationRequest(Condition(), q, i, 0) for i, q in enumerate(QUESTIONS[:2])]
+    settings = GenerationSettings(max_new_tokens=5, do_sample=False, engine="fast")
+    with pytest.raises(UserError, match=r"NaN or infinite while answering under baseline: .*lower --alphas"):
+        list(generate_batches(model, tokenizer, requests, _vectors(1), settings, progress=False))

@@ -255,6 +255,10 @@ class FastEngine:
                               between_steps=between_steps if warm is not None and not runner.fused else None)
         try:
             for done in scheduler.run(batch_rows=max(1, slots // 4)):
+                if bool(runner.nonfinite):  # one read per group of rows, not per step
+                    names = ", ".join(dict.fromkeys(row.condition.stem for row in done))
+                    raise UserError(f"the model's activations became NaN or infinite while answering under "
+                                    f"{names}: its answers would be garbage; lower --alphas (or use a wider --dtype)")
                 bar.update(len(done))
                 bar.set_postfix(slots=slots, tok_s=f"{stats['tokens'] / max(time.perf_counter() - started, 1e-9):.0f}")
                 yield done

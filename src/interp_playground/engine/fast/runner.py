@@ -112,6 +112,10 @@ class SlotRunner:
         self.ablate_index = {layer: j for j, layer in enumerate(plan.ablate_layers)}
         self.uniforms = torch.zeros(slots, steps if sampling.do_sample else 1, dtype=torch.float32, device=dev)
         self.u_now = torch.zeros(slots, 1, dtype=torch.float32, device=dev)
+        #: Set (and kept) once a live answer's final hidden state or first logits were NaN or infinite:
+        #: an overflow (steering too strong for the dtype); the engine stops with one line. A flag on
+        #: the device, read once per group of finished rows, never per step.
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=dev)
         self.samplers: dict[int, RowSampler] = {}  # per width, over the first rows of ``u_now``
         #: Slots the decode step computes (the first ``width``); :meth:`compact` narrows it.
         self.width = slots
@@ -209,6 +213,7 @@ class SlotRunner:
             self.uniforms[rows] = self._to_device(uniforms.to(torch.float32)).clamp_(max=1.0 - 2.0**-24)
         source = list(range(len(prompts))) if source is None else list(source)
         logits = self.prefiller.run(slots, prompts, source)
+        self.nonfinite |= ~torch.isfinite(logits).all()
         first_u = self.uniforms[rows, :1]
         sampler = RowSampler(first_u, 0, self.sampling.temperature, self.sampling.top_p, self.sampling.top_k)
         first = self._choose(logits, torch.zeros(len(prompts), dtype=torch.long, device=self.w.device), sampler)
@@ -270,6 +275,8 @@ class SlotRunner:
             x = self.block(layer, x, cos, sin, attend, b)
         final = x[:, 0]
         self.mark(final)
+        # only live answers count: an idle slot decodes leftovers that nobody reads
+        self.nonfinite |= (~torch.isfinite(final).all(-1) & self.active[:b].bool()).any()
         logits = self.f_head(final, w.norm, w.lm_head, w.eps)
         gen = self.gen[:b]
         if self.sampling.do_sample:
