@@ -66,3 +66,20 @@ def test_encoding_and_columns_round_trip_with_stable_bytes(tmp_path):
     with np.load(tmp_path / "a.npz", allow_pickle=False) as data:  # plain numpy reads it
         assert list(data.files) == list(cols)
     assert read_columns(tmp_path / "missing.npz") is None
+
+
+def test_a_damaged_tokens_file_reads_as_none_so_the_answers_fall_back_to_text(tmp_path):
+    from interp_playground.token_store import write_tokens
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    rows = [{"condition": "baseline", "question": "q", "response": r, "question_id": i, "answer_idx": 0}
+            for i, r in enumerate(["a", "b"])]
+    write_tokens(run, "baseline", rows, [[1, 2, 3], [4]])
+    good = read_columns(run.tokens("baseline"))
+    assert read_tokens(run, "baseline")[("baseline", 1, 0)][1] == [4]
+    for broken in ({"offsets": np.array([0, 3], dtype=np.int64)},          # one row fewer than the keys
+                   {"offsets": np.array([0, 5, 4], dtype=np.int64)},       # past the ids, not monotone
+                   {"ids": np.array([1, 2], dtype=np.int32)}):              # ids cut short
+        write_columns(run.tokens("baseline"), {**good, **broken})
+        assert read_tokens(run, "baseline") == {}

@@ -72,6 +72,10 @@ def read_tokens(run: RunDir, stem: str) -> dict[RowKey, tuple[str, list[int]]]:
     except ValueError:
         return {}
     offsets, flat = cols["offsets"].tolist(), cols["ids"]
+    n = len(cols["question_id"])
+    if not (len(cols["answer_idx"]) == len(cols["answer"]) == n == len(offsets) - 1 and offsets[0] == 0
+            and offsets[-1] == len(flat) and all(a <= b for a, b in zip(offsets, offsets[1:], strict=False))):
+        return {}  # a damaged file: measured on the text, as a run without ids
     out: dict[RowKey, tuple[str, list[int]]] = {}
     for i, (qid, aidx, text) in enumerate(zip(cols["question_id"].tolist(), cols["answer_idx"].tolist(),
                                                cols["answer"].tolist(), strict=True)):
