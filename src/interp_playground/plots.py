@@ -431,7 +431,7 @@ def make_plots(
         info = _as_info(title_info, summary)
     else:
         run_dir = Path(source)
-        rows = load_run_rows(run_dir)
+        rows = load_run_rows(run_dir, projections=False)  # each row's own projection is enough
         current = current_summary(run_dir)
         if current is None:
             raise UserError(f"{run_dir} has no current summary.json; `interp-playground plots {run_dir}` "

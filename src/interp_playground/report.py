@@ -271,7 +271,7 @@ def write_report(run_dir: PathLike) -> Path:
     if summary is None:
         raise UserError(f"{run} has no current summary.json; `interp-playground report {run}` makes it first")
     config = rd.read_config()
-    rows = load_run_rows(run)
+    rows = load_run_rows(run, projections=False)  # each row's own projection is enough
     plot_dir = rd.plots_dir
     plots = {n: (plot_dir / n).read_bytes() for n in PLOT_FILES if (plot_dir / n).exists()}
     text = render_report(config, summary, rows, plots, title=f"EM evaluation {run.name}")
