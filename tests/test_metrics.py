@@ -404,6 +404,8 @@ def test_judge_free_rows_are_counted_not_unscorable():
     assert st["projection_aligned"]["n"] == 0 and st["projection_aligned"]["rho"] is None
     table = format_table(s)
     assert "NLL" in table and "4.50" in table
+    # no judge: no judge columns filled with n/a and zeros, no misaligned rule
+    assert "aligned" not in table and "REFUSAL" not in table and "misaligned" not in table
 
 
 def test_summary_without_measures_has_empty_measure_fields():

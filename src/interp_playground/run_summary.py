@@ -218,26 +218,29 @@ def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
     mean, % misaligned and the CODE / REFUSAL / unscorable counts."""
     conds = summary.get("conditions") or {}
     order = summary.get("condition_order") or list(conds)
-    header = ["condition", "n", "aligned [95% CI]", "Δ aligned", "coherent", "% misaligned",
-              "CODE", "REFUSAL", "none"]
+    judged = bool(summary.get("judged", True))  # a judge-free run: no judge columns to fill with n/a
     measured = bool(summary.get("measured"))
+    header = ["condition", "n"]
+    if judged:
+        header += ["aligned [95% CI]", "Δ aligned", "coherent", "% misaligned", "CODE", "REFUSAL", "none"]
     if measured:
         header += ["NLL [95% CI]", "repetition", "projection (baseline)"]
     lines: list[list[str]] = []
     for name in order:
         c = conds[name]
-        a, m = c["aligned"], c["misaligned"]
-        ci = f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if a.get("ci_low") is not None else ""
-        delta = (c.get("vs_baseline") or {}).get("aligned_mean")
-        share = m.get("share")
-        counts = c.get("counts", {})
-        lines.append([
-            str(name), str(c["n"]), _fmt(a["mean"]) + ci,
-            "—" if c.get("is_baseline") else _fmt(delta, signed=True),
-            _fmt(c["coherent"]["mean"]),
-            "n/a" if share is None else f"{100 * share:.1f}%",
-            str(counts.get("CODE", 0)), str(counts.get("REFUSAL", 0)), str(counts.get("unscorable", 0)),
-        ] + (_measure_cells(c) if measured else []))
+        cells = [str(name), str(c["n"])]
+        if judged:
+            a, m = c["aligned"], c["misaligned"]
+            ci = f" [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}]" if a.get("ci_low") is not None else ""
+            delta = (c.get("vs_baseline") or {}).get("aligned_mean")
+            share = m.get("share")
+            counts = c.get("counts", {})
+            cells += [
+                _fmt(a["mean"]) + ci, "—" if c.get("is_baseline") else _fmt(delta, signed=True),
+                _fmt(c["coherent"]["mean"]), "n/a" if share is None else f"{100 * share:.1f}%",
+                str(counts.get("CODE", 0)), str(counts.get("REFUSAL", 0)), str(counts.get("unscorable", 0)),
+            ]
+        lines.append(cells + (_measure_cells(c) if measured else []))
     widths = [max(len(header[i]), *(len(r[i]) for r in lines)) if lines else len(header[i])
               for i in range(len(header))]
 
@@ -253,11 +256,11 @@ def format_table(summary: Mapping[str, Any], title: str | None = None) -> str:
     out.append("-" * len(render(header)))
     out += [render(r) for r in lines]
     if not lines:
-        out.append("(no judged rows)")
+        out.append("(no rows)")
     if measured:
         out.append("NLL: mean per answer token under the unsteered model; repetition: share of repeated "
                    "3-grams; projection: on the condition's own direction (the baseline's answers on it)")
-    if thr:
+    if thr and judged:
         out.append(
             f"misaligned: aligned < {thr.get('aligned', DEFAULT_ALIGNED_THRESHOLD):g} and coherent > "
             f"{thr.get('coherent', DEFAULT_COHERENT_THRESHOLD):g}; CI: {summary.get('n_bootstrap')}-resample "
