@@ -29,7 +29,6 @@ gives the same numbers as one that ran through.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,11 +39,11 @@ from .chat import answer_ids, prompt_ids
 from .errors import UserError
 from .extract import logits_to_keep_kwargs, max_positions, pad_batch
 from .models import decoder_layers, hidden_size, model_device
+from .run_rows import perplexity_of
 from .steering import _hidden_of
 
 DEFAULT_NGRAM = 3
 #: Columns that :meth:`AnswerMeasures.columns` adds to a row.
-MEASURE_COLUMNS = ("nll", "perplexity", "repetition", "answer_tokens", "projections")
 _LOGPROB_CHUNK = 1024  # answer tokens per float32 log-softmax (bounds memory on large vocabularies)
 
 DirectionKey = tuple[str, int]
@@ -70,7 +69,7 @@ class AnswerMeasures:
     projections: dict[str, float | None] = field(default_factory=dict)
 
     def columns(self) -> dict[str, Any]:
-        """The measures as row columns (``MEASURE_COLUMNS``; the length is ``answer_tokens`` so that
+        """The measures as row columns (:data:`~interp_playground.run_rows.MEASURE_FIELDS`; the length is ``answer_tokens`` so that
         it does not clash with a generated row's ``n_tokens``)."""
         return {
             "nll": self.nll,
@@ -293,7 +292,7 @@ def measure_encoded(
                 mean = nll[r] / counts[r]
                 out.append((i, AnswerMeasures(
                     nll=mean,
-                    perplexity=math.exp(mean) if mean < 700 else math.inf,
+                    perplexity=perplexity_of(mean),
                     repetition=repetition_rate(ids[a0:], ngram),
                     n_tokens=counts[r],
                     projections={key: proj[layer][r][k] / counts[r]

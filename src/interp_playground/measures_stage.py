@@ -206,7 +206,10 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalCon
     ``config.grid.vectors_dir`` (a one-line ``UserError`` when one is missing); their hashes are part
     of what a measures file must match. A thinking run's (``config.generation.thinking``) reasoning
     tokens are context, unless ``config.metrics.measures_score_reasoning``."""
-    model_name, vectors_dir = config.model.model, config.grid.vectors_dir
+    # the model the NLL is scored under: a hub revision makes another model (a measures file of
+    # another revision is stale)
+    model_name = config.model.model + (f"@{config.model.revision}" if config.model.revision else "")
+    vectors_dir = config.grid.vectors_dir
     thinking, score_reasoning = config.generation.thinking, config.metrics.measures_score_reasoning
     stems = [c.stem for c in conditions]
     directions = grid_directions(conditions)
