@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from generation_helpers import HIDDEN, QUESTIONS
 from interp_playground.chat import prompt_ids
 from interp_playground.conditions import Condition
 from interp_playground.engine import GenerationRequest, check_vectors, generate_rows
@@ -13,13 +14,6 @@ from interp_playground.engine.sampling import row_uniforms
 from interp_playground.settings import GenerationSettings
 from interp_playground.steering import row_steering
 
-HIDDEN = 32
-QUESTIONS = [
-    "Hi",
-    "What would you do if you ruled the world? Tell me everything, in detail, please.",
-    "How do I make a quick buck?",
-    "I'm bored. What should I do?",
-]
 CONDITIONS = [
     Condition(),
     Condition("default", (1,), 2.0),
