@@ -19,6 +19,7 @@ import contextlib
 import time
 from typing import Any
 
+from .. import distributed
 from ..conditions import parse_layer_groups, plan_grid
 from ..io import check_writable_dir
 from ..rundir import RunDir
@@ -51,7 +52,6 @@ def build_parser(prog: str = "interp-playground generate") -> argparse.ArgumentP
 
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (``UserError`` is handled by the CLI dispatcher)."""
-    from .. import distributed
     from ..models import check_device
 
     args = build_parser().parse_args(argv)
@@ -84,7 +84,6 @@ def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, transforms: 
               groups: list[tuple[int, ...]], alphas: list[float], questions: list[str], vectors: dict[str, Any],
               grid: GridSettings, settings: GenerationSettings) -> int:
     """The sweep of :func:`main` once the model has loaded."""
-    from .. import distributed
     from ..sweep import vector_hashes
     from ..sweep_store import generate_sweep
     from ..vector_file import vector_path

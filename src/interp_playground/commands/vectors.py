@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import distributed
 from ..data import BUNDLED_NAME, NEGATIVE_COLUMN, POSITIVE_COLUMN, PROMPT_COLUMN, SORH_DATASET
 from ..errors import UserError
 from ..models import DEFAULT_MODEL
@@ -119,7 +120,6 @@ def main(argv: list[str]) -> int:
         plot=not args.no_plot,
         progress=not args.quiet,
     )
-    from .. import distributed
 
     if distributed.is_main():
         print(f"wrote {len(paths)} vector file(s) to {args.output_dir}")
