@@ -39,11 +39,10 @@ from .measures import (
     projection_key,
 )
 from .models import model_info
-from .run_rows import ON_IDS, ON_TEXT
+from .run_rows import ON_IDS, ON_TEXT, ROW_KEY_FIELDS, row_key
 
 #: Bumped when the scored tokens change (2: the generated ids, the end token not scored).
 MEASURES_VERSION = 2
-ROW_KEY_FIELDS = ("condition", "question_id", "answer_idx")
 REASONING_END = "</think>"
 
 
@@ -116,7 +115,7 @@ def _row_key(row: Mapping[str, Any], i: int) -> tuple[str, int, int]:
     missing = [f for f in (*ROW_KEY_FIELDS, "question", "response") if f not in row]
     if missing:
         raise UserError(f"row {i} lacks {', '.join(missing)}")
-    return (row["condition"], row["question_id"], row["answer_idx"])
+    return row_key(row)
 
 
 def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -100,6 +100,10 @@ def keyed_rows(rows: Sequence[Mapping[str, Any]], stem: str) -> list[dict[str, A
     return out
 
 
+#: The fields that key a row of a run: one answer of one condition.
+ROW_KEY_FIELDS = ("condition", "question_id", "answer_idx")
+
+
 def row_key(row: Mapping[str, Any]) -> RowKey:
     """``(condition, question_id, answer_idx)`` of a keyed row."""
     return (str(row["condition"]), int(row["question_id"]), int(row["answer_idx"]))
@@ -285,5 +289,6 @@ def load_generation_rows(run: RunDir, stems: Iterable[str] | None = None) -> lis
 __all__ = [
     "END_TOKEN_RULE", "MEASURE_FIELDS", "ON_IDS", "ON_TEXT", "PROJECTION_FIELD", "SCORED_ON_FIELD", "answer_hash", "perplexity_of", "attach_measures", "grid_directions", "keyed_rows",
     "load_generation_rows", "measures_record", "own_direction", "read_measures", "read_measures_file", "row_key",
+    "ROW_KEY_FIELDS",
     "write_measures",
 ]
