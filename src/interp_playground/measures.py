@@ -206,13 +206,19 @@ def check_positions(model: torch.nn.Module, encoded: Sequence[tuple[Sequence[int
                 raise UserError(f"item {i} has {len(ids)} tokens, more than the model's {limit} positions")
 
 
+def check_batch_size(batch_size: Any) -> int:
+    """The measures' batch size (``--measures-batch-size``): an integer >= 1 (one-line ``UserError`` otherwise)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"--measures-batch-size must be an integer >= 1, got {batch_size!r}")
+    return batch_size
+
+
 def plan_batches(encoded: Sequence[tuple[Sequence[int], int]], batch_size: int) -> list[list[int]]:
     """The fixed batch composition of ``encoded``: the items with no answer token first, in one batch
     of their own (no forward pass), then the others longest first (ties by index) in batches of
     ``batch_size``. It depends only on the items and the batch size, never on what was measured
     before, so the measures are the same bytes however often the work was interrupted."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch size must be an integer >= 1, got {batch_size!r}")
+    check_batch_size(batch_size)
     empty = [i for i, (ids, start) in enumerate(encoded) if len(ids) == start]
     order = sorted((i for i, (ids, start) in enumerate(encoded) if len(ids) > start),
                    key=lambda i: (-len(encoded[i][0]), i))

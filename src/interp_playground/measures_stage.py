@@ -241,12 +241,5 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalCon
                         planned=stems)
 
 
-def check_batch_size(batch_size: Any) -> int:
-    """``--measures-batch-size``: an integer >= 1 (one-line ``UserError`` otherwise)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"--measures-batch-size must be an integer >= 1, got {batch_size!r}")
-    return batch_size
-
-
-__all__ = ["DEFAULT_MEASURES_BATCH_SIZE", "annotate_judged", "check_batch_size", "measures_meta",
+__all__ = ["DEFAULT_MEASURES_BATCH_SIZE", "annotate_judged", "measures_meta",
            "measures_stage", "run_measures", "stale_measures", "vector_files"]

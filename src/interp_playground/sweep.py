@@ -30,7 +30,8 @@ from .io import check_writable_dir, read_json, redact_url, redacted
 from .judge.cache import check_cache_file
 from .judge.runner import JudgeStats, JudgeStopped
 from .judge.stage import run_judge_stage
-from .measures_stage import annotate_judged, check_batch_size, measures_stage, vector_files
+from .measures import check_batch_size
+from .measures_stage import annotate_judged, measures_stage, vector_files
 from .models import (
     check_device,
     load_model_from_settings,
