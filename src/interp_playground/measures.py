@@ -209,7 +209,7 @@ def check_positions(model: torch.nn.Module, encoded: Sequence[tuple[Sequence[int
 def check_batch_size(batch_size: Any) -> int:
     """The measures' batch size (``--measures-batch-size``): an integer >= 1 (one-line ``UserError`` otherwise)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"--measures-batch-size must be an integer >= 1, got {batch_size!r}")
+        raise UserError(f"the measures' batch size (--measures-batch-size) must be an integer >= 1, got {batch_size!r}")
     return batch_size
 
 
