@@ -12,17 +12,40 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ..base import is_oom
 from . import step
+from .weights import ModelWeights
 
-if TYPE_CHECKING:  # the runner owns a Prefiller; imported for types only
-    from .runner import SlotRunner
+
+class SlotHost(Protocol):
+    """What a :class:`Prefiller` uses of the runner that owns it
+    (:class:`~interp_playground.engine.fast.runner.SlotRunner`, which imports this module)."""
+
+    w: ModelWeights
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    positions: torch.Tensor
+    scratch: int
+    steer_prompt: bool
+    use_graphs: bool
+
+    def longs(self, values: Sequence[int] | torch.Tensor) -> torch.Tensor: ...
+
+    def mark(self, *tensors: torch.Tensor | None) -> None: ...
+
+    def block(self, layer: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: step.Attend,
+              rows: torch.Tensor | int | None) -> torch.Tensor: ...
+
+    def capture_graph(self, graph: torch.cuda.CUDAGraph, fn: Callable[[], None],
+                      after: Callable[[], None] | None = None, warm: int = 2) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +72,8 @@ def round_up(n: int, multiple: int = BUCKET) -> int:
 class Prefiller:
     """The prefill side of one runner: its bucketed prefills' inputs, logits and graphs."""
 
-    def __init__(self, runner: SlotRunner, padded: bool) -> None:
-        self.r: SlotRunner = weakref.proxy(runner)  # no reference cycle: the runner's memory goes with it
+    def __init__(self, runner: SlotHost, padded: bool) -> None:
+        self.r: SlotHost = weakref.proxy(runner)  # no reference cycle: the runner's memory goes with it
         dev, w = runner.w.device, runner.w
         #: Bucketed prefills on (else every prefill runs packed).
         self.padded = padded
