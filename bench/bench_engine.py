@@ -130,6 +130,21 @@ def requests_for(qs: list[str], conds: list[Any], n: int) -> list[Any]:
                               i // len(grid)) for i in range(n)]
 
 
+def tiny_workload(arch: str, tok, device) -> tuple:
+    """A tiny fp32 model of ``arch`` on ``device`` whose answers end at varied lengths (so the last
+    ones decode in narrowed steps), a vector and 48 requests over four steering layouts: the
+    exactness check of the captured and fused steps against the HF engine."""
+    from interp_playground.conditions import Condition
+    from interp_playground.tiny import tiny_model
+
+    m = tiny_model(arch).to(device)
+    m.generation_config.eos_token_id = [tok.eos_token_id, *range(5, m.config.vocab_size, 24)]
+    vec = {"v": torch.randn(3, 32, generator=torch.Generator().manual_seed(1)) * 3}
+    conds = [Condition(), Condition("v", (1,), 2.0), Condition("v", (0, 2), -1.5), Condition("v", (1,), op="ablate")]
+    reqs = requests_for(["Hi", "What would you do if you ruled the world?", "How do I make a quick buck?"], conds, 48)
+    return m, vec, reqs
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -273,7 +288,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
     from interp_playground.engine.fast import FastEngine
     from interp_playground.engine.hf import HFEngine
     from interp_playground.settings import GenerationSettings
-    from interp_playground.tiny import tiny_model
 
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     res: dict[str, Any] = {"card": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
@@ -290,18 +304,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:  # noqa: C901 - a lin
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     if "tiny" not in args.skip:  # fp32 exactness of the captured, fused step on this device
-        from interp_playground.conditions import Condition
         from interp_playground.tiny import tiny_tokenizer
 
         tok = tiny_tokenizer()
         tiny_res = {}
         for arch in args.tiny_archs:
-            m = tiny_model(arch).to(device)
-            # answers end at varied lengths (so the last ones decode in narrowed steps)
-            m.generation_config.eos_token_id = [tok.eos_token_id, *range(5, m.config.vocab_size, 24)]
-            vec = {"v": torch.randn(3, 32, generator=torch.Generator().manual_seed(1)) * 3}
-            conds = [Condition(), Condition("v", (1,), 2.0), Condition("v", (0, 2), -1.5), Condition("v", (1,), op="ablate")]
-            reqs = requests_for(["Hi", "What would you do if you ruled the world?", "How do I make a quick buck?"], conds, 48)
+            m, vec, reqs = tiny_workload(arch, tok, device)
             for sample in (False, True):
                 s = GenerationSettings(max_new_tokens=12, do_sample=sample, temperature=1.0, batch_size=16)
                 a = run_engine(HFEngine(m, tok), reqs, vec, s)["_rows"]

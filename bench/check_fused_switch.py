@@ -11,17 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from bench_engine import agreement, requests_for, run_engine  # noqa: E402
+from bench_engine import agreement, run_engine, tiny_workload  # noqa: E402
 
-from interp_playground.conditions import Condition
 from interp_playground.engine.fast import FastEngine, fusion
 from interp_playground.engine.hf import HFEngine
 from interp_playground.settings import GenerationSettings
-from interp_playground.tiny import tiny_model, tiny_tokenizer
+from interp_playground.tiny import tiny_tokenizer
 
 orig = fusion.Warmup.start
 
@@ -34,11 +31,7 @@ def start_and_wait(self):  # compile now, so the switch comes at the next step (
 
 fusion.Warmup.start = start_and_wait
 tok = tiny_tokenizer()
-m = tiny_model("qwen3").to("cuda")
-m.generation_config.eos_token_id = [tok.eos_token_id, *range(5, m.config.vocab_size, 24)]
-vec = {"v": torch.randn(3, 32, generator=torch.Generator().manual_seed(1)) * 3}
-conds = [Condition(), Condition("v", (1,), 2.0), Condition("v", (0, 2), -1.5), Condition("v", (1,), op="ablate")]
-reqs = requests_for(["Hi", "What would you do if you ruled the world?", "How do I make a quick buck?"], conds, 48)
+m, vec, reqs = tiny_workload("qwen3", tok, "cuda")
 for sample in (False, True):
     s = GenerationSettings(max_new_tokens=24, do_sample=sample, temperature=1.0, batch_size=16)
     a = run_engine(HFEngine(m, tok), reqs, vec, s)["_rows"]

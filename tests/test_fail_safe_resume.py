@@ -36,13 +36,8 @@ def _judge(request: dict, index: int) -> Reply:
 
 
 @pytest.fixture(scope="module")
-def vectors(tmp_path_factory) -> Path:
-    from interp_playground.build_vectors import create_steering_vectors
-
-    out = tmp_path_factory.mktemp("resume_vectors")
-    create_steering_vectors(MODEL, transforms=["default"], dataset="bundled", n_samples=4, output_dir=out, plot=False,
-                            device="cpu")
-    return out
+def vectors(tiny_qwen3_vectors) -> Path:
+    return tiny_qwen3_vectors
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,8 @@ ROWS = [{"id": k + 1, "question": f"Question {k}?", "response": f"Answer {k}.", 
 
 
 @pytest.fixture(scope="module")
-def vectors(tmp_path_factory) -> Path:
-    from interp_playground.build_vectors import create_steering_vectors
-
-    out = tmp_path_factory.mktemp("fail_safe_vectors")
-    create_steering_vectors(MODEL, transforms=["default"], dataset="bundled", n_samples=4, output_dir=out, plot=False,
-                            device="cpu")
-    return out
+def vectors(tiny_qwen3_vectors) -> Path:
+    return tiny_qwen3_vectors
 
 
 def _eval(vectors: Path, *extra: str, out: Path | None = None) -> list[str]:
