@@ -490,3 +490,21 @@ def test_an_interrupt_inside_a_judge_task_leaves_no_traceback(capfd, caplog):
     gc.collect()
     err = capfd.readouterr().err + caplog.text  # asyncio reports through logging (stderr outside pytest)
     assert "never retrieved" not in err and "Traceback" not in err
+
+
+def test_the_fake_server_takes_a_client_hanging_up_without_a_traceback(capfd):
+    import socket
+    import struct
+    import time
+
+    from interp_playground.judge.testing import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
+        client = socket.create_connection(("127.0.0.1", port))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        time.sleep(0.1)
+        client.close()
+        time.sleep(0.3)
+    assert "Traceback" not in capfd.readouterr().err

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import sqlite3
 import sys
 import threading
@@ -363,12 +364,55 @@ async def judge_groups_async(
 
 
 def _quiet_interrupts(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """The loop's exception handler: a task that a Ctrl-C / SIGTERM stopped in mid-step holds the
-    KeyboardInterrupt the caller already handles (one line), so its "exception was never retrieved"
-    report, a traceback, is dropped; anything else is reported as usual."""
+    """The loop's exception handler: a task that a Ctrl-C / SIGTERM stopped holds the interrupt the
+    caller already handles (one line), so its "exception was never retrieved" report, a traceback,
+    is dropped; anything else is reported as usual."""
     if isinstance(context.get("exception"), KeyboardInterrupt):
         return
     loop.default_exception_handler(context)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _run_interruptible(coro_factory: Callable[[], Any]) -> Any:
+    """``asyncio.run`` of the coroutine where a Ctrl-C or SIGTERM cancels it (the loop unwinds its
+    tasks, closing the judge's connections) and then surfaces as one ``KeyboardInterrupt``; later
+    signals while it unwinds are ignored. A signal handler that raised inside the loop instead could
+    stop it halfway through a task or its own cleanup, leaving tracebacks of pending tasks behind.
+    The handlers in place before (the CLI's) are put back afterwards."""
+    stopped: list[int] = []
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_interrupts)
+        task = asyncio.current_task()
+        previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+
+        def stop(sig: int) -> None:
+            if not stopped and task is not None:
+                stopped.append(sig)
+                task.cancel()
+
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop, sig)
+        try:
+            return await coro_factory()
+        finally:
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)
+            if stopped:  # a handler that counts signals (the CLI's) ignores the ones after this one
+                for handler in {id(h): h for h in previous.values()}.values():
+                    if hasattr(handler, "seen"):
+                        handler.seen += 1  # type: ignore[union-attr]
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if stopped:
+            raise KeyboardInterrupt() from None
+        raise
 
 
 async def _with_quiet_interrupts(coro_factory: Callable[[], Any]) -> Any:
@@ -377,10 +421,14 @@ async def _with_quiet_interrupts(coro_factory: Callable[[], Any]) -> Any:
 
 
 def run_sync(coro_factory: Callable[[], Any]) -> Any:
-    """Run a coroutine to completion from sync code, even inside a running loop (notebooks)."""
+    """Run a coroutine to completion from sync code, even inside a running loop (notebooks, in a
+    thread of its own); in the main thread a Ctrl-C or SIGTERM stops it cleanly (see
+    :func:`_run_interruptible`)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        if threading.current_thread() is threading.main_thread():
+            return _run_interruptible(coro_factory)
         return asyncio.run(_with_quiet_interrupts(coro_factory))
     box: dict[str, Any] = {}
 

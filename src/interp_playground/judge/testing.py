@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -161,10 +162,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(reply)
 
 
-class _Server(ThreadingHTTPServer):
+class QuietHTTPServer(ThreadingHTTPServer):
+    """The fakes' threaded server: a client that hangs up mid-request (a judge stopped by Ctrl-C, a
+    retry that gave up) is the client's business, not a traceback on the test's stderr."""
+
     daemon_threads = True
-    request_queue_size = 1024
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Server(QuietHTTPServer):
+    request_queue_size = 1024
     fake: FakeOpenAIServer
 
 

@@ -20,11 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .testing import LocalFakeServer, completion, probs_to_logprobs
+from .testing import LocalFakeServer, QuietHTTPServer, completion, probs_to_logprobs
 
 Responder = Callable[[dict[str, Any], int], Any]
 
@@ -125,9 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(QuietHTTPServer):
     fake: FakeBatchServer
 
 
