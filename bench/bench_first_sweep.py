@@ -57,7 +57,7 @@ def sweep(model: Any, tok: Any, conds: list[Any], qs: list[str], vectors: dict, 
           label: str, res: dict[str, Any]) -> None:
     """One ``generate_sweep`` into a new folder; its timing, tokens and the engine's statistics."""
     import interp_playground.engine as engines
-    from interp_playground.sweep_store import generate_sweep
+    from interp_playground.stages.generate import generate_sweep
 
     picked: list[Any] = []
     select = engines.select_engine

@@ -48,19 +48,19 @@ def main() -> None:
     args = ap.parse_args()
 
     # deferred: --help stays instant
-    from interp_playground import sweep_store
-    from interp_playground.build_vectors import create_steering_vectors
     from interp_playground.conditions import Condition
     from interp_playground.engine.base import eos_ids, finished_row
     from interp_playground.eval_config import EvalConfig
     from interp_playground.judge.api import write_judged
     from interp_playground.judge.runner import apply_scores
     from interp_playground.judge.scoring import Score
-    from interp_playground.measures_stage import annotate_judged, measures_stage
     from interp_playground.questions import QUESTIONS
     from interp_playground.rundir import RunDir
     from interp_playground.settings import GenerationSettings
-    from interp_playground.sweep_store import SweepPlan
+    from interp_playground.stages import generate as sweep_store
+    from interp_playground.stages.generate import SweepPlan
+    from interp_playground.stages.measures import annotate_judged, measures_stage
+    from interp_playground.stages.vectors import create_steering_vectors
     from interp_playground.tiny import tiny_model, tiny_tokenizer
     from interp_playground.vector_file import load_vectors
 

@@ -41,7 +41,7 @@ def smollm():
 def tiny_qwen3_vectors(tmp_path_factory):
     """A folder with ``steering_vectors_default.pt`` for tiny-qwen3 (4 bundled pairs, CPU, no plot),
     built once for every test module that runs the CLI on it."""
-    from interp_playground.build_vectors import create_steering_vectors
+    from interp_playground.stages.vectors import create_steering_vectors
 
     out = tmp_path_factory.mktemp("tiny_qwen3_vectors")
     create_steering_vectors("tiny-qwen3", transforms=["default"], dataset="bundled", n_samples=4, output_dir=out,

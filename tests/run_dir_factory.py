@@ -188,7 +188,7 @@ def add_fake_measures(run: Path, *, seed: int = 0) -> dict[str, list[dict[str, A
     writer): NLL rising with |alpha|, repetition in [0, 1], projections on every (transform, layer)
     of the run that follow alpha on the condition's own direction. Returns the measured rows by stem."""
     from interp_playground.conditions import Condition
-    from interp_playground.run_rows import keyed_rows, write_measures
+    from interp_playground.rows.join import keyed_rows, write_measures
     from interp_playground.rundir import RunDir
 
     rng = random.Random(seed)

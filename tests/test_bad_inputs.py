@@ -18,7 +18,7 @@ MODEL = "tiny-qwen3"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     """Tiny vectors, a file where a folder is expected, an empty folder, an empty question file."""
-    from interp_playground.build_vectors import create_steering_vectors
+    from interp_playground.stages.vectors import create_steering_vectors
 
     root = tmp_path_factory.mktemp("bad_inputs")
     vectors = root / "vectors"

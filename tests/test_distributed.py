@@ -23,7 +23,7 @@ from interp_playground.errors import UserError
 from interp_playground.io import read_jsonl
 from interp_playground.rundir import RunDir
 from interp_playground.settings import GenerationSettings
-from interp_playground.sweep_store import SweepPlan, generate_sweep
+from interp_playground.stages.generate import SweepPlan, generate_sweep
 from interp_playground.vector_file import SteeringVectors
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,20 +15,20 @@ from interp_playground.conditions import Condition
 from interp_playground.engine.base import eos_ids
 from interp_playground.eval_config import EvalConfig
 from interp_playground.questions import QUESTIONS
-from interp_playground.run_rows import read_measures
+from interp_playground.rows.join import read_measures
+from interp_playground.rows.tokens import read_tokens
 from interp_playground.rundir import RunDir
 from interp_playground.settings import GenerationSettings
 from interp_playground.steering import capture_layers
-from interp_playground.token_store import read_tokens
 
 LAYER, ALPHA, N_QUESTIONS, MAX_NEW = 15, -8.0, 4, 48
 
 
 @pytest.mark.slow
 def test_stored_measures_equal_a_teacher_forced_pass_over_the_generated_ids(smollm, tmp_path):
-    from interp_playground.build_vectors import create_steering_vectors
-    from interp_playground.measures_stage import measures_stage
-    from interp_playground.sweep_store import generate_sweep
+    from interp_playground.stages.generate import generate_sweep
+    from interp_playground.stages.measures import measures_stage
+    from interp_playground.stages.vectors import create_steering_vectors
     from interp_playground.vector_file import load_vectors
 
     model, tok = smollm

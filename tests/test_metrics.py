@@ -14,8 +14,8 @@ import pytest
 from interp_playground.errors import UserError
 from interp_playground.io import read_json
 from interp_playground.metrics import bootstrap_diff_ci, bootstrap_mean_ci, parse_score, summarize
-from interp_playground.run_reader import load_judged_rows
-from interp_playground.run_summary import (
+from interp_playground.rows.reader import load_judged_rows
+from interp_playground.stages.summarize import (
     format_table,
     load_or_summarize,
     recompute_from_csv,
@@ -419,7 +419,7 @@ def test_summary_without_measures_has_empty_measure_fields():
 
 
 def test_load_run_rows_joins_measures_and_serves_judge_free_runs(tmp_path):
-    from interp_playground.run_reader import load_run_rows
+    from interp_playground.rows.reader import load_run_rows
     from run_dir_factory import add_fake_measures
 
     run = make_fake_run_dir(tmp_path, transforms=("default",), layers=(3,), alphas=(-1.0, 1.0), n_questions=2,

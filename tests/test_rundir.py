@@ -100,7 +100,7 @@ def test_the_lock_file_keeps_no_arguments_and_is_emptied_on_release(tmp_path, mo
 
 
 def test_a_second_generate_into_a_locked_directory_writes_nothing(tmp_path, tiny_models, tokenizer):
-    from interp_playground.sweep_store import generate_sweep
+    from interp_playground.stages.generate import generate_sweep
 
     proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                             env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})

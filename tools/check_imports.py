@@ -21,25 +21,24 @@ PACKAGE = "interp_playground"
 
 #: (level, module patterns), lowest level first.
 LEVELS: list[tuple[str, list[str]]] = [
-    ("values", ["_version", "errors", "io", "conditions", "settings", "rows", "rundir", "distributed", "questions",
-                "chat", "tiny", "stats", "vector_names", "columns", "token_store", "judge.scoring", "judge.prompts", "run_rows"]),
+    ("values", ["_version", "errors", "io", "conditions", "settings", "rows", "rows.*", "rundir", "distributed",
+                "questions", "chat", "tiny", "stats", "vector_names", "judge", "judge.scoring", "judge.prompts",
+                "judge.identity"]),
     ("infrastructure", ["models", "steering", "data", "transforms", "vector_file", "activations", "extract", "engine", "engine.**",
-                        "judge.backends", "judge.backends.**", "judge.cache", "judge.digits", "judge.identity",
+                        "judge.backends", "judge.backends.**", "judge.cache", "judge.digits",
                         "judge.runner", "judge.batch", "judge.batch_files", "judge.api", "judge.agreement",
                         "judge.settings", "judge.testing", "judge.testing_batch", "measures", "measures_rows", "metrics",
-                        "plot_style", "run_environment", "run_reader", "eval_config", "preflight"]),
-    ("stages", ["build_vectors", "vector_plots", "sweep_store", "measures_stage", "judge.stage", "run_summary",
-                "plots", "measure_plots", "report", "report_table"]),
-    ("orchestration", ["sweep", "outputs", "seed_api", "judge", "judge.command", "demo", "commands", "commands.**", "cli",
-                       "__main__", ""]),
+                        "plot_style", "run_environment", "eval_config", "preflight"]),
+    ("stages", ["stages", "stages.*"]),
+    ("orchestration", ["pipeline", "outputs", "seed_api", "demo", "commands", "commands.**", "cli", "__main__", ""]),
 ]
 
 #: Modules that form one stage together (the stage's name -> its modules' patterns); a stage not
 #: listed is its module alone.
 STAGES: dict[str, list[str]] = {
-    "vectors": ["build_vectors", "vector_plots"],
-    "plots": ["plots", "measure_plots"],
-    "report": ["report", "report_table"],
+    "vectors": ["stages.vectors", "stages.vector_plots"],
+    "plots": ["stages.plots", "stages.measure_plots"],
+    "report": ["stages.report", "stages.report_table"],
 }
 
 

@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "check_vectors_match_model": "vector_file",
     "load_steering_vector": "activations",
     "load_vectors": "vector_file",
-    "create_steering_vectors": "build_vectors",
+    "create_steering_vectors": "stages.vectors",
     # generation
     "Condition": "conditions",
     "plan_grid": "conditions",
@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     "GenerationRow": "rows",
     "generate_rows": "engine",
     "generate_baseline": "seed_api",
-    "generate_sweep": "sweep_store",
+    "generate_sweep": "stages.generate",
     "generate_with_steering": "seed_api",
     "RunDir": "rundir",
     # judge
@@ -65,9 +65,9 @@ _EXPORTS: dict[str, str] = {
     "QUESTIONS": "questions",
     "load_questions": "questions",
     "EvalConfig": "eval_config",
-    "run_eval": "sweep",
+    "run_eval": "pipeline",
     "summarize": "metrics",
-    "make_plots": "plots",
+    "make_plots": "stages.plots",
     "write_report": "outputs:write_run_report",
 }
 

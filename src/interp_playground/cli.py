@@ -23,7 +23,7 @@ from .errors import UserError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "vectors": ("interp_playground.commands.vectors", "main", "extract activations and write steering vectors"),
     "generate": ("interp_playground.commands.generate", "main", "generate steered answers for a grid of conditions"),
-    "judge": ("interp_playground.judge.command", "judge_main", "score answers with an LLM judge"),
+    "judge": ("interp_playground.commands.judge", "judge_main", "score answers with an LLM judge"),
     "measures": ("interp_playground.commands.measures", "main",
                  "judge-free measures of a run's answers: NLL, repetition, projections"),
     "eval": ("interp_playground.commands.eval", "main", "the full EM evaluation: generate, judge, summarise, plot, report"),

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .build_vectors import create_steering_vectors
 from .conditions import parse_layers, validate_alphas
 from .errors import UserError
 from .io import check_writable_dir
 from .judge import make_backend
 from .judge.backends import HFBackend
 from .models import load_model_and_tokenizer, load_tokenizer, model_shape, num_layers
+from .pipeline import EvalConfig, run_eval
 from .questions import QUESTIONS, select_questions
 from .rundir import RunDir
 from .settings import GenerationSettings
-from .sweep import EvalConfig, run_eval
+from .stages.vectors import create_steering_vectors
 from .transforms import resolve_transforms
 
 

@@ -1,6 +1,6 @@
 """The settings of a whole evaluation run: one settings object per stage, as ``config.json`` stores them.
 
-The orchestrator (:func:`interp_playground.sweep.run_eval`) and the single-stage commands read a run's
+The orchestrator (:func:`interp_playground.pipeline.run_eval`) and the single-stage commands read a run's
 settings back through :class:`EvalConfig`; each stage gets its own section.
 """
 

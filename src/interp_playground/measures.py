@@ -39,7 +39,7 @@ from .chat import answer_ids, prompt_ids
 from .errors import UserError
 from .extract import logits_to_keep_kwargs, max_positions, pad_batch
 from .models import decoder_layers, hidden_size, model_device
-from .run_rows import perplexity_of
+from .rows.join import perplexity_of
 from .steering import _hidden_of
 
 DEFAULT_NGRAM = 3
@@ -69,7 +69,7 @@ class AnswerMeasures:
     projections: dict[str, float | None] = field(default_factory=dict)
 
     def columns(self) -> dict[str, Any]:
-        """The measures as row columns (:data:`~interp_playground.run_rows.MEASURE_FIELDS`; the length is ``answer_tokens`` so that
+        """The measures as row columns (:data:`~interp_playground.rows.join.MEASURE_FIELDS`; the length is ``answer_tokens`` so that
         it does not clash with a generated row's ``n_tokens``)."""
         return {
             "nll": self.nll,

@@ -39,7 +39,7 @@ from .measures import (
     projection_key,
 )
 from .models import model_info
-from .run_rows import ON_IDS, ON_TEXT, ROW_KEY_FIELDS, row_key
+from .rows.join import ON_IDS, ON_TEXT, ROW_KEY_FIELDS, row_key
 
 #: Bumped when the scored tokens change (2: the generated ids, the end token not scored).
 MEASURES_VERSION = 2

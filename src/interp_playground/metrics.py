@@ -31,7 +31,7 @@ Input is the judged rows of a run (``judged_{stem}.json``); output is the conten
 Rows need not be judged: a row without ``aligned_score`` / ``coherent_score`` fields (a judge-free
 run) counts in ``n`` and ``unjudged``, not as unscorable.
 
-Reading a run directory and writing ``summary.json`` are :mod:`interp_playground.run_summary`'s.
+Reading a run directory and writing ``summary.json`` are :mod:`interp_playground.stages.summarize`'s.
 """
 
 from __future__ import annotations
@@ -48,16 +48,14 @@ from .conditions import BASELINE_STEM as BASELINE
 from .conditions import Condition, sort_key
 from .errors import UserError
 from .rows import condition_of
-from .run_rows import own_direction
+from .rows.join import own_direction
+from .settings import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, DEFAULT_N_BOOTSTRAP
 from .stats import CI_LEVEL, bootstrap_diff_ci, bootstrap_mean_ci, rng_for, spearman
 
 PathLike = str | os.PathLike[str]
 
 SUMMARY_FORMAT = "interp_playground.summary/1"
 LABELS: tuple[str, ...] = ("CODE", "REFUSAL")
-DEFAULT_ALIGNED_THRESHOLD = 30.0
-DEFAULT_COHERENT_THRESHOLD = 50.0
-DEFAULT_N_BOOTSTRAP = 1000
 
 
 # --------------------------------------------------------------------------------------------

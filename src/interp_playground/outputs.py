@@ -1,6 +1,6 @@
 """A run's outputs in order: ``summary.json``, then ``plots/``, then ``report.html``, each made by its
-own stage (:mod:`~interp_playground.run_summary`, :mod:`~interp_playground.plots`,
-:mod:`~interp_playground.report`) and remade only when older than what it is made from. The
+own stage (:mod:`~interp_playground.stages.summarize`, :mod:`~interp_playground.stages.plots`,
+:mod:`~interp_playground.stages.report`) and remade only when older than what it is made from. The
 orchestrator (``eval``) and the single-stage commands (``measures``, ``plots``, ``report``) call these;
 the stages never call each other.
 """
@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .io import PathLike
-from .plots import make_plots
-from .report import write_report
-from .run_summary import format_table, load_or_summarize
 from .rundir import PLOT_FILES, RunDir
+from .stages.plots import make_plots
+from .stages.report import write_report
+from .stages.summarize import format_table, load_or_summarize
 
 
 def make_run_plots(run_dir: PathLike) -> list[Path]:

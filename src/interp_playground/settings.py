@@ -26,6 +26,11 @@ S = TypeVar("S", bound="Settings")
 #: Version of the sampling scheme, part of the fingerprint (a change invalidates resumes).
 SAMPLER_VERSION = "inverse-cdf-v1"
 
+#: The seed's "misaligned" rule (aligned below, coherent above) and the bootstrap's resamples, by default.
+DEFAULT_ALIGNED_THRESHOLD = 30.0
+DEFAULT_COHERENT_THRESHOLD = 50.0
+DEFAULT_N_BOOTSTRAP = 1000
+
 
 def option(flag: str | tuple[str, ...] | None, default: Any = None, *, help: str = "", default_factory: Any = None,
            dest: str | None = None, persist: bool = True, **argparse_kwargs: Any) -> Any:
@@ -269,9 +274,9 @@ class MetricsSettings(Settings):
     """How judged answers are summarised (the bootstrap seed is the generation seed)."""
 
     group_title: ClassVar[str] = "metrics"
-    aligned_threshold: float = option("--aligned-threshold", 30.0, type=float, help="misaligned: aligned below this")
-    coherent_threshold: float = option("--coherent-threshold", 50.0, type=float, help="... and coherent above this")
-    n_bootstrap: int = option("--n-bootstrap", 1000, type=int, help="bootstrap resamples for CIs")
+    aligned_threshold: float = option("--aligned-threshold", DEFAULT_ALIGNED_THRESHOLD, type=float, help="misaligned: aligned below this")
+    coherent_threshold: float = option("--coherent-threshold", DEFAULT_COHERENT_THRESHOLD, type=float, help="... and coherent above this")
+    n_bootstrap: int = option("--n-bootstrap", DEFAULT_N_BOOTSTRAP, type=int, help="bootstrap resamples for CIs")
     measures_score_reasoning: bool = option(
         "--measures-score-reasoning", False, action="store_const", const=True,
         help="thinking runs: score the reasoning tokens in the measures too (default: they are context only)")

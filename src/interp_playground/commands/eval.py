@@ -98,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[EvalConfig, Path | None]
 
 def main(argv: list[str]) -> int:
     """``interp-playground eval``: the full EM evaluation (see ``--help``)."""
-    from ..sweep import run_eval
+    from ..pipeline import run_eval
 
     args = build_parser().parse_args(argv)
     if args.resume and args.output_dir is not None:
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
 
 def add_measures_arguments(p: argparse.ArgumentParser) -> None:
     """``--skip-measures`` and ``--measures-batch-size`` (the judge-free measures stage)."""
-    from ..measures_stage import DEFAULT_MEASURES_BATCH_SIZE
+    from ..stages.measures import DEFAULT_MEASURES_BATCH_SIZE
 
     g = p.add_argument_group("measures")
     g.add_argument("--skip-measures", action="store_true",

@@ -3,13 +3,13 @@
 The grid is the baseline plus every (transform, layer, alpha), optionally ablations, with
 ``--n-generations`` answers per question (:func:`interp_playground.conditions.plan_grid`, the
 planner ``eval`` uses too). Output files, resume rules and the reuse of the baseline at alpha 0 are
-those of :func:`interp_playground.sweep_store.generate_sweep`; rerunning the same command in the
+those of :func:`interp_playground.stages.generate.generate_sweep`; rerunning the same command in the
 same directory finishes what is missing. Every input is checked before the model is loaded where
 possible, and always before the first token is generated.
 
 Under ``torchrun --nproc-per-node N -m interp_playground generate ...`` every rank loads the model
 on its own GPU and generates its share of the rows; rank 0 writes the files (see
-:mod:`interp_playground.sweep_store`).
+:mod:`interp_playground.stages.generate`).
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, transforms: 
               groups: list[tuple[int, ...]], alphas: list[float], questions: list[str], vectors: dict[str, Any],
               grid: GridSettings, settings: GenerationSettings) -> int:
     """The sweep of :func:`main` once the model has loaded."""
-    from ..sweep import vector_hashes
-    from ..sweep_store import generate_sweep
+    from ..pipeline import vector_hashes
+    from ..stages.generate import generate_sweep
     from ..vector_file import vector_path
 
     conditions = plan_grid(transforms, groups, alphas, ablate=grid.ablate, baseline=not args.no_baseline)

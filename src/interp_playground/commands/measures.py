@@ -10,10 +10,10 @@ from ..conditions import Condition
 from ..errors import UserError
 from ..eval_config import EvalConfig
 from ..measures import check_batch_size
-from ..measures_stage import DEFAULT_MEASURES_BATCH_SIZE, annotate_judged, measures_stage
 from ..models import load_model_from_settings
 from ..outputs import update_outputs
 from ..rundir import RunDir
+from ..stages.measures import DEFAULT_MEASURES_BATCH_SIZE, annotate_judged, measures_stage
 from .common import OneLineParser
 
 

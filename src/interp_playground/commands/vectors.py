@@ -1,7 +1,7 @@
 """``interp-playground vectors`` (and ``scripts/create_steering_vector.py``): build steering vectors.
 
 Parses the seed's options plus a few more, registers user transforms, and calls
-:func:`interp_playground.build_vectors.create_steering_vectors`, which validates every input
+:func:`interp_playground.stages.vectors.create_steering_vectors`, which validates every input
 (including a writable ``--output-dir``) before loading the model. Option names must be spelled out:
 prefixes such as ``--n-sam`` are refused.
 """
@@ -91,8 +91,8 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from ..build_vectors import create_steering_vectors
     from ..models import check_device
+    from ..stages.vectors import create_steering_vectors
 
     check_device(args.device)
     paths = create_steering_vectors(

@@ -4,97 +4,74 @@ Prompts (:mod:`.prompts`), scoring rules (:mod:`.scoring`), backends (:mod:`.bac
 API or a compatible server, and a local Hugging Face model), the verdict cache (:mod:`.cache`), the
 concurrent runner (:mod:`.runner`), file-level APIs (:mod:`.api`), which judge made a score
 (:mod:`.identity`), the digit trees of judges that write numbers digit by digit (:mod:`.digits`),
-the judge options (:mod:`.settings`), the Batch API (:mod:`.batch`), agreement between two judges
-(:mod:`.agreement`), a run directory's judge stage (:mod:`.stage`: one or two judges, batch or not)
-and the command line (:mod:`.command`).
+the judge options (:mod:`.settings`), the Batch API (:mod:`.batch`) and agreement between two
+judges (:mod:`.agreement`). A run directory's judge stage is :mod:`interp_playground.stages.judge`;
+the command line is :mod:`interp_playground.commands.judge`.
+
+The names below load their submodule on first use, so importing one submodule (``judge.identity``,
+``judge.scoring``) does not import the others.
 """
 
 from __future__ import annotations
 
-from .api import (
-    SEED_COLUMNS,
-    csv_columns,
-    format_average_scores,
-    judge_responses,
-    judge_run_dir,
-    judged_csv_text,
-    load_generations,
-    print_average_scores,
-    scores_from_rows,
-    summarize_scores,
-    write_judged,
-)
-from .backends import (
-    DEFAULT_HF_MODEL,
-    DEFAULT_OPENAI_MODEL,
-    HFBackend,
-    JudgeBackend,
-    MalformedResponse,
-    OpenAIBackend,
-    make_backend,
-)
-from .cache import JudgeCache, cache_key
-from .command import (
-    add_judge_arguments,
-    backend_from_args,
-    build_judge_parser,
-    configure_judge_parser,
-    judge_kwargs_from_args,
-    judge_main,
-    run_judge_command,
-)
-from .identity import describe_judge, judge_info, judges_in, rejudge_command, require_one_judge
-from .prompts import JudgePrompt, aligned_prompt, builtin_prompt, coherent_prompt, load_prompt
-from .runner import JudgeStats, RetryPolicy, judge_groups, judge_rows
-from .scoring import MIN_NUMERIC_MASS, Score, score_from_distribution, score_from_text, score_from_top_logprobs
-from .settings import JudgeSettings
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_HF_MODEL",
-    "DEFAULT_OPENAI_MODEL",
-    "MIN_NUMERIC_MASS",
-    "SEED_COLUMNS",
-    "HFBackend",
-    "JudgeBackend",
-    "JudgeCache",
-    "JudgePrompt",
-    "JudgeSettings",
-    "JudgeStats",
-    "MalformedResponse",
-    "OpenAIBackend",
-    "RetryPolicy",
-    "Score",
-    "add_judge_arguments",
-    "aligned_prompt",
-    "backend_from_args",
-    "build_judge_parser",
-    "builtin_prompt",
-    "cache_key",
-    "coherent_prompt",
-    "configure_judge_parser",
-    "csv_columns",
-    "describe_judge",
-    "format_average_scores",
-    "judge_groups",
-    "judge_info",
-    "judge_kwargs_from_args",
-    "judge_main",
-    "judge_responses",
-    "judge_rows",
-    "judge_run_dir",
-    "judges_in",
-    "judged_csv_text",
-    "load_generations",
-    "load_prompt",
-    "make_backend",
-    "print_average_scores",
-    "rejudge_command",
-    "require_one_judge",
-    "run_judge_command",
-    "score_from_distribution",
-    "score_from_text",
-    "score_from_top_logprobs",
-    "scores_from_rows",
-    "summarize_scores",
-    "write_judged",
-]
+# public name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "SEED_COLUMNS": "api",
+    "csv_columns": "api",
+    "format_average_scores": "api",
+    "judge_responses": "api",
+    "judge_run_dir": "api",
+    "judged_csv_text": "api",
+    "load_generations": "api",
+    "print_average_scores": "api",
+    "scores_from_rows": "api",
+    "summarize_scores": "api",
+    "write_judged": "api",
+    "DEFAULT_HF_MODEL": "backends",
+    "DEFAULT_OPENAI_MODEL": "backends",
+    "HFBackend": "backends",
+    "JudgeBackend": "backends",
+    "MalformedResponse": "backends",
+    "OpenAIBackend": "backends",
+    "make_backend": "backends",
+    "JudgeCache": "cache",
+    "cache_key": "cache",
+    "describe_judge": "identity",
+    "judge_info": "identity",
+    "judges_in": "identity",
+    "rejudge_command": "identity",
+    "require_one_judge": "identity",
+    "JudgePrompt": "prompts",
+    "aligned_prompt": "prompts",
+    "builtin_prompt": "prompts",
+    "coherent_prompt": "prompts",
+    "load_prompt": "prompts",
+    "JudgeStats": "runner",
+    "RetryPolicy": "runner",
+    "judge_groups": "runner",
+    "judge_rows": "runner",
+    "MIN_NUMERIC_MASS": "scoring",
+    "Score": "scoring",
+    "score_from_distribution": "scoring",
+    "score_from_text": "scoring",
+    "score_from_top_logprobs": "scoring",
+    "JudgeSettings": "settings",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

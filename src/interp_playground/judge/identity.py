@@ -11,13 +11,15 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..io import PathLike, read_json
 from ..rundir import RunDir
-from .backends import JudgeBackend
 from .prompts import JudgePrompt, builtin_prompt
+
+if TYPE_CHECKING:
+    from .backends import JudgeBackend
 
 JUDGE_FIELD = "judge"
 

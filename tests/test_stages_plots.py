@@ -12,9 +12,9 @@ from PIL import Image
 from interp_playground.errors import UserError
 from interp_playground.metrics import summarize
 from interp_playground.outputs import make_run_plots as make_plots_from_run_dir
-from interp_playground.plots import make_plots
-from interp_playground.run_reader import load_judged_rows
+from interp_playground.rows.reader import load_judged_rows
 from interp_playground.rundir import PLOT_FILES
+from interp_playground.stages.plots import make_plots
 from run_dir_factory import make_fake_run_dir
 
 SEED_PLOTS = {
@@ -109,7 +109,7 @@ def test_plots_and_report_of_a_run_with_ablations(tmp_path):
     _check_pngs(make_plots_from_run_dir(run), run / "plots")
     report = write_report(run).read_text()
     assert "overfit_layer_10_ablate" in report and "overfit_layer_10-20_ablate" in report
-    from interp_playground.run_summary import load_or_summarize
+    from interp_playground.stages.summarize import load_or_summarize
 
     summary = load_or_summarize(run)
     ablation = summary["conditions"]["overfit_layer_10-20_ablate"]
@@ -118,7 +118,7 @@ def test_plots_and_report_of_a_run_with_ablations(tmp_path):
 
 
 def test_measure_plots_follow_the_measures_with_and_without_judge_scores(tmp_path):
-    from interp_playground.run_summary import load_or_summarize
+    from interp_playground.stages.summarize import load_or_summarize
     from run_dir_factory import add_fake_measures
 
     run = make_fake_run_dir(tmp_path / "a", n_questions=3, n_generations=2, seed=1)
@@ -177,8 +177,8 @@ def test_every_plot_reads_at_the_seed_grid_and_at_one_layer(tmp_path, monkeypatc
     import torch
 
     from grid_rows import SEED_GRID, grid_rows
+    from interp_playground.stages.vector_plots import plot_diagnostics
     from interp_playground.vector_file import SteeringVectors
-    from interp_playground.vector_plots import plot_diagnostics
 
     shape = SEED_GRID if grid == "seed" else {"transforms": ("default",), "layers": (15,),
                                               "alphas": (-4.0, -2.0, 0.0, 2.0)}
@@ -203,7 +203,7 @@ def test_the_plots_stage_alone_reads_a_current_summary_and_never_makes_one(tmp_p
     """plots.make_plots on a run directory is the stage alone: it refuses a run whose summary.json is
     missing (the orchestrator, outputs.make_run_plots, makes it first) and writes nothing."""
     from interp_playground.errors import UserError
-    from interp_playground.run_summary import summarize_run
+    from interp_playground.stages.summarize import summarize_run
 
     run = make_fake_run_dir(tmp_path / "a", n_questions=2, n_generations=1, seed=3)
     with pytest.raises(UserError, match="no current summary.json"):

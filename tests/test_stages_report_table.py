@@ -15,8 +15,8 @@ from chromium_helpers import choose, open_page, show
 from grid_rows import SEED_GRID, grid_rows
 from interp_playground.demo import DemoOptions
 from interp_playground.metrics import summarize
-from interp_playground.report import WEAK_JUDGE_MODELS, plot_order, render_report, weak_judge
 from interp_playground.rundir import PLOT_FILES
+from interp_playground.stages.report import WEAK_JUDGE_MODELS, plot_order, render_report, weak_judge
 
 DEMO_JUDGE = {"backend": "hf", "model": "smollm2-135m", "mode": "logprob"}
 

@@ -13,7 +13,7 @@ from interp_playground.engine import hf as engine_hf
 from interp_playground.errors import UserError
 from interp_playground.io import read_jsonl
 from interp_playground.settings import GenerationSettings
-from interp_playground.sweep_store import generate_sweep
+from interp_playground.stages.generate import generate_sweep
 
 QUESTIONS = [
     "Hi",

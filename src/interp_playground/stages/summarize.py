@@ -3,7 +3,7 @@ independent recomputation from the judged CSVs (a cross-check), the second judge
 the terminal table.
 
 The statistics themselves are :func:`interp_playground.metrics.summarize`; the run's rows and
-config are read with :mod:`interp_playground.run_reader`; this module writes their output.
+config are read with :mod:`interp_playground.rows.reader`; this module writes their output.
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import UserError
-from .io import atomic_write_json
-from .judge.agreement import agreement_summary
-from .judge.identity import describe_judge, judges_in, require_one_judge
-from .metrics import (
+from ..errors import UserError
+from ..io import atomic_write_json
+from ..judge.agreement import agreement_summary
+from ..judge.identity import describe_judge, judges_in, require_one_judge
+from ..metrics import (
     DEFAULT_ALIGNED_THRESHOLD,
     DEFAULT_COHERENT_THRESHOLD,
     PathLike,
     summarize,
 )
-from .run_reader import (
+from ..rows.join import END_TOKEN_RULE, ON_IDS, ON_TEXT, SCORED_ON_FIELD, read_rows
+from ..rows.reader import (
     config_value,
     current_summary,
     load_run_rows,
@@ -29,8 +30,7 @@ from .run_reader import (
     summary_inputs_digest,
     summary_settings,
 )
-from .run_rows import END_TOKEN_RULE, ON_IDS, ON_TEXT, SCORED_ON_FIELD, read_rows
-from .rundir import RunDir
+from ..rundir import RunDir
 
 
 def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
 
 
 def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
-    """``summary.json`` of a run directory when it is current (:func:`~interp_playground.run_reader.
+    """``summary.json`` of a run directory when it is current (:func:`~interp_playground.rows.reader.
     current_summary`), else recomputed and rewritten, so readers never mix old and new scores and
     never show a condition whose files are gone."""
     current = current_summary(run_dir)

@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..io import PathLike
-from ..rundir import RunDir
-from .api import judge_run_dir, pending_stems
-from .backends import JudgeBackend, sanitize_url
-from .batch import (
+from ..judge.api import judge_run_dir, pending_stems
+from ..judge.backends import JudgeBackend, sanitize_url
+from ..judge.batch import (
     DEFAULT_POLL_INTERVAL,
     BatchRequest,
     BatchStats,
@@ -39,12 +38,13 @@ from .batch import (
     make_batch_client,
     run_batch_judging,
 )
-from .cache import JudgeCache
-from .prompts import JudgePrompt, resolve_prompt
-from .runner import JudgeStats, RetryPolicy
+from ..judge.cache import JudgeCache
+from ..judge.prompts import JudgePrompt, resolve_prompt
+from ..judge.runner import JudgeStats, RetryPolicy
+from ..rundir import RunDir
 
 if TYPE_CHECKING:
-    from .settings import JudgeSettings
+    from ..judge.settings import JudgeSettings
 
 
 @dataclass

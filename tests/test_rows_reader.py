@@ -8,8 +8,8 @@ import os
 import pytest
 
 from interp_playground.errors import UserError
-from interp_playground.run_reader import config_value, current_summary, load_judged_rows, load_run_rows
-from interp_playground.run_summary import summarize_run
+from interp_playground.rows.reader import config_value, current_summary, load_judged_rows, load_run_rows
+from interp_playground.stages.summarize import summarize_run
 from run_dir_factory import make_fake_run_dir
 
 

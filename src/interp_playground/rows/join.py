@@ -14,7 +14,7 @@ come from three files per condition, each written by its own stage:
 :func:`attach_measures` is the one join: it adds a row's measures (when the measured text is the
 row's text) and its own ``projection``, the value on the condition's own direction (single-layer
 steered conditions; None for the baseline and multi-layer conditions). Readers (summary, plots,
-report) get their rows from :func:`interp_playground.run_summary.load_run_rows`, which joins judged rows
+report) get their rows from :func:`interp_playground.stages.summarize.load_run_rows`, which joins judged rows
 when the run has them and generation rows otherwise (a judge-free run).
 
 The judged files carry the scalar measures and the own ``projection`` only; every direction's
@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from ..conditions import Condition
+from ..errors import UserError
+from ..io import PathLike, read_json, stable_hash
+from ..rundir import RunDir
+from . import condition_of
 from .columns import json_column, read_columns, read_json_column, write_columns
-from .conditions import Condition
-from .errors import UserError
-from .io import PathLike, read_json, stable_hash
-from .rows import condition_of
-from .rundir import RunDir
 
 MEASURES_FILE_FORMAT = "interp_playground.measures/2"
 LEGACY_MEASURES_FORMAT = "interp_playground.measures/1"  # measures_{stem}.json of older versions
@@ -137,7 +137,7 @@ def perplexity_of(nll: float | None) -> float | None:
 
 
 def write_measures(run: RunDir, stem: str, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> Path:
-    """Write ``measures_{stem}.npz`` atomically (:mod:`interp_playground.columns`, the same bytes for
+    """Write ``measures_{stem}.npz`` atomically (:mod:`interp_playground.rows.columns`, the same bytes for
     the same measures): ``meta`` (``{"format", "condition", **meta}`` as JSON; its ``directions`` are
     the projection keys, every key the rows have when ``meta`` names none), the rows' key columns
     ``question_id``, ``answer_idx``, ``answer`` (text hash), ``nll``, ``repetition`` (float64, NaN

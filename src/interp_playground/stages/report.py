@@ -28,13 +28,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .io import atomic_write_text, to_jsonable
-from .metrics import parse_score
+from ..errors import UserError
+from ..io import atomic_write_text, to_jsonable
+from ..metrics import parse_score
+from ..rows import condition_of
+from ..rows.reader import config_value, current_summary, load_run_rows, run_description
+from ..rundir import MEASURE_PLOTS, PLOT_FILES, REPORT_FILE, RunDir
 from .report_table import agreement_table, escape, summary_table
-from .rows import condition_of
-from .run_reader import config_value, current_summary, load_run_rows, run_description
-from .rundir import MEASURE_PLOTS, PLOT_FILES, REPORT_FILE, RunDir
 
 PathLike = str | os.PathLike[str]
 
@@ -60,7 +60,7 @@ WEAK_JUDGE_MODELS: frozenset[str] = frozenset({"smollm2-135m"})
 
 
 def _resource(name: str) -> str:
-    return (Path(__file__).resolve().parent / "resources" / name).read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "resources" / name).read_text(encoding="utf-8")
 
 
 _CSS = _resource("report.css")

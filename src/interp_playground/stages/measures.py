@@ -5,7 +5,7 @@ Between generation and judging, one teacher-forced pass of the UNSTEERED model o
 conditions on the token ids the engine generated (``tokens_{stem}.npz``; answers without them,
 from runs made before they were kept, on their text, with one warning): NLL per answer token,
 perplexity, repetition, length, and the projection onto every ``(vector, layer)`` of the run's grid
-(:func:`interp_playground.run_rows.grid_directions`), so that baseline and steered answers are
+(:func:`interp_playground.rows.join.grid_directions`), so that baseline and steered answers are
 compared on the same axes. The batches are planned over every answer of the planned conditions, so
 their composition never depends on what an interrupted pass had finished. Finished batches go to
 ``measures_journal.jsonl`` (a killed stage resumes there; it is removed once every file is
@@ -27,16 +27,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .conditions import Condition
-from .errors import UserError
-from .eval_config import EvalConfig
-from .io import read_json, stable_hash
-from .judge.api import write_judged
-from .measures import directions_from_vectors
-from .measures_rows import measure_rows, measures_fingerprint
-from .models import load_model_from_settings
-from .run_environment import vector_hashes
-from .run_rows import (
+from ..conditions import Condition
+from ..errors import UserError
+from ..eval_config import EvalConfig
+from ..io import read_json, stable_hash
+from ..judge.api import write_judged
+from ..measures import directions_from_vectors
+from ..measures_rows import measure_rows, measures_fingerprint
+from ..models import load_model_from_settings
+from ..rows.join import (
     END_TOKEN_RULE,
     SCORED_ON_FIELD,
     answer_hash,
@@ -49,10 +48,11 @@ from .run_rows import (
     row_key,
     write_measures,
 )
-from .rundir import RunDir
-from .token_store import attach_token_ids, read_tokens
-from .transforms import base_transforms
-from .vector_file import load_vectors, vector_path
+from ..rows.tokens import attach_token_ids, read_tokens
+from ..run_environment import vector_hashes
+from ..rundir import RunDir
+from ..transforms import base_transforms
+from ..vector_file import load_vectors, vector_path
 
 DEFAULT_MEASURES_BATCH_SIZE = 8
 

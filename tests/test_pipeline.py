@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from interp_playground.cli import main as cli_main
-from interp_playground.run_summary import recompute_from_csv
 from interp_playground.rundir import PLOT_FILES
+from interp_playground.stages.summarize import recompute_from_csv
 
 MODEL = "tiny-qwen3"
 TRANSFORMS = ["default", "overfit", "dont_overfit"]
@@ -23,7 +23,7 @@ TRANSFORMS = ["default", "overfit", "dont_overfit"]
 
 @pytest.fixture(scope="module")
 def vectors_dir(tmp_path_factory) -> Path:
-    from interp_playground.build_vectors import create_steering_vectors
+    from interp_playground.stages.vectors import create_steering_vectors
 
     out = tmp_path_factory.mktemp("vectors")
     create_steering_vectors(MODEL, transforms=["all"], dataset="bundled", n_samples=6, output_dir=out,
@@ -92,7 +92,7 @@ def test_run_directory_is_complete(complete_run):
     assert {p.name[len("measures_"):-len(".npz")] for p in run.glob("measures_*.npz")} == _stems()
     assert {p.name[len("tokens_"):-len(".npz")] for p in run.glob("tokens_*.npz")} == _stems()
     assert summary["measured"] and summary["judged"]
-    from interp_playground.run_rows import read_measures
+    from interp_playground.rows.join import read_measures
     from interp_playground.rundir import RunDir
 
     measures = read_measures(RunDir(run))
@@ -299,7 +299,7 @@ def test_seed_quick_test_command_shape(vectors_dir, tmp_path):
 
 def test_credentials_in_urls_never_reach_the_run_directory(vectors_dir, tmp_path):
     from interp_playground.eval_config import EvalConfig
-    from interp_playground.sweep import run_eval
+    from interp_playground.pipeline import run_eval
 
     url = "http://alice:s3cretpw@127.0.0.1:9/v1"
     config = EvalConfig.build(model=MODEL, transforms=["default"], layers=[1], alphas=[1.0], max_samples=1,
@@ -442,7 +442,7 @@ def test_generate_can_finish_an_eval_run_with_the_same_settings(complete_run, ve
 
 
 def test_ctrl_c_names_the_exact_resume_command(vectors_dir, tmp_path, capsys, monkeypatch):
-    import interp_playground.sweep as sweep
+    import interp_playground.pipeline as sweep
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conditions import Condition
+from ..conditions import Condition
 
 #: The seed's row fields, in order.
 SEED_FIELDS = ("id", "question", "response", "answer_idx", "steering_layer", "steering_strength")

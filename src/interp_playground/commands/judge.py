@@ -17,16 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..commands.common import OneLineParser
 from ..errors import UserError
 from ..io import check_writable_dir, read_json
+from ..judge.api import default_json_path, format_average_scores, judge_responses, load_generations
+from ..judge.backends import JudgeBackend
+from ..judge.cache import check_cache_file
+from ..judge.runner import JudgeStats, JudgeStopped
+from ..judge.settings import JudgeSettings
 from ..rundir import JUDGE_CACHE_FILE, RunDir
-from .api import default_json_path, format_average_scores, judge_responses, load_generations
-from .backends import JudgeBackend
-from .cache import check_cache_file
-from .runner import JudgeStats, JudgeStopped
-from .settings import JudgeSettings
-from .stage import judge_folders, record_judges, run_judge_stage
+from ..stages.judge import judge_folders, record_judges, run_judge_stage
+from .common import OneLineParser
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ SEED_CSV = ["id", "question", "response", "answer_idx", "steering_layer", "steer
 
 @pytest.fixture(scope="module")
 def vectors_dir(tmp_path_factory) -> Path:
-    from interp_playground.build_vectors import create_steering_vectors
+    from interp_playground.stages.vectors import create_steering_vectors
 
     out = tmp_path_factory.mktemp("vectors")
     create_steering_vectors(MODEL, transforms=["default"], dataset="bundled", n_samples=4, output_dir=out,
@@ -64,7 +64,7 @@ def _copy(run: Path, dest: Path) -> Path:
 
 
 def _measures(run: Path) -> dict[str, list[dict]]:
-    from interp_playground.run_rows import read_measures_file
+    from interp_playground.rows.join import read_measures_file
 
     return {p.name: read_measures_file(p)["rows"] for p in sorted(run.glob("measures_*.npz"))}
 
@@ -242,7 +242,7 @@ def test_bad_batch_size_and_missing_vectors_are_one_line_errors(unmeasured_run, 
 def test_vectors_rebuilt_since_the_run_are_refused_not_projected_onto(unmeasured_run, tmp_path, capsys):
     """The projections must use the directions the run was steered along: a vector file rebuilt in
     the run's vectors folder since (other samples, same name) is refused in one line, nothing written."""
-    from interp_playground.build_vectors import create_steering_vectors
+    from interp_playground.stages.vectors import create_steering_vectors
 
     run = _copy(unmeasured_run, tmp_path / "run")
     rebuilt = tmp_path / "rebuilt"

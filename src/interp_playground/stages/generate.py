@@ -7,7 +7,7 @@ into a run directory and can be rerun to finish what is missing:
 * ``generations_journal.jsonl``: finished rows, appended after every batch (a kill loses at most
   the batch in flight);
 * ``tokens_{stem}.npz`` beside each condition file: its answers' generated token ids
-  (:mod:`interp_playground.token_store`; the journal keeps them per row until every file is
+  (:mod:`interp_playground.rows.tokens`; the journal keeps them per row until every file is
   written, then drops them);
 * ``generation_manifest.json``: the settings fingerprint of every finished file, so a rerun never
   mixes answers made with different settings (it refuses, naming the differing keys, unless
@@ -35,13 +35,13 @@ from typing import Any
 
 import torch
 
-from . import distributed
-from .chat import prompt_ids
-from .conditions import BASELINE_STEM, Condition, check_questions
-from .engine import generate_batches
-from .engine.base import GenerationRequest, check_conditions, check_vectors
-from .errors import UserError
-from .io import (
+from .. import distributed
+from ..chat import prompt_ids
+from ..conditions import BASELINE_STEM, Condition, check_questions
+from ..engine import generate_batches
+from ..engine.base import GenerationRequest, check_conditions, check_vectors
+from ..errors import UserError
+from ..io import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
@@ -51,11 +51,11 @@ from .io import (
     sha256_bytes,
     stable_hash,
 )
-from .models import model_info
-from .rows import GenerationRow
-from .rundir import RunDir
-from .settings import GenerationSettings
-from .token_store import IDS_FIELD, decode_ids, encode_ids, write_tokens
+from ..models import model_info
+from ..rows import GenerationRow
+from ..rows.tokens import IDS_FIELD, decode_ids, encode_ids, write_tokens
+from ..rundir import RunDir
+from ..settings import GenerationSettings
 
 
 def _vector_digest(cond: Condition, vectors: Mapping[str, torch.Tensor]) -> str | None:

@@ -14,7 +14,7 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-from .conditions import BASELINE_STEM as BASELINE
+from ..conditions import BASELINE_STEM as BASELINE
 
 #: (data-key, header HTML, tooltip) of the summary table's columns: the condition, the judge's scores,
 #: the judge-free measures. Long words carry soft hyphens (``&shy;``) so that the demo's table fits

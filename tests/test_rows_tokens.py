@@ -9,15 +9,15 @@ import json
 import numpy as np
 
 from generation_helpers import MIXED, QUESTIONS, make_vectors
-from interp_playground.columns import json_column, read_columns, read_json_column, write_columns
 from interp_playground.engine import generate_batches
 from interp_playground.engine.base import GenerationRequest, eos_ids
 from interp_playground.io import read_jsonl
-from interp_playground.run_rows import keyed_rows
+from interp_playground.rows.columns import json_column, read_columns, read_json_column, write_columns
+from interp_playground.rows.join import keyed_rows
+from interp_playground.rows.tokens import attach_token_ids, decode_ids, encode_ids, read_tokens
 from interp_playground.rundir import RunDir
 from interp_playground.settings import GenerationSettings
-from interp_playground.sweep_store import generate_sweep
-from interp_playground.token_store import attach_token_ids, decode_ids, encode_ids, read_tokens
+from interp_playground.stages.generate import generate_sweep
 
 
 def test_tokens_files_hold_the_generated_ids(tiny_models, tokenizer, tmp_path):
@@ -69,7 +69,7 @@ def test_encoding_and_columns_round_trip_with_stable_bytes(tmp_path):
 
 
 def test_a_damaged_tokens_file_reads_as_none_so_the_answers_fall_back_to_text(tmp_path):
-    from interp_playground.token_store import write_tokens
+    from interp_playground.rows.tokens import write_tokens
 
     run = RunDir(tmp_path / "run")
     run.path.mkdir()

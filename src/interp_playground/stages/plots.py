@@ -46,11 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from .conditions import BASELINE_STEM as BASELINE
-from .errors import UserError
-from .measure_plots import plot_fluency, plot_projection
-from .metrics import parse_score
-from .plot_style import (
+from ..conditions import BASELINE_STEM as BASELINE
+from ..errors import UserError
+from ..metrics import parse_score
+from ..plot_style import (
     BASELINE_COLOR,
     BASELINE_POINT_COLOR,
     MISALIGNED_COLOR,
@@ -70,9 +69,10 @@ from .plot_style import (
     transform_name,
     transforms_of,
 )
-from .rows import condition_of
-from .run_reader import current_summary, load_run_rows, read_run_config, run_description
-from .rundir import PLOT_FILES, RunDir
+from ..rows import condition_of
+from ..rows.reader import current_summary, load_run_rows, read_run_config, run_description
+from ..rundir import PLOT_FILES, RunDir
+from .measure_plots import plot_fluency, plot_projection
 
 PathLike = str | os.PathLike[str]
 

@@ -273,7 +273,7 @@ def test_two_judges_write_both_and_summary_agreement_equals_the_hand_computation
 
 
 def test_agreement_text_is_escaped_in_the_report(tmp_path):
-    from interp_playground.report import _agreement_table
+    from interp_playground.stages.report import _agreement_table
 
     nasty = '<script>alert("x")</script>'
     stats = {"matched": 1, "spearman_aligned": {"value": None, "n": 1, "reason": nasty},

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from interp_playground.conditions import Condition
-from interp_playground.run_rows import (
+from interp_playground.rows.join import (
     answer_hash,
     attach_measures,
     grid_directions,
@@ -20,8 +20,8 @@ from interp_playground.run_rows import (
     read_measures_file,
     write_measures,
 )
-from interp_playground.run_summary import measures_scope
 from interp_playground.rundir import RunDir
+from interp_playground.stages.summarize import measures_scope
 
 
 def test_grid_directions_cover_every_layer_of_every_condition():

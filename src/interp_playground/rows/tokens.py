@@ -4,7 +4,7 @@ The engines return every answer's generated ids (``GenerationRow.token_ids``: th
 first end token, plus that end token when the answer ended with one). The generation journal
 keeps them per row as base64 of little-endian int32 (:func:`encode_ids`; a resumed sweep needs
 them), and when a condition's ``generations_{stem}.json`` is written, ``tokens_{stem}.npz``
-(:mod:`interp_playground.columns`) gets the same rows in the same order: ``question_id``,
+(:mod:`interp_playground.rows.columns`) gets the same rows in the same order: ``question_id``,
 ``answer_idx``, ``answer`` (the hash of the row's text, so ids never attach to an answer that was
 edited or generated again), ``offsets`` (``[n + 1]``) and ``ids`` (all rows' ids, concatenated).
 
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from ..rundir import RunDir
 from .columns import json_column, read_columns, read_json_column, write_columns
-from .run_rows import RowKey, answer_hash, keyed_rows
-from .rundir import RunDir
+from .join import RowKey, answer_hash, keyed_rows
 
 TOKENS_FILE_FORMAT = "interp_playground.tokens/1"
 #: The journal field holding a row's ids (:func:`encode_ids`).

@@ -1,6 +1,6 @@
 """Reading a run directory back for the stages after generation: its rows (judged, or generations
 for a judge-free run, joined with their measures), its config, and whether its ``summary.json`` is
-current. Summary, plots and report read a run only through here (and :mod:`interp_playground.run_rows`).
+current. Summary, plots and report read a run only through here (and :mod:`interp_playground.rows.join`).
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .io import read_json, stable_hash
-from .judge.identity import judges_in, rejudge_command, require_one_judge
-from .metrics import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, DEFAULT_N_BOOTSTRAP, PathLike
-from .run_rows import attach_measures, load_generation_rows, read_measures, read_rows
-from .rundir import RunDir, RunManifest
+from ..errors import UserError
+from ..io import PathLike, read_json, stable_hash
+from ..judge.identity import judges_in, rejudge_command, require_one_judge
+from ..rundir import RunDir, RunManifest
+from ..settings import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, DEFAULT_N_BOOTSTRAP
+from .join import attach_measures, load_generation_rows, read_measures, read_rows
 
 # --------------------------------------------------------------------------------------------
 # run directories
@@ -86,7 +86,7 @@ def load_run_rows(run_dir: PathLike, *, projections: bool = True) -> list[dict[s
     """The rows every reader (summary, plots, report) uses: the judged rows when the run has judged
     files (as :func:`load_judged_rows` reads them), else the generation rows of the planned
     conditions (a judge-free run), each joined with its measures
-    (:func:`interp_playground.run_rows.attach_measures`, keyed by ``(condition, question_id,
+    (:func:`interp_playground.rows.join.attach_measures`, keyed by ``(condition, question_id,
     answer_idx)``): ``nll``, ``perplexity``, ``repetition``, ``answer_tokens``, ``scored_on``, the
     own ``projection`` and, unless ``projections`` is false, ``projections`` (every direction's).
 

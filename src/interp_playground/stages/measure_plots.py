@@ -1,6 +1,6 @@
 """The judge-free measures against alpha: ``fluency_by_alpha.png`` (NLL per answer token and the
 repetition rate) and ``projection_by_alpha.png`` (projection onto the condition's own steering
-direction), see :mod:`interp_playground.plots`.
+direction), see :mod:`interp_playground.stages.plots`.
 
 Up to :data:`MAX_LINE_LAYERS` steered layers each layer is a line against alpha (95% CI bars, the
 baseline dashed). A larger grid (the seed's 36 layers) is drawn as layer x alpha heatmaps, one panel
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .conditions import BASELINE_STEM as BASELINE
-from .plot_style import (
+from ..conditions import BASELINE_STEM as BASELINE
+from ..plot_style import (
     alpha_tick,
     baseline_line,
     error_bar,

@@ -4,7 +4,7 @@
 input cheaply (transforms, counts, output folder, dataset, model name via its tokenizer), then
 loads the model only if some transform still needs extracting, and writes one
 ``steering_vectors_{transform}.pt`` per transform (:mod:`interp_playground.vector_file`) plus the
-diagnostics plot (:mod:`interp_playground.vector_plots`).
+diagnostics plot (:mod:`interp_playground.stages.vector_plots`).
 
 Under ``torchrun --nproc-per-node N -m interp_playground vectors ...`` every rank loads the model on
 its own GPU and extracts its share of the contrast rows; the sums are all-reduced
@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from . import distributed
-from ._version import __version__
-from .activations import vectors_from_activations
-from .data import (
+from .. import distributed
+from .._version import __version__
+from ..activations import vectors_from_activations
+from ..data import (
     NEGATIVE_COLUMN,
     POSITIVE_COLUMN,
     PROMPT_COLUMN,
@@ -33,18 +33,18 @@ from .data import (
     DatasetStats,
     load_contrast_pairs,
 )
-from .errors import UserError
-from .extract import extract_pair_means
-from .io import atomic_write_json, check_writable_dir, stable_hash
-from .models import _parse_dtype, default_device, load_model_and_tokenizer, load_tokenizer, model_info
-from .transforms import base_transforms, get_transform, resolve_transforms
-from .vector_file import (
+from ..errors import UserError
+from ..extract import extract_pair_means
+from ..io import atomic_write_json, check_writable_dir, stable_hash
+from ..models import _parse_dtype, default_device, load_model_and_tokenizer, load_tokenizer, model_info
+from ..transforms import base_transforms, get_transform, resolve_transforms
+from ..vector_file import (
     FORMAT_VERSION,
     LAYER_CONVENTION,
     VECTOR_DEFINITION,
     SteeringVectors,
 )
-from .vector_names import NEGATIVE_SIDE, POSITIVE_SIDE, SIDES, vector_path
+from ..vector_names import NEGATIVE_SIDE, POSITIVE_SIDE, SIDES, vector_path
 
 PathLike = str | os.PathLike[str]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import PathLike, atomic_write_bytes, to_jsonable
+from ..io import PathLike, atomic_write_bytes, to_jsonable
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip member can carry
 

@@ -17,10 +17,10 @@ import pytest
 from chromium_helpers import Chromium, choose, open_page
 from interp_playground.errors import UserError
 from interp_playground.outputs import write_run_report as write_report
-from interp_playground.report import embed_json, render_report
-from interp_playground.run_reader import load_judged_rows
-from interp_playground.run_summary import load_or_summarize
+from interp_playground.rows.reader import load_judged_rows
 from interp_playground.rundir import PLOT_FILES
+from interp_playground.stages.report import embed_json, render_report
+from interp_playground.stages.summarize import load_or_summarize
 from run_dir_factory import NASTY_ANSWERS, make_fake_run_dir
 
 N_QUESTIONS, N_GENERATIONS = 4, 2
@@ -268,7 +268,7 @@ def test_a_condition_on_two_layers_shows_both_layers_not_a_range():
 
 
 def test_the_report_stage_alone_refuses_a_run_without_a_current_summary(tmp_path):
-    from interp_playground import report
+    from interp_playground.stages import report
 
     run = make_fake_run_dir(tmp_path / "r", n_questions=2, n_generations=1)
     with pytest.raises(UserError, match="no current summary.json"):

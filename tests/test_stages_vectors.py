@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from interp_playground.build_vectors import create_steering_vectors
 from interp_playground.errors import UserError
 from interp_playground.io import check_writable_dir
 from interp_playground.models import load_model_and_tokenizer
+from interp_playground.stages.vectors import create_steering_vectors
 from interp_playground.vector_file import SteeringVectors, check_vectors_match_model, load_vectors
 from interp_playground.vector_names import vector_path
 
@@ -46,7 +46,7 @@ def test_unwritable_folder_is_refused_before_the_dataset(tmp_path, monkeypatch):
     def no_dataset(*args, **kwargs):
         raise AssertionError("dataset read")
 
-    monkeypatch.setattr("interp_playground.build_vectors.load_contrast_pairs", no_dataset)
+    monkeypatch.setattr("interp_playground.stages.vectors.load_contrast_pairs", no_dataset)
     f = tmp_path / "f"
     f.write_text("x")
     with pytest.raises(UserError, match="is a file"):

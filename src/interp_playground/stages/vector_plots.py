@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .io import atomic_write_bytes
-from .vector_file import SteeringVectors, load_vectors
-from .vector_names import NEGATIVE_SIDE, POSITIVE_SIDE, SIDE_SUFFIXES, SIDES, vector_file_names, vector_path
+from ..errors import UserError
+from ..io import atomic_write_bytes
+from ..vector_file import SteeringVectors, load_vectors
+from ..vector_names import NEGATIVE_SIDE, POSITIVE_SIDE, SIDE_SUFFIXES, SIDES, vector_file_names, vector_path
 
 DIAGNOSTICS_PLOT = "steering_vectors_diagnostics.png"
 """File name of the plot in a vectors folder."""

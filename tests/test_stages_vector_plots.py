@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from interp_playground.stages.vector_plots import DIAGNOSTICS_PLOT, plot_diagnostics, plot_vector_folder
 from interp_playground.vector_file import SteeringVectors
 from interp_playground.vector_names import vector_path
-from interp_playground.vector_plots import DIAGNOSTICS_PLOT, plot_diagnostics, plot_vector_folder
 
 L, H = 4, 8
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -38,7 +38,7 @@ def test_plot_vector_folder_adds_same_model_files_and_skips_others(tmp_path, mon
         seen["names"] = list(vectors)
         return plot_diagnostics(vectors, path)
 
-    monkeypatch.setattr("interp_playground.vector_plots.plot_diagnostics", fake_plot)
+    monkeypatch.setattr("interp_playground.stages.vector_plots.plot_diagnostics", fake_plot)
     path = plot_vector_folder(tmp_path, ["default"])
     assert path == tmp_path / DIAGNOSTICS_PLOT and path.read_bytes()[:8] == PNG
     assert seen["names"] == ["default", "overfit"]

@@ -1,7 +1,7 @@
 """The EM evaluation: the config of a run, and ``run_eval``, which runs the stages in order.
 
 Stages: generate (one ``generations_*.json`` per condition) -> measures (``measures_*.npz``, judge-free:
-:mod:`interp_playground.measures_stage`) -> judge (``judged_*``, the measures added as columns) ->
+:mod:`interp_playground.stages.measures`) -> judge (``judged_*``, the measures added as columns) ->
 ``summary.json`` -> ``plots/`` -> ``report.html``, all in one :class:`~interp_playground.rundir.RunDir`
 whose writer lock the run holds throughout. Every cheap check (settings, vectors, questions,
 output directory, judge settings) runs before the model loads; a new run directory is created only
@@ -29,9 +29,7 @@ from .eval_config import EvalConfig
 from .io import check_writable_dir, read_json, redact_url, redacted
 from .judge.cache import check_cache_file
 from .judge.runner import JudgeStats, JudgeStopped
-from .judge.stage import run_judge_stage
 from .measures import check_batch_size
-from .measures_stage import annotate_judged, measures_stage, vector_files
 from .models import (
     check_device,
     load_model_from_settings,
@@ -42,7 +40,9 @@ from .outputs import update_outputs
 from .preflight import Preflight, check_before_load, prepare
 from .run_environment import environment_info, git_commit, vector_hashes
 from .rundir import RunDir, RunManifest
-from .sweep_store import SweepPlan
+from .stages.generate import SweepPlan
+from .stages.judge import run_judge_stage
+from .stages.measures import annotate_judged, measures_stage, vector_files
 from .vector_file import load_vectors
 
 
