@@ -13,24 +13,25 @@ from typing import Any
 
 from .io import PathLike
 from .rundir import PLOT_FILES, RunDir
-from .stages.plots import make_plots
-from .stages.report import write_report
-from .stages.summarize import format_table, load_or_summarize
+from .stages import plots as plots_stage
+from .stages import report as report_stage
+from .stages import summarize as summarize_stage
+from .stages.summarize import format_table
 
 
 def make_run_plots(run_dir: PathLike) -> list[Path]:
     """Remake ``{run_dir}/plots/*.png`` from the run directory's files alone (its summary made
     first when missing or stale)."""
     run = RunDir.existing(run_dir)
-    load_or_summarize(run.path)
-    return make_plots(run.path)
+    summarize_stage.run(run)
+    return plots_stage.run(run)
 
 
 def write_run_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> Path:
     """Write ``{run_dir}/report.html``: the summary made first when missing or stale, and the plots
     redrawn first when some are missing or older than the summary (and ``make_missing_plots``)."""
     run = RunDir.existing(run_dir)
-    load_or_summarize(run.path)
+    summarize_stage.run(run)
     newest = run.summary_path.stat().st_mtime_ns if run.summary_path.exists() else 0
 
     def current(name: str) -> bool:
@@ -39,21 +40,21 @@ def write_run_report(run_dir: PathLike, *, make_missing_plots: bool = True) -> P
 
     if make_missing_plots and not all(current(n) for n in PLOT_FILES):
         make_run_plots(run.path)
-    return write_report(run.path)
+    return report_stage.run(run)
 
 
 def update_outputs(run: RunDir, *, make_report: bool = True, say: Callable[[str], Any] = print) -> None:
     """The outputs of a run's stages: ``summary.json`` (printed as a table), ``plots/`` and
     ``report.html``, each remade only when older than what it is made from, so a resume or a
     ``measures RUN`` that changed nothing rewrites nothing."""
-    summary = load_or_summarize(run.path)
+    summary = summarize_stage.run(run)
     say(format_table(summary))
     inputs = [run.summary_path, run.config_path]
     plots = [run.plots_dir / name for name in PLOT_FILES]
     if _stale(plots, inputs):
         make_run_plots(run.path)
     if make_report and _stale([run.report_path], inputs + plots + list(run.judged_files().values())):
-        say(f"report: {write_report(run.path)}")
+        say(f"report: {report_stage.run(run)}")
 
 
 def _stale(targets: list[Path], sources: list[Path]) -> bool:

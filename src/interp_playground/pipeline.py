@@ -26,7 +26,7 @@ from .conditions import parse_layer_groups, plan_grid
 from .engine.base import check_conditions, check_vectors
 from .errors import UserError
 from .eval_config import EvalConfig
-from .io import check_writable_dir, read_json, redact_url, redacted
+from .io import check_writable_dir, redact_url, redacted
 from .judge.cache import check_cache_file
 from .judge.runner import JudgeStats, JudgeStopped
 from .measures import check_batch_size
@@ -38,10 +38,11 @@ from .models import (
 )
 from .outputs import update_outputs
 from .preflight import Preflight, check_before_load, prepare
+from .rows.reader import unjudged_stems
 from .run_environment import environment_info, git_commit, vector_hashes
 from .rundir import RunDir, RunManifest
-from .stages.generate import SweepPlan
-from .stages.judge import run_judge_stage
+from .stages import generate as generate_stage
+from .stages import judge as judge_stage
 from .stages.measures import annotate_judged, measures_stage, vector_files
 from .vector_file import load_vectors
 
@@ -243,26 +244,18 @@ class _Stages:
         model, tokenizer = self.model, self.tokenizer
         self.model = self.tokenizer = None
         with run.lock("eval"):  # in a torchrun job: rank 0's lock, agreed by every rank
-            plan = None
             if model is not None:
                 vectors = {name: sv.vectors
                            for name, sv in load_vectors(config.grid.vectors_dir, prepared.transforms).items()}
-                plan = distributed.agree(lambda: SweepPlan.prepare(
-                    model, tokenizer, self.conditions, prepared.questions, vectors, run,
-                    n_generations=config.grid.n_generations, settings=config.generation, overwrite=opts.overwrite,
-                    reuse_baseline=config.grid.reuse_baseline,
-                    extra_fingerprint={"vector_hashes": vector_hashes(prepared.vector_files)},
-                ))
-            if distributed.is_main():
-                nothing_new = plan is None or not plan.requests()
-                manifest = _manifest(config, prepared, self.groups, self.conditions, self.old, self.backend,
-                                     opts.command, model_info(model) if model is not None else None,
-                                     keep_generation=opts.skip_generation or (self.old is not None and nothing_new))
-                if self.old is None or manifest.to_dict() != self.old.to_dict():
-                    run.write_manifest(manifest)  # every check has passed; a no-op resume leaves it as it was
-            if plan is not None:
-                plan.run(model, tokenizer, opts.progress)
-                del plan, vectors
+                generate_stage.run(
+                    run, config, model=model, tokenizer=tokenizer, conditions=self.conditions,
+                    questions=prepared.questions, vectors=vectors, overwrite=opts.overwrite,
+                    fingerprint={"vector_hashes": vector_hashes(prepared.vector_files)},
+                    before_write=lambda plan: self._write_manifest(model, nothing_new=not plan.requests()),
+                    progress=opts.progress)
+                del vectors
+            else:
+                self._write_manifest(None, nothing_new=True)
             if not distributed.is_main():  # measures, judging, summary, plots and report are rank 0's
                 return run.path
             stems = [c.stem for c in self.conditions]
@@ -282,6 +275,19 @@ class _Stages:
             else:
                 say("no judgments and no measures (--skip-judging --skip-measures): stopping before the summary")
         return run.path
+
+
+    def _write_manifest(self, model: Any, nothing_new: bool) -> None:
+        """Write ``config.json`` (rank 0) once every check has passed, before any answer is written;
+        a resume that changes nothing leaves it as it was."""
+        if not distributed.is_main():
+            return
+        opts = self.opts
+        manifest = _manifest(self.config, self.prepared, self.groups, self.conditions, self.old, self.backend,
+                             opts.command, model_info(model) if model is not None else None,
+                             keep_generation=opts.skip_generation or (self.old is not None and nothing_new))
+        if self.old is None or manifest.to_dict() != self.old.to_dict():
+            self.run.write_manifest(manifest)
 
 
 def _measures_stage(run: RunDir, config: EvalConfig, conditions: list[Any],
@@ -347,7 +353,7 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
         second = _make_judge(config, second=True)
         stats = [JudgeStats() for _ in range(1 if second is None else 2)]
         try:
-            run_judge_stage(run, config.judge, [backend] + ([second] if second is not None else []),
+            judge_stage.run(run, config.judge, [backend] + ([second] if second is not None else []),
                             progress=opts.progress, stems=stems, log=say, stats=stats)
         except JudgeStopped:
             raise
@@ -361,7 +367,7 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
             print(f"warning: {failed} judge call(s) failed and their rows have no score; resume with: "
                   f"{_resume_command(run, config, opts)}", file=sys.stderr)
         return True
-    stale = _unjudged(run, stems)
+    stale = unjudged_stems(run, stems)
     if len(stale) == len(stems):
         say("no judged files for these generations yet (--skip-judging)")
         return False
@@ -372,20 +378,6 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
             "rerun without --skip-judging"
         )
     return True
-
-
-def _unjudged(run: RunDir, stems: list[str]) -> list[str]:
-    """Planned conditions whose judged file is missing or covers other answers than their generations."""
-    out = []
-    for stem in stems:
-        gen, judged = run.generations(stem), run.judged_json(stem)
-        if not gen.exists() or not judged.exists():
-            out.append(stem)
-            continue
-        answers = [(r.get("question"), r.get("response")) for r in read_json(gen)]
-        if answers != [(r.get("question"), r.get("response")) for r in read_json(judged)]:
-            out.append(stem)
-    return out
 
 
 __all__ = ["EvalConfig", "EvalOptions", "environment_info", "git_commit", "redact_url", "run_eval", "vector_hashes"]

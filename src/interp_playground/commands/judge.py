@@ -2,7 +2,7 @@
 
 ``judge_main(argv)`` is the whole command: ``interp-playground judge <generations.json | run_dir>
 [--output CSV] [judge options]``. A run directory is judged under its writer lock by
-:func:`~.stage.run_judge_stage`: with ``--judge-model A B`` by two judges (B's files in
+:func:`interp_playground.stages.judge.run`: with ``--judge-model A B`` by two judges (B's files in
 ``judges/B/``), with ``--judge-batch`` through the OpenAI Batch API (resumable); the judges used
 are recorded in its ``config.json``. The judge options, their defaults and checks live in
 :class:`~.settings.JudgeSettings`; ``add_judge_arguments``, ``backend_from_args`` and
@@ -25,7 +25,8 @@ from ..judge.cache import check_cache_file
 from ..judge.runner import JudgeStats, JudgeStopped
 from ..judge.settings import JudgeSettings
 from ..rundir import JUDGE_CACHE_FILE, RunDir
-from ..stages.judge import judge_folders, record_judges, run_judge_stage
+from ..stages import judge as judge_stage
+from ..stages.judge import judge_folders, record_judges
 from .common import OneLineParser
 
 
@@ -86,7 +87,7 @@ def _judge_directory(path: Path, settings: JudgeSettings, args: argparse.Namespa
             second = settings.make_second_backend()
             if second is not None:
                 backends.append(second)
-            statuses = run_judge_stage(run, settings, backends, overwrite=args.overwrite,
+            statuses = judge_stage.run(run, settings, backends, overwrite=args.overwrite,
                                        progress=not args.no_progress, stats=stats, log=print,
                                        batch_client=batch_client)
             record_judges(run, settings, backends)

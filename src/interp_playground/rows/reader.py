@@ -5,7 +5,7 @@ current. Summary, plots and report read a run only through here (and :mod:`inter
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,21 @@ def _newer_than_inputs(run: RunDir, path: Path) -> bool:
     return all(p.stat().st_mtime_ns <= newest for p in inputs)
 
 
+def unjudged_stems(run: RunDir, stems: Sequence[str]) -> list[str]:
+    """The stems among ``stems`` whose judged file is missing or covers other answers (question,
+    response, in order) than their generations file."""
+    out = []
+    for stem in stems:
+        gen, judged = run.generations(stem), run.judged_json(stem)
+        if not gen.exists() or not judged.exists():
+            out.append(stem)
+            continue
+        answers = [(r.get("question"), r.get("response")) for r in read_json(gen)]
+        if answers != [(r.get("question"), r.get("response")) for r in read_json(judged)]:
+            out.append(stem)
+    return out
+
+
 __all__ = [
     "config_value",
     "current_summary",
@@ -219,4 +234,5 @@ __all__ = [
     "run_description",
     "summary_inputs_digest",
     "summary_settings",
+    "unjudged_stems",
 ]

@@ -28,10 +28,10 @@ killed job left.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -56,6 +56,9 @@ from ..rows import GenerationRow
 from ..rows.tokens import IDS_FIELD, decode_ids, encode_ids, write_tokens
 from ..rundir import RunDir
 from ..settings import GenerationSettings
+
+if TYPE_CHECKING:
+    from ..eval_config import EvalConfig
 
 
 def _vector_digest(cond: Condition, vectors: Mapping[str, torch.Tensor]) -> str | None:
@@ -380,6 +383,35 @@ def shard_requests(tokenizer: Any, requests: Sequence[GenerationRequest],
     return [requests[i] for i in distributed.shard(expected_tokens(tokenizer, requests, settings))]
 
 
+def run(
+    run: RunDir,
+    config: EvalConfig,
+    *,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    conditions: Sequence[Condition],
+    questions: Sequence[str],
+    vectors: Mapping[str, torch.Tensor],
+    overwrite: bool = False,
+    fingerprint: dict[str, Any] | None = None,
+    before_write: Callable[[SweepPlan], None] | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """The generate stage of an evaluation run: the answers of ``conditions`` x ``questions`` with
+    the run's grid and generation settings (``config.grid``, ``config.generation``), finishing what
+    ``run`` lacks. The plan is checked against the directory first (:meth:`SweepPlan.prepare`,
+    agreed by every rank); ``before_write(plan)`` is called after that check and before anything
+    is written (the orchestrator writes ``config.json`` there). The caller holds ``run``'s lock.
+    ``fingerprint`` is recorded with the settings (rows made under another are not reused)."""
+    plan = distributed.agree(lambda: SweepPlan.prepare(
+        model, tokenizer, conditions, questions, vectors, run, n_generations=config.grid.n_generations,
+        settings=config.generation, overwrite=overwrite, reuse_baseline=config.grid.reuse_baseline,
+        extra_fingerprint=fingerprint))
+    if before_write is not None:
+        before_write(plan)
+    return plan.run(model, tokenizer, progress)
+
+
 def generate_sweep(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -418,4 +450,4 @@ def generate_sweep(
         return plan.run(model, tokenizer, progress)
 
 
-__all__ = ["SweepPlan", "expected_tokens", "generate_sweep", "shard_requests"]
+__all__ = ["SweepPlan", "expected_tokens", "generate_sweep", "run", "shard_requests"]

@@ -167,7 +167,7 @@ def _warn_batches_in_flight(run: RunDir) -> None:
               file=sys.stderr)
 
 
-def run_judge_stage(
+def run(
     run: RunDir,
     settings: JudgeSettings,
     backends: Sequence[JudgeBackend],
@@ -179,7 +179,8 @@ def run_judge_stage(
     log: Callable[[str], None] | None = None,
     batch_client: Any = None,
 ) -> list[dict[str, str]]:
-    """:func:`judge_run` with the prompts, cache, concurrency and batch mode of ``settings``."""
+    """The judge stage: :func:`judge_run` over ``run`` with the prompts, cache, concurrency and batch
+    mode of ``settings`` (one backend per judge; judge B's files go to ``judges/{B}/``)."""
     batch = None
     if settings.batch:
         batch = BatchMode(poll_interval=float(settings.batch_poll), client=batch_client, log=log)
@@ -217,4 +218,4 @@ def record_judges(run: RunDir, settings: JudgeSettings, backends: Sequence[Judge
     return True
 
 
-__all__ = ["BatchMode", "judge_folders", "judge_record", "judge_run", "record_judges", "run_judge_stage"]
+__all__ = ["BatchMode", "judge_folders", "judge_record", "judge_run", "record_judges", "run"]

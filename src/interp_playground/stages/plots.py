@@ -406,6 +406,12 @@ def _as_info(title_info: Mapping[str, Any] | str | None, summary: Mapping[str, A
     return info
 
 
+def run(run: RunDir) -> list[Path]:
+    """The plots stage: ``plots/*.png`` of ``run`` from its rows and current ``summary.json``
+    (:func:`make_plots`)."""
+    return make_plots(run.path)
+
+
 def make_plots(
     source: PathLike | tuple[Sequence[Mapping[str, Any]], Mapping[str, Any]],
     out_dir: PathLike | None = None,

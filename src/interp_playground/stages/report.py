@@ -256,6 +256,12 @@ def plot_order(weak: bool) -> list[str]:
     return [*MEASURE_PLOTS, *(name for name in PLOT_FILES if name not in MEASURE_PLOTS)]
 
 
+def run(run: RunDir) -> Path:
+    """The report stage: ``report.html`` of ``run`` from its config, rows, current ``summary.json``
+    and plots (:func:`write_report`)."""
+    return write_report(run.path)
+
+
 def write_report(run_dir: PathLike) -> Path:
     """Write ``{run_dir}/report.html`` from the run directory's files and return its path: its
     config, rows, current ``summary.json`` and the ``plots/*.png`` there are (the report stage; the

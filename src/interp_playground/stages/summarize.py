@@ -132,6 +132,12 @@ def second_judge_agreement(run: RunDir, rows: Sequence[Mapping[str, Any]], setti
     return section
 
 
+def run(run: RunDir) -> dict[str, Any]:
+    """The summarize stage: ``summary.json`` of ``run``, remade when missing or older than the run's
+    rows (:func:`load_or_summarize`)."""
+    return load_or_summarize(run.path)
+
+
 def load_or_summarize(run_dir: PathLike) -> dict[str, Any]:
     """``summary.json`` of a run directory when it is current (:func:`~interp_playground.rows.reader.
     current_summary`), else recomputed and rewritten, so readers never mix old and new scores and
