@@ -32,23 +32,24 @@ def test_the_package_itself_is_clean(tool):
 
 
 def test_upward_import_inside_a_function_is_found(tool, tmp_path):
-    src = _package(tmp_path, {"errors.py": "def f():\n    from .sweep import run\n", "sweep.py": "run = 1\n"})
+    src = _package(tmp_path, {"errors.py": "def f():\n    from .pipeline import run\n", "pipeline.py": "run = 1\n"})
     found = tool.problems(src)
-    assert len(found) == 1 and "errors (values) imports sweep (orchestration), a level above" in found[0]
+    assert len(found) == 1 and "errors (values) imports pipeline (orchestration), a level above" in found[0]
     assert found[0].endswith("a level above") and "errors.py:2" in found[0]
 
 
 def test_circle_and_stage_to_stage_are_found(tool, tmp_path):
     src = _package(tmp_path, {
-        "plots.py": "from .run_summary import x\n",
-        "run_summary.py": "x = 1\nfrom . import plots\n",
-        "report.py": "from .report_table import page\n",  # one stage's two modules: fine
-        "report_table.py": "page = 1\n",
+        "stages/__init__.py": "",
+        "stages/plots.py": "from .summarize import x\n",
+        "stages/summarize.py": "x = 1\nfrom . import plots\n",
+        "stages/report.py": "from .report_table import page\n",  # one stage's two modules: fine
+        "stages/report_table.py": "page = 1\n",
     })
     found = tool.problems(src)
-    assert "import circle: plots <-> run_summary" in found
-    assert sum("stage plots imports stage run_summary" in line for line in found) == 1
-    assert sum("stage run_summary imports stage plots" in line for line in found) == 1
+    assert "import circle: stages.plots <-> stages.summarize" in found
+    assert sum("stage plots imports stage summarize" in line for line in found) == 1
+    assert sum("stage summarize imports stage plots" in line for line in found) == 1
     assert len(found) == 3
 
 
@@ -60,7 +61,7 @@ def test_a_module_without_a_level_is_named(tool, tmp_path):
 
 def test_imports_for_annotations_only_do_not_count(tool, tmp_path):
     src = _package(tmp_path, {
-        "errors.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .sweep import run\n",
-        "sweep.py": "from . import errors\nrun = 1\n",
+        "errors.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .pipeline import run\n",
+        "pipeline.py": "from . import errors\nrun = 1\n",
     })
     assert tool.problems(src) == []

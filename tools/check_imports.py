@@ -34,7 +34,7 @@ LEVELS: list[tuple[str, list[str]]] = [
 ]
 
 #: Modules that form one stage together (the stage's name -> its modules' patterns); a stage not
-#: listed is its module alone.
+#: listed is its module alone (named without the ``stages.`` prefix).
 STAGES: dict[str, list[str]] = {
     "vectors": ["stages.vectors", "stages.vector_plots"],
     "plots": ["stages.plots", "stages.measure_plots"],
@@ -67,7 +67,7 @@ def stage_of(name: str) -> str:
     for stage, patterns in STAGES.items():
         if any(_matches(name, p) for p in patterns):
             return stage
-    return name
+    return name.removeprefix("stages.")
 
 
 def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:

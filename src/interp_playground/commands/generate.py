@@ -84,7 +84,7 @@ def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, transforms: 
               groups: list[tuple[int, ...]], alphas: list[float], questions: list[str], vectors: dict[str, Any],
               grid: GridSettings, settings: GenerationSettings) -> int:
     """The sweep of :func:`main` once the model has loaded."""
-    from ..pipeline import vector_hashes
+    from ..run_environment import vector_hashes
     from ..stages.generate import generate_sweep
     from ..vector_file import vector_path
 

@@ -6,6 +6,15 @@ steering_layer, steering_strength``) plus ``transform``, ``condition`` (the file
 ``finish_reason``, ``source`` and, for thinking models, ``reasoning``. Judged rows are these rows
 with the judge's fields added. Downstream code reads a row's condition with :meth:`condition_of`,
 never by parsing a stem. No torch is imported here.
+
+The package is the one home of a run's rows (the value level: nothing here imports a stage):
+
+* this module: the row types (:class:`GenerationRow`, :data:`SEED_FIELDS`, :func:`condition_of`);
+* :mod:`.join`: row keys and answer hashes, the measures file, answers joined with their measures;
+* :mod:`.reader`: a run directory read back (rows, config, a current ``summary.json``, which
+  judged files are stale);
+* :mod:`.tokens`: the generated token ids (``tokens_{stem}.npz``);
+* :mod:`.columns`: the compact columnar ``.npz`` format the measures and tokens files use.
 """
 
 from __future__ import annotations

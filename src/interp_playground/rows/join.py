@@ -14,7 +14,7 @@ come from three files per condition, each written by its own stage:
 :func:`attach_measures` is the one join: it adds a row's measures (when the measured text is the
 row's text) and its own ``projection``, the value on the condition's own direction (single-layer
 steered conditions; None for the baseline and multi-layer conditions). Readers (summary, plots,
-report) get their rows from :func:`interp_playground.stages.summarize.load_run_rows`, which joins judged rows
+report) get their rows from :func:`interp_playground.rows.reader.load_run_rows`, which joins judged rows
 when the run has them and generation rows otherwise (a judge-free run).
 
 The judged files carry the scalar measures and the own ``projection`` only; every direction's
