@@ -26,7 +26,7 @@ from fast_engine_helpers import (
 from interp_playground.cli import main as cli_main
 from interp_playground.conditions import Condition
 from interp_playground.engine import GenerationRequest
-from interp_playground.engine.fast import FastEngine, unsupported_reason
+from interp_playground.engine.fast import FastEngine
 from interp_playground.settings import GenerationSettings
 from interp_playground.tiny import tiny_model
 
@@ -86,18 +86,6 @@ def test_min_new_tokens_and_length_one(tiny_models, tokenizer):
             else:
                 assert fast == hf, extra
             assert all(r["n_tokens"] >= extra.get("min_new_tokens", 1) for r in fast.values())
-
-
-def test_unusual_configs_are_refused(tokenizer):
-    model = tiny_model("mistral")
-    model.config.sliding_window = 16
-    assert "sliding attention window of 16" in unsupported_reason(model)
-    model = tiny_model("llama")
-    model.model.rotary_emb.rope_type = "dynamic"
-    assert "rope type 'dynamic'" in unsupported_reason(model)
-    model = tiny_model("qwen2")
-    model.config.hidden_act = "gelu"
-    assert "activation 'gelu'" in unsupported_reason(model)
 
 
 def test_cli_engine_fast_writes_the_same_files_as_hf(tmp_path):
