@@ -307,11 +307,14 @@ def test_credentials_in_urls_never_reach_the_run_directory(vectors_dir, tmp_path
     config = EvalConfig.build(model=MODEL, transforms=["default"], layers=[1], alphas=[1.0], max_samples=1,
                         vectors_dir=str(vectors_dir), max_new_tokens=2, do_sample=False, device="cpu",
                         judge_base_url=url)
-    run = run_eval(config, output_dir=tmp_path, skip_judging=True, progress=False,
+    run = run_eval(config, output_dir=tmp_path, skip_judging=True, progress=False, measures_batch_size=2,
                    command=["interp-playground", "eval", "--judge-base-url", url, f"--judge-base-url={url}?x=1"])
     text = "".join(p.read_text(errors="ignore") for p in run.rglob("*") if p.is_file())
     assert "s3cretpw" not in text
     assert "127.0.0.1:9/v1" in (run / "config.json").read_text()
+    # run_eval's measures_batch_size (kept for its callers) is the config's measures batch size
+    assert json.loads((run / "config.json").read_text())["config"]["measures"] == {"batch_size": 2}
+    assert config.measures.batch_size == 8  # the caller's config is left as it was
 
 
 def test_skip_generation_needs_a_run_with_generations(vectors_dir, tmp_path, capsys):
