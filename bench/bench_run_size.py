@@ -50,13 +50,13 @@ def main() -> None:
     # deferred: --help stays instant
     from interp_playground.conditions import Condition
     from interp_playground.engine.base import eos_ids, finished_row
-    from interp_playground.eval_config import EvalConfig
     from interp_playground.judge.api import write_judged
     from interp_playground.judge.runner import apply_scores
     from interp_playground.judge.scoring import Score
     from interp_playground.questions import QUESTIONS
     from interp_playground.rundir import RunDir
     from interp_playground.settings import GenerationSettings
+    from interp_playground.settings.eval import EvalConfig
     from interp_playground.stages import generate as sweep_store
     from interp_playground.stages.generate import SweepPlan
     from interp_playground.stages.measures import annotate_judged, measures_stage
@@ -88,8 +88,9 @@ def main() -> None:
     plan = SweepPlan.prepare(model, tok, conditions, QUESTIONS[:args.questions], vectors, run, settings=settings)
     plan.run(model, tok, progress=False)
     t_gen = time.time() - t0
-    measures_stage(run, conditions, EvalConfig.build(model="tiny-qwen3-36", vectors_dir=str(vectors_dir)),
-                   model_and_tokenizer=(model, tok), batch_size=args.measures_batch_size, say=lambda *a: None)
+    config = EvalConfig.build(model="tiny-qwen3-36", vectors_dir=str(vectors_dir),
+                              measures_batch_size=args.measures_batch_size)
+    measures_stage(run, conditions, config, model_and_tokenizer=(model, tok), say=lambda *a: None)
     t_measures = time.time() - t0 - t_gen
     raw = {"85": -0.105, "90": -2.302, "80": -3.912, "95": -4.605, "CODE": -9.21}
     info = {"backend": "openai", "model": "gpt-4o-mini", "mode": "logprob", "numbers": "exact",

@@ -13,12 +13,12 @@ import torch
 from interp_playground.chat import prompt_ids
 from interp_playground.conditions import Condition
 from interp_playground.engine.base import eos_ids
-from interp_playground.eval_config import EvalConfig
 from interp_playground.questions import QUESTIONS
 from interp_playground.rows.join import read_measures
 from interp_playground.rows.tokens import read_tokens
 from interp_playground.rundir import RunDir
 from interp_playground.settings import GenerationSettings
+from interp_playground.settings.eval import EvalConfig
 from interp_playground.steering import capture_layers
 
 LAYER, ALPHA, N_QUESTIONS, MAX_NEW = 15, -8.0, 4, 48

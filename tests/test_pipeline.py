@@ -118,6 +118,7 @@ def test_a_judge_free_run_gets_summary_plots_and_report_from_the_measures(vector
     assert cli_main(args) == 0
     run = _run_dir(out)
     assert not list(run.glob("judged_*")) and not (run / "judge_cache.sqlite").exists()
+    assert json.loads((run / "config.json").read_text())["config"]["measures"] == {"batch_size": 3}
     summary = json.loads((run / "summary.json").read_text())
     assert not summary["judged"] and summary["measured"] and set(summary["conditions"]) == _stems()
     cond = summary["conditions"]["default_layer_2_alpha_-1.0"]
@@ -128,10 +129,11 @@ def test_a_judge_free_run_gets_summary_plots_and_report_from_the_measures(vector
         assert (run / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (run / "report.html").read_text()
     assert "answers (not judged)" in html and 'data-key="nll"' in html
-    # judging it later adds the scores and keeps the measures
+    # judging it later adds the scores and keeps the measures, and the recorded measures' batch size
     assert cli_main(_eval_args(vectors_dir, out, "--resume", str(run), "--skip-generation")) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["judged"] and summary["measured"]
+    assert json.loads((run / "config.json").read_text())["config"]["measures"] == {"batch_size": 3}
     judged = json.loads((run / "judged_default_layer_2_alpha_-1.0.json").read_text())
     assert all("aligned_score" in r and r["nll"] is not None for r in judged)
 
@@ -298,18 +300,21 @@ def test_seed_quick_test_command_shape(vectors_dir, tmp_path):
 
 
 def test_credentials_in_urls_never_reach_the_run_directory(vectors_dir, tmp_path):
-    from interp_playground.eval_config import EvalConfig
     from interp_playground.pipeline import run_eval
+    from interp_playground.settings.eval import EvalConfig
 
     url = "http://alice:s3cretpw@127.0.0.1:9/v1"
     config = EvalConfig.build(model=MODEL, transforms=["default"], layers=[1], alphas=[1.0], max_samples=1,
                         vectors_dir=str(vectors_dir), max_new_tokens=2, do_sample=False, device="cpu",
                         judge_base_url=url)
-    run = run_eval(config, output_dir=tmp_path, skip_judging=True, progress=False,
+    run = run_eval(config, output_dir=tmp_path, skip_judging=True, progress=False, measures_batch_size=2,
                    command=["interp-playground", "eval", "--judge-base-url", url, f"--judge-base-url={url}?x=1"])
     text = "".join(p.read_text(errors="ignore") for p in run.rglob("*") if p.is_file())
     assert "s3cretpw" not in text
     assert "127.0.0.1:9/v1" in (run / "config.json").read_text()
+    # run_eval's measures_batch_size (kept for its callers) is the config's measures batch size
+    assert json.loads((run / "config.json").read_text())["config"]["measures"] == {"batch_size": 2}
+    assert config.measures.batch_size == 8  # the caller's config is left as it was
 
 
 def test_skip_generation_needs_a_run_with_generations(vectors_dir, tmp_path, capsys):
@@ -448,9 +453,25 @@ def test_ctrl_c_names_the_exact_resume_command(vectors_dir, tmp_path, capsys, mo
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sweep, "_judge_stage", interrupted)
-    assert cli_main(_eval_args(vectors_dir, tmp_path / "o")) == 130
+    assert cli_main(_eval_args(vectors_dir, tmp_path / "o", "--measures-batch-size", "3", "--no-report")) == 130
     run = _run_dir(tmp_path / "o")
-    assert f"interp-playground eval --resume {run}" in capsys.readouterr().err
+    # config.json records the measures' batch size (the measures ran before the judge): only what it lacks is repeated
+    assert json.loads((run / "config.json").read_text())["config"]["measures"] == {"batch_size": 3}
+    assert capsys.readouterr().err.rstrip().endswith(f"interp-playground eval --resume {run} --no-report")
+
+
+def test_a_run_recorded_without_measures_settings_resumes(complete_run, vectors_dir, tmp_path):
+    """config.json of runs made before the measures' section: read with the defaults, resumed, then recorded."""
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(complete_run, run)
+    path = run / "config.json"
+    stored = json.loads(path.read_text())
+    del stored["config"]["measures"]
+    path.write_text(json.dumps(stored))
+    assert cli_main(["eval", "--resume", str(run), "--skip-generation", "--no-report"]) == 0
+    assert json.loads(path.read_text())["config"]["measures"] == {"batch_size": 8}
 
 
 def test_vectors_of_another_model_with_the_same_shape_warn(vectors_dir, tmp_path, capsys):

@@ -47,3 +47,28 @@ def test_settings_own_their_options_and_defaults():
     assert GenerationSettings.from_dict(gen.to_dict()) == gen
     with pytest.raises(UserError, match="engine"):
         GenerationSettings(engine="warp").validate()
+
+
+def test_measures_settings_own_the_batch_size_option_and_its_check():
+    import argparse
+
+    from interp_playground.measures import check_batch_size
+    from interp_playground.settings import DEFAULT_MEASURES_BATCH_SIZE, MeasuresSettings
+
+    p = argparse.ArgumentParser()
+    group = MeasuresSettings.add_arguments(p)
+    assert group.title == "measures"
+    assert "answers per forward pass of the measures (default: 8)" in " ".join(p.format_help().split())
+    assert vars(p.parse_args([])) == {}  # only what was given reaches the namespace
+    args = p.parse_args(["--measures-batch-size", "3"])
+    assert vars(args) == {"measures_batch_size": 3}  # its own destination: not the generation's batch_size
+    assert MeasuresSettings.from_args(args) == MeasuresSettings(batch_size=3)
+    assert MeasuresSettings().batch_size == DEFAULT_MEASURES_BATCH_SIZE == 8
+    assert MeasuresSettings(batch_size=3).to_dict() == {"batch_size": 3}
+    assert MeasuresSettings.from_dict(None) == MeasuresSettings()
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(UserError, match=r"^the measures' batch size \(--measures-batch-size\) must be an integer"):
+            MeasuresSettings(batch_size=bad).validate()
+    with pytest.raises(UserError, match="--measures-batch-size"):  # the infrastructure's check is the same one
+        check_batch_size(0)
+    assert MeasuresSettings(batch_size=1).validate().batch_size == 1

@@ -21,14 +21,14 @@ PACKAGE = "interp_playground"
 
 #: (level, module patterns), lowest level first.
 LEVELS: list[tuple[str, list[str]]] = [
-    ("values", ["_version", "errors", "io", "conditions", "settings", "rows", "rows.*", "rundir", "distributed",
+    ("values", ["_version", "errors", "io", "conditions", "settings", "settings.*", "rows", "rows.*", "rundir", "distributed",
                 "questions", "chat", "tiny", "stats", "vector_names", "judge", "judge.scoring", "judge.prompts",
                 "judge.identity"]),
     ("infrastructure", ["models", "steering", "data", "transforms", "vector_file", "activations", "extract", "engine", "engine.**",
                         "judge.backends", "judge.backends.**", "judge.cache", "judge.digits",
                         "judge.runner", "judge.batch", "judge.batch_files", "judge.api", "judge.agreement",
-                        "judge.settings", "judge.testing", "judge.testing_batch", "measures", "measures_rows", "metrics",
-                        "plot_style", "run_environment", "eval_config", "preflight"]),
+                        "judge.setup", "judge.testing", "judge.testing_batch", "measures", "measures_rows", "metrics",
+                        "plot_style", "run_environment", "preflight"]),
     ("stages", ["stages", "stages.*"]),
     ("orchestration", ["pipeline", "outputs", "seed_api", "demo", "commands", "commands.**", "cli", "__main__", ""]),
 ]

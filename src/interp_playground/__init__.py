@@ -54,7 +54,7 @@ _EXPORTS: dict[str, str] = {
     "generate_with_steering": "seed_api",
     "RunDir": "rundir",
     # judge
-    "JudgeSettings": "judge",
+    "JudgeSettings": "settings.judge",
     "make_backend": "judge",
     "judge_responses": "judge",
     "judge_rows": "judge",
@@ -64,7 +64,7 @@ _EXPORTS: dict[str, str] = {
     # evaluation
     "QUESTIONS": "questions",
     "load_questions": "questions",
-    "EvalConfig": "eval_config",
+    "EvalConfig": "settings.eval",
     "run_eval": "pipeline",
     "summarize": "metrics",
     "make_plots": "stages.plots",

@@ -40,6 +40,7 @@ from .errors import UserError
 from .extract import logits_to_keep_kwargs, max_positions, pad_batch
 from .models import decoder_layers, hidden_size, model_device
 from .rows.join import perplexity_of
+from .settings import check_measures_batch_size
 from .steering import _hidden_of
 
 DEFAULT_NGRAM = 3
@@ -206,11 +207,8 @@ def check_positions(model: torch.nn.Module, encoded: Sequence[tuple[Sequence[int
                 raise UserError(f"item {i} has {len(ids)} tokens, more than the model's {limit} positions")
 
 
-def check_batch_size(batch_size: Any) -> int:
-    """The measures' batch size (``--measures-batch-size``): an integer >= 1 (one-line ``UserError`` otherwise)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"the measures' batch size (--measures-batch-size) must be an integer >= 1, got {batch_size!r}")
-    return batch_size
+#: The measures' batch size: an integer >= 1 (one-line ``UserError`` otherwise), checked where it is declared.
+check_batch_size = check_measures_batch_size
 
 
 def plan_batches(encoded: Sequence[tuple[Sequence[int], int]], batch_size: int) -> list[list[int]]:

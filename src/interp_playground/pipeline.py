@@ -25,11 +25,10 @@ from . import distributed
 from .conditions import parse_layer_groups, plan_grid
 from .engine.base import check_conditions, check_vectors
 from .errors import UserError
-from .eval_config import EvalConfig
 from .io import check_writable_dir, redact_url, redacted
 from .judge.cache import check_cache_file
 from .judge.runner import JudgeStats, JudgeStopped
-from .measures import check_batch_size
+from .judge.setup import check_judge, make_judge_backend, make_second_judge_backend
 from .models import (
     check_device,
     load_model_from_settings,
@@ -41,6 +40,7 @@ from .preflight import Preflight, check_before_load, prepare
 from .rows.reader import unjudged_stems
 from .run_environment import environment_info, git_commit, vector_hashes
 from .rundir import RunDir, RunManifest
+from .settings.eval import EvalConfig
 from .stages import generate as generate_stage
 from .stages import judge as judge_stage
 from .stages.measures import annotate_judged, measures_stage, vector_files
@@ -57,7 +57,6 @@ class EvalOptions:
     overwrite: bool = False
     make_report: bool = True
     progress: bool = True
-    measures_batch_size: int = 8
     command: list[str] | None = None
 
 
@@ -82,7 +81,7 @@ def _check_conditions(model: Any, config: EvalConfig, prepared: Preflight, condi
 def _make_judge(config: EvalConfig, second: bool = False) -> Any:
     """Judge A's backend (``second``: judge B's, or None without a second judge model)."""
     judge = dataclasses.replace(config.judge, device=config.judge.device or config.model.device)
-    return judge.make_second_backend() if second else judge.make_backend()
+    return make_second_judge_backend(judge) if second else make_judge_backend(judge)
 
 
 def run_eval(
@@ -99,14 +98,15 @@ def run_eval(
     progress: bool = True,
     command: list[str] | None = None,
     skip_measures: bool = False,
-    measures_batch_size: int = 8,
+    measures_batch_size: int | None = None,
 ) -> Path:
     """Run (or, with ``run_dir``, resume) the EM evaluation and return the run directory.
 
     Each stage finishes what is missing in an existing run directory and redoes nothing. Everything
     cheap is validated before the model loads; nothing is written before every check has passed.
     The measures stage (unless ``skip_measures``) runs between generation and judging, with
-    ``measures_batch_size`` answers per forward pass; with ``skip_judging`` and measures, the
+    ``config.measures.batch_size`` answers per forward pass (``measures_batch_size``, kept for
+    existing callers, replaces it); with ``skip_judging`` and measures, the
     summary, plots and report are made from the generations and their measures.
 
     Under torchrun every rank calls it with the same arguments: each loads the model on its own
@@ -114,14 +114,16 @@ def run_eval(
     its name), writes ``config.json`` and every shared file, and alone judges, summarises, plots and
     reports. The other ranks return after the generation stage.
     """
+    if measures_batch_size is not None:
+        config = dataclasses.replace(config, measures=dataclasses.replace(config.measures,
+                                                                          batch_size=measures_batch_size))
     opts = EvalOptions(skip_generation=skip_generation, skip_judging=skip_judging, skip_measures=skip_measures,
-                       overwrite=overwrite, make_report=make_report, progress=progress,
-                       measures_batch_size=measures_batch_size, command=command)
+                       overwrite=overwrite, make_report=make_report, progress=progress, command=command)
     config.generation.validate()
     config.metrics.validate()
     prepared = prepare(config.model, config.grid, need_vectors=not skip_generation)
     if not skip_measures:
-        check_batch_size(measures_batch_size)
+        config.measures.validate()
     check_device(config.model.device)
     if not skip_judging and config.judge.backend == "hf":
         check_device(config.judge.device, "--judge-device")
@@ -153,7 +155,7 @@ def _run_eval_locked(config: EvalConfig, prepared: Preflight, opts: EvalOptions,
     backend = None
     if not skip_judging:  # every judge setting is checked before the first stage starts
         if judge_backend is None:
-            config.judge.validate()
+            check_judge(config.judge)
             if old_run is not None:
                 check_cache_file(config.judge.cache_path(old_run.judge_cache_path), "the judge cache")
         # the judge runs on rank 0 only
@@ -204,8 +206,9 @@ def _run_eval_locked(config: EvalConfig, prepared: Preflight, opts: EvalOptions,
 
 def _resume_command(run: RunDir, config: EvalConfig, opts: EvalOptions) -> str:
     """The command that finishes ``run`` as it was started: the run's settings come from its
-    ``config.json``; the options of this call that are not recorded there are repeated
-    (``--judge-batch`` polls the same batches; the measures' batch size keeps their journal usable)."""
+    ``config.json`` (the measures' batch size, which keeps their journal usable, included); the
+    options of this call that are not recorded there are repeated (``--judge-batch`` polls the same
+    batches)."""
     flags = []
     if opts.skip_judging:
         flags.append("--skip-judging")
@@ -213,8 +216,6 @@ def _resume_command(run: RunDir, config: EvalConfig, opts: EvalOptions) -> str:
         flags.append("--judge-batch")
     if opts.skip_measures:
         flags.append("--skip-measures")
-    elif opts.measures_batch_size != EvalOptions.measures_batch_size:
-        flags.append(f"--measures-batch-size {opts.measures_batch_size}")
     if not opts.make_report:
         flags.append("--no-report")
     return " ".join(["interp-playground eval --resume", str(run.path), *flags])
@@ -301,7 +302,7 @@ def _measures_stage(run: RunDir, config: EvalConfig, conditions: list[Any],
               f"{config.grid.vectors_dir}", file=sys.stderr)
         return False
     measures_stage(run, conditions, config, model_and_tokenizer=model_and_tokenizer,
-                   batch_size=opts.measures_batch_size, overwrite=opts.overwrite, progress=opts.progress, say=say)
+                   overwrite=opts.overwrite, progress=opts.progress, say=say)
     return all(run.measures(c).exists() for c in conditions if run.generations(c).exists())
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..errors import UserError
-from ..eval_config import EvalConfig
-from ..judge.settings import JudgeSettings
 from ..rundir import RunDir
-from ..settings import GenerationSettings, GridSettings, MetricsSettings, ModelSettings
+from ..settings import GenerationSettings, GridSettings, MeasuresSettings, MetricsSettings, ModelSettings
+from ..settings.eval import EvalConfig
+from ..settings.judge import JudgeSettings
 from .common import OneLineParser
 
 
@@ -40,60 +39,19 @@ def build_parser(prog: str = "interp-playground eval") -> argparse.ArgumentParse
     return p
 
 
-# Settings a resumed run may change: they do not change the answers.
-_FREE_ON_RESUME = {("model", "device"), ("model", "device_map"), ("generation", "batch_size"),
-                   ("generation", "engine")}
-
-
-def _norm(value: Any) -> Any:
-    """A setting in a comparable form: numbers (or numeric strings) as floats, lists element-wise."""
-    if isinstance(value, (list, tuple)):
-        return [_norm(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value).strip()
-
-
 def config_from_args(args: argparse.Namespace) -> tuple[EvalConfig, Path | None]:
     """The run's config: defaults, then (with ``--resume``) the stored config, then given options.
 
-    With ``--resume``, an option that would change what was generated (model, grid, generation
-    settings) and differs from the stored value is refused before any work: the grid always (start
-    a new run for another grid), generation settings unless ``--overwrite`` (which regenerates).
-    Judge and metrics options may change (a re-judge, other thresholds).
+    With ``--resume``, an option that would change what was generated is refused before any work
+    (:meth:`EvalConfig.resumed`: the grid always, generation settings unless ``--overwrite``).
     """
-    base = EvalConfig()
-    run_dir = None
-    if args.resume:
-        run = RunDir.existing(args.resume, need_config=True)
-        run_dir = run.path
-        manifest = run.read_manifest()
-        base = EvalConfig.from_dict(manifest.config if manifest else {})
-        changed = []
-        for section in ("model", "grid", "generation"):
-            stored = getattr(base, section)
-            for name, value in type(stored).given_values(args).items():
-                if (section, name) not in _FREE_ON_RESUME and _norm(value) != _norm(getattr(stored, name)):
-                    changed.append((section, name, getattr(stored, name), value))
-        grid_changes = [c for c in changed if c[0] != "generation" or args.skip_generation or not args.overwrite]
-        if grid_changes:
-            what = ", ".join(f"{name} ({old!r} -> {new!r})" for _, name, old, new in grid_changes[:4])
-            hint = ("start a new run (without --resume) for another grid or model"
-                    if any(c[0] != "generation" for c in grid_changes)
-                    else "pass --overwrite to regenerate with the new settings, or start a new run")
-            raise UserError(f"--resume {run_dir} keeps the run's settings; these differ from its config.json: "
-                            f"{what}; {hint}")
-    config = EvalConfig(
-        model=ModelSettings.from_args(args, base.model),
-        grid=GridSettings.from_args(args, base.grid),
-        generation=GenerationSettings.from_args(args, base.generation),
-        judge=JudgeSettings.from_args(args, base.judge),
-        metrics=MetricsSettings.from_args(args, base.metrics),
-    )
-    return config, run_dir
+    if not args.resume:
+        return EvalConfig.from_args(args), None
+    run = RunDir.existing(args.resume, need_config=True)
+    manifest = run.read_manifest()
+    stored = EvalConfig.from_dict(manifest.config if manifest else {})
+    return stored.resumed(args, run_dir=run.path, overwrite=args.overwrite,
+                          skip_generation=args.skip_generation), run.path
 
 
 def main(argv: list[str]) -> int:
@@ -112,20 +70,18 @@ def main(argv: list[str]) -> int:
         config, run_dir=run_dir, output_dir=args.output_dir or "em_eval", skip_generation=args.skip_generation,
         skip_judging=args.skip_judging, overwrite=args.overwrite,
         make_report=not args.no_report, command=["interp-playground", "eval", *argv],
-        skip_measures=args.skip_measures, measures_batch_size=args.measures_batch_size,
+        skip_measures=args.skip_measures,
     )
     return 0
 
 
 def add_measures_arguments(p: argparse.ArgumentParser) -> None:
-    """``--skip-measures`` and ``--measures-batch-size`` (the judge-free measures stage)."""
-    from ..stages.measures import DEFAULT_MEASURES_BATCH_SIZE
-
-    g = p.add_argument_group("measures")
+    """``--skip-measures`` (a run option) and the measures' settings (:class:`MeasuresSettings`:
+    ``--measures-batch-size``), in one "measures" group."""
+    g = p.add_argument_group(MeasuresSettings.group_title)
     g.add_argument("--skip-measures", action="store_true",
                    help="skip the judge-free measures (NLL, repetition, projections under the unsteered model)")
-    g.add_argument("--measures-batch-size", type=int, default=DEFAULT_MEASURES_BATCH_SIZE, metavar="N",
-                   help=f"answers per forward pass of the measures (default: {DEFAULT_MEASURES_BATCH_SIZE})")
+    MeasuresSettings.add_arguments(g)
 
 
 def _run_dir_parser(prog: str, what: str) -> argparse.ArgumentParser:

@@ -4,8 +4,9 @@
 [--output CSV] [judge options]``. A run directory is judged under its writer lock by
 :func:`interp_playground.stages.judge.run`: with ``--judge-model A B`` by two judges (B's files in
 ``judges/B/``), with ``--judge-batch`` through the OpenAI Batch API (resumable); the judges used
-are recorded in its ``config.json``. The judge options, their defaults and checks live in
-:class:`~.settings.JudgeSettings`; ``add_judge_arguments``, ``backend_from_args`` and
+are recorded in its ``config.json``. The judge options, their defaults and checks are declared in
+:class:`~interp_playground.settings.judge.JudgeSettings` (the checks that need the backends, and the
+backends, in :mod:`interp_playground.judge.setup`); ``add_judge_arguments``, ``backend_from_args`` and
 ``judge_kwargs_from_args`` are thin wrappers over it, kept for existing callers.
 """
 
@@ -23,8 +24,9 @@ from ..judge.api import default_json_path, format_average_scores, judge_response
 from ..judge.backends import JudgeBackend
 from ..judge.cache import check_cache_file
 from ..judge.runner import JudgeStats, JudgeStopped
-from ..judge.settings import JudgeSettings
+from ..judge.setup import check_judge, judge_run_kwargs, make_judge_backend, make_second_judge_backend
 from ..rundir import JUDGE_CACHE_FILE, RunDir
+from ..settings.judge import JudgeSettings
 from ..stages import judge as judge_stage
 from ..stages.judge import judge_folders, record_judges
 from .common import OneLineParser
@@ -41,7 +43,7 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def backend_from_args(args: argparse.Namespace) -> JudgeBackend:
     """The judge backend the parsed options ask for (``UserError`` at once on a bad option)."""
-    return JudgeSettings.from_args(args).validate().make_backend()
+    return make_judge_backend(check_judge(JudgeSettings.from_args(args)))
 
 
 def judge_kwargs_from_args(args: argparse.Namespace, default_cache: str | Path | None) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def judge_kwargs_from_args(args: argparse.Namespace, default_cache: str | Path |
 
     Prompt files are read (and checked) here, so a bad file fails before any work.
     """
-    return JudgeSettings.from_args(args).validate().run_kwargs(default_cache)
+    return judge_run_kwargs(check_judge(JudgeSettings.from_args(args)), default_cache)
 
 
 def configure_judge_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -83,8 +85,8 @@ def _judge_directory(path: Path, settings: JudgeSettings, args: argparse.Namespa
     with run.lock("judge"):  # before a local judge model loads: a second writer is refused at once
         check_cache_file(settings.cache_path(run.judge_cache_path))
         try:
-            backends.append(settings.make_backend())
-            second = settings.make_second_backend()
+            backends.append(make_judge_backend(settings))
+            second = make_second_judge_backend(settings)
             if second is not None:
                 backends.append(second)
             statuses = judge_stage.run(run, settings, backends, overwrite=args.overwrite,
@@ -123,9 +125,9 @@ def _check_file_output(path: Path, args: argparse.Namespace) -> Path:
 def _judge_file(path: Path, settings: JudgeSettings, args: argparse.Namespace, stats: JudgeStats) -> None:
     """Judge one generations file into its judged CSV and JSON; print the scores."""
     output = _check_file_output(path, args)
-    kwargs = settings.run_kwargs(output.parent / JUDGE_CACHE_FILE)
+    kwargs = judge_run_kwargs(settings, output.parent / JUDGE_CACHE_FILE)
     check_cache_file(kwargs["cache_path"])
-    backend = settings.make_backend()
+    backend = make_judge_backend(settings)
     try:
         _, scores = judge_responses(path, output, n_rows=args.n_rows, backend=backend,
                                     progress=not args.no_progress, stats=stats, **kwargs)
@@ -143,7 +145,7 @@ def run_judge_command(args: argparse.Namespace, *, batch_client: Any = None) -> 
     path = Path(args.path).expanduser()
     if not path.exists():
         raise UserError(f"not found: {path}")
-    settings = JudgeSettings.from_args(args).validate()
+    settings = check_judge(JudgeSettings.from_args(args))
     if not path.is_dir() and settings.second_model:
         raise UserError("a second --judge-model judges a run directory (its files go to judges/MODEL/), "
                         "not a single generations file")

@@ -8,12 +8,12 @@ from typing import Any
 
 from ..conditions import Condition
 from ..errors import UserError
-from ..eval_config import EvalConfig
-from ..measures import check_batch_size
 from ..models import load_model_from_settings
 from ..outputs import update_outputs
 from ..rundir import RunDir
-from ..stages.measures import DEFAULT_MEASURES_BATCH_SIZE, annotate_judged, measures_stage
+from ..settings import DEFAULT_MEASURES_BATCH_SIZE, check_measures_batch_size
+from ..settings.eval import EvalConfig
+from ..stages.measures import annotate_judged, measures_stage
 from .common import OneLineParser
 
 
@@ -23,19 +23,20 @@ def measure_run_dir(run_dir: str | Path, *, batch_size: int = DEFAULT_MEASURES_B
     """``interp-playground measures RUN_DIR``: measure a finished (or older) run with the model and
     vectors of its ``config.json``, write the measures into its judged rows, then rewrite
     ``summary.json``, the plots and (unless ``make_report`` is false) ``report.html``."""
-    check_batch_size(batch_size)
+    check_measures_batch_size(batch_size)
     run = RunDir.existing(run_dir, need_config=True)
     manifest = run.read_manifest()
     if manifest is None:  # pragma: no cover - need_config checked it exists
         raise UserError(f"{run.path} has no config.json")
     config = EvalConfig.from_dict(manifest.config)
+    config.measures.batch_size = batch_size  # this command's option, not the run's recorded one
     conditions = manifest.planned() or [Condition.from_stem(s) for s in run.generation_files()]
     conditions = [c for c in conditions if run.generations(c).exists()]
     if not conditions:
         raise UserError(f"{run.path} has no generations_*.json to measure")
     with run.lock("measures"):
         written = measures_stage(
-            run, conditions, config, batch_size=batch_size, overwrite=overwrite, progress=progress, say=say,
+            run, conditions, config, overwrite=overwrite, progress=progress, say=say,
             load_model=lambda: load_model_from_settings(config.model, device=device, spread=False))
         say(f"measured {len(written)} condition(s); the others were up to date" if written
             else "measures: every condition is up to date")

@@ -4,7 +4,8 @@ Prompts (:mod:`.prompts`), scoring rules (:mod:`.scoring`), backends (:mod:`.bac
 API or a compatible server, and a local Hugging Face model), the verdict cache (:mod:`.cache`), the
 concurrent runner (:mod:`.runner`), file-level APIs (:mod:`.api`), which judge made a score
 (:mod:`.identity`), the digit trees of judges that write numbers digit by digit (:mod:`.digits`),
-the judge options (:mod:`.settings`), the Batch API (:mod:`.batch`) and agreement between two
+the judge settings' checks that need the backends and the backends they build (:mod:`.setup`;
+the options themselves are declared in :mod:`interp_playground.settings.judge`), the Batch API (:mod:`.batch`) and agreement between two
 judges (:mod:`.agreement`). A run directory's judge stage is :mod:`interp_playground.stages.judge`;
 the command line is :mod:`interp_playground.commands.judge`.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# public name -> the submodule that defines it
+# public name -> the submodule that defines it (a name starting with "..": a module outside the package)
 _EXPORTS: dict[str, str] = {
     "SEED_COLUMNS": "api",
     "csv_columns": "api",
@@ -58,7 +59,11 @@ _EXPORTS: dict[str, str] = {
     "score_from_distribution": "scoring",
     "score_from_text": "scoring",
     "score_from_top_logprobs": "scoring",
-    "JudgeSettings": "settings",
+    "JudgeSettings": "..settings.judge",
+    "check_judge": "setup",
+    "judge_run_kwargs": "setup",
+    "make_judge_backend": "setup",
+    "make_second_judge_backend": "setup",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -68,7 +73,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(module if module.startswith("..") else f".{module}", __name__), name)
     globals()[name] = value
     return value
 

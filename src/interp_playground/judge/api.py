@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import PathLike, atomic_write_json, atomic_write_text, csv_text, read_json
 from ..rundir import GENERATIONS_PREFIX, JUDGE_CACHE_FILE, JUDGED_PREFIX, RunDir
+from ..settings.judge import DEFAULT_CONCURRENCY
 from .backends import JudgeBackend, make_backend
 from .cache import JudgeCache
 from .prompts import JudgePrompt, resolve_prompt
@@ -211,7 +212,7 @@ def judge_responses(
     coherent_prompt: JudgePrompt | PathLike | None = None,
     cache_path: PathLike | None = None,
     use_cache: bool = True,
-    concurrency: int = 32,
+    concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
     json_output_path: PathLike | None = None,
@@ -349,7 +350,7 @@ def judge_run_dir(
     coherent_prompt: JudgePrompt | PathLike | None = None,
     cache_path: PathLike | None = None,
     use_cache: bool = True,
-    concurrency: int = 32,
+    concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
     overwrite: bool = False,

@@ -53,10 +53,10 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import PathLike
+from ..settings.judge import DEFAULT_POLL_INTERVAL
 from .backends.base import one_line
 from .batch_files import (
     COMPLETION_WINDOW,
-    DEFAULT_POLL_INTERVAL,
     ENDPOINT,
     FAILED_STATUSES,
     MAX_BYTES_PER_BATCH,

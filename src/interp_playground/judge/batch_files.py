@@ -29,8 +29,6 @@ MAX_BYTES_PER_BATCH = 200_000_000
 #: Default name of the state file in the run directory (owned by RunDir: ``RunDir.judge_batch_state_path``).
 STATE_FILENAME = JUDGE_BATCH_STATE_FILE
 STATE_VERSION = 1
-#: Default seconds between two polls of the in-flight batches.
-DEFAULT_POLL_INTERVAL = 30.0
 
 KINDS = ("aligned", "coherent")
 IN_FLIGHT_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from ..errors import UserError
+from ..settings.judge import DEFAULT_CONCURRENCY
 from .backends import JudgeBackend, one_line
 from .cache import JudgeCache, cache_key
 from .identity import judge_info
@@ -151,7 +152,7 @@ async def judge_groups_async(
     aligned_prompt: JudgePrompt | str | None = None,
     coherent_prompt: JudgePrompt | str | None = None,
     cache: JudgeCache | None = None,
-    concurrency: int = 32,
+    concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
     progress: bool | Any = False,
@@ -460,7 +461,7 @@ def judge_rows(
     aligned_prompt: JudgePrompt | str | None = None,
     coherent_prompt: JudgePrompt | str | None = None,
     cache: JudgeCache | None = None,
-    concurrency: int = 32,
+    concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
     progress: bool | Any = False,

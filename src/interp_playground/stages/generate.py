@@ -58,7 +58,7 @@ from ..rundir import RunDir
 from ..settings import GenerationSettings
 
 if TYPE_CHECKING:
-    from ..eval_config import EvalConfig
+    from ..settings.eval import EvalConfig
 
 
 def _vector_digest(cond: Condition, vectors: Mapping[str, torch.Tensor]) -> str | None:

@@ -14,7 +14,7 @@
   resumes polling the same batches; an expired or failed batch is a one-line error, and rerunning
   resubmits only what is missing.
 
-:func:`run_judge_stage` does the same from a :class:`~.settings.JudgeSettings`, and
+:func:`run_judge_stage` does the same from a :class:`~interp_playground.settings.judge.JudgeSettings`, and
 :func:`record_judges` writes the judges actually used into the run's ``config.json``.
 """
 
@@ -41,10 +41,12 @@ from ..judge.batch import (
 from ..judge.cache import JudgeCache
 from ..judge.prompts import JudgePrompt, resolve_prompt
 from ..judge.runner import JudgeStats, RetryPolicy
+from ..judge.setup import judge_run_kwargs
 from ..rundir import RunDir
+from ..settings.judge import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
-    from ..judge.settings import JudgeSettings
+    from ..settings.judge import JudgeSettings
 
 
 @dataclass
@@ -79,7 +81,7 @@ def judge_run(
     coherent_prompt: JudgePrompt | PathLike | None = None,
     cache_path: PathLike | None = None,
     use_cache: bool = True,
-    concurrency: int = 32,
+    concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
     overwrite: bool = False,
@@ -185,7 +187,7 @@ def run(
     if settings.batch:
         batch = BatchMode(poll_interval=float(settings.batch_poll), client=batch_client, log=log)
     return judge_run(run, backends, overwrite=overwrite, progress=progress, stems=stems, stats=stats, batch=batch,
-                     **settings.run_kwargs(run.judge_cache_path))
+                     **judge_run_kwargs(settings, run.judge_cache_path))
 
 
 def judge_record(backend: JudgeBackend) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from typing import Any
 
 from ..conditions import Condition
 from ..errors import UserError
-from ..eval_config import EvalConfig
 from ..io import read_json, stable_hash
 from ..judge.api import write_judged
 from ..measures import directions_from_vectors
@@ -51,10 +50,10 @@ from ..rows.join import (
 from ..rows.tokens import attach_token_ids, read_tokens
 from ..run_environment import vector_hashes
 from ..rundir import RunDir
+from ..settings import DEFAULT_MEASURES_BATCH_SIZE
+from ..settings.eval import EvalConfig
 from ..transforms import base_transforms
 from ..vector_file import load_vectors, vector_path
-
-DEFAULT_MEASURES_BATCH_SIZE = 8
 
 
 def measures_meta(model_name: str, directions: Sequence[tuple[str, int]], vector_hashes: Mapping[str, str],
@@ -197,7 +196,7 @@ def vector_files(vectors_dir: str | Path, names: Sequence[str]) -> dict[str, Pat
 def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalConfig, *,
                    model_and_tokenizer: tuple[Any, Any] | None = None,
                    load_model: Callable[[], tuple[Any, Any]] | None = None,
-                   batch_size: int = DEFAULT_MEASURES_BATCH_SIZE, overwrite: bool = False, progress: bool = False,
+                   overwrite: bool = False, progress: bool = False,
                    say: Callable[..., Any] = print) -> list[str]:
     """The stage as the pipeline runs it: measure what is stale among ``conditions`` (those with
     generations) under the run's unsteered model (``config.model``): the one given, or, only when
@@ -205,7 +204,8 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalCon
     device); returns the stems written. The projections use the vector files in
     ``config.grid.vectors_dir`` (a one-line ``UserError`` when one is missing); their hashes are part
     of what a measures file must match. A thinking run's (``config.generation.thinking``) reasoning
-    tokens are context, unless ``config.metrics.measures_score_reasoning``."""
+    tokens are context, unless ``config.metrics.measures_score_reasoning``. ``config.measures.batch_size``
+    answers go through the model per forward pass."""
     # the model the NLL is scored under: a hub revision makes another model (a measures file of
     # another revision is stale)
     model_name = config.model.model + (f"@{config.model.revision}" if config.model.revision else "")
@@ -236,7 +236,7 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalCon
         f"({len(directions)} projection direction(s))")
     model, tokenizer = model_and_tokenizer or (load_model or (lambda: load_model_from_settings(config.model,
                                                                                                spread=False)))()
-    return run_measures(run, model, tokenizer, stale, vectors, directions, meta, batch_size=batch_size,
+    return run_measures(run, model, tokenizer, stale, vectors, directions, meta, batch_size=config.measures.batch_size,
                         thinking=thinking, score_reasoning=score_reasoning, overwrite=overwrite, progress=progress,
                         planned=stems)
 

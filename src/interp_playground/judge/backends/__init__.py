@@ -17,11 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import UserError
+from ...settings.judge import DEFAULT_HF_MODEL, DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT, MODES
 from .base import (
-    DEFAULT_HF_MODEL,
-    DEFAULT_OPENAI_MODEL,
-    DEFAULT_TIMEOUT,
-    MODES,
     JudgeBackend,
     JudgeProtocolError,
     MalformedResponse,

@@ -21,12 +21,8 @@ from urllib.parse import urlsplit
 
 from ...errors import UserError
 from ...io import redact_url
+from ...settings.judge import MODES
 from ..scoring import DEFAULT_LABELS, MIN_NUMERIC_MASS, Score
-
-MODES = ("logprob", "text")
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-DEFAULT_HF_MODEL = "smollm2-135m"
-DEFAULT_TIMEOUT = 60.0
 
 
 class MalformedResponse(Exception):

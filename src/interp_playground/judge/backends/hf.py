@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import UserError
+from ...settings.judge import DEFAULT_HF_BATCH_SIZE, DEFAULT_HF_MODEL
 from ..scoring import DEFAULT_LABELS, MIN_NUMERIC_MASS, Score, score_from_distribution, score_from_text
-from .base import DEFAULT_HF_MODEL, JudgeBackend, check_mode
+from .base import JudgeBackend, check_mode
 
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -148,7 +149,7 @@ class HFBackend(JudgeBackend):
         mode: str = "logprob",
         device: str | None = None,
         dtype: str | None = None,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_HF_BATCH_SIZE,
         max_new_tokens: int = 8,
         min_numeric_mass: float = MIN_NUMERIC_MASS,
     ) -> None:

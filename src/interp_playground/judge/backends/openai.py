@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import UserError
+from ...settings.judge import DEFAULT_OPENAI_MODEL, DEFAULT_TIMEOUT
 from ..digits import (
     DEFAULT_MIN_BRANCH,
     distribution_with_labels,
@@ -25,8 +26,6 @@ from ..scoring import (
     score_from_top_logprobs,
 )
 from .base import (
-    DEFAULT_OPENAI_MODEL,
-    DEFAULT_TIMEOUT,
     JudgeBackend,
     JudgeProtocolError,
     MalformedResponse,

@@ -1,83 +1,30 @@
-"""JudgeSettings: the judge options defined once, their defaults, and fail-fast checks."""
+"""judge/setup.py: the judge settings' checks that need the backends (key, base URL, hf model, prompt
+and cache files), and the backends they build."""
 
 from __future__ import annotations
-
-import argparse
-import dataclasses
 
 import pytest
 
 from interp_playground.cli import main as cli_main
 from interp_playground.errors import UserError
-from interp_playground.eval_config import _FLAT_JUDGE, EvalConfig
-from interp_playground.judge import HFBackend, JudgeSettings, OpenAIBackend
+from interp_playground.judge import HFBackend, OpenAIBackend
 from interp_playground.judge.runner import RetryPolicy
+from interp_playground.judge.setup import (
+    check_judge,
+    judge_prompts,
+    judge_run_kwargs,
+    make_judge_backend,
+    make_second_judge_backend,
+)
+from interp_playground.settings.judge import JudgeSettings
 
 pytestmark = pytest.mark.timeout(60)
-
-FLAGS = {
-    "--judge-backend", "--judge-model", "--judge-base-url", "--judge-mode", "--judge-concurrency",
-    "--judge-timeout", "--judge-min-mass", "--judge-cache", "--judge-device", "--judge-batch-size",
-    "--aligned-prompt", "--coherent-prompt", "--judge-batch", "--judge-batch-poll", "--judge-max-wait",
-}
-
-
-def parse(argv):
-    parser = argparse.ArgumentParser()
-    JudgeSettings.add_arguments(parser)
-    return parser, parser.parse_args(argv)
 
 
 @pytest.fixture
 def key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-
-
-def test_option_names_and_defaults():
-    parser, args = parse([])
-    flags = {s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help")}
-    assert flags == FLAGS
-    assert JudgeSettings.from_args(args) == JudgeSettings()
-    _, none = parse([])  # only what was given reaches the namespace
-    assert vars(none) == {} and JudgeSettings.given(none) == []
-    assert JudgeSettings.from_args(none) == JudgeSettings()
-    _, some = parse(["--judge-model", "m", "--judge-timeout", "3"])
-    assert vars(some) == {"judge_model": ["m"], "judge_timeout": 3.0}  # one or two models
-    assert JudgeSettings.given(some) == ["model", "timeout"]
-    # an argument group works too, and the help shows the real defaults
-    parser = argparse.ArgumentParser()
-    group = parser.add_argument_group("mine")
-    assert JudgeSettings.add_arguments(group) is group
-    assert "(default: 32)" in parser.format_help() and "(default: 0.25)" in parser.format_help()
-
-
-def test_config_keys_and_defaults_match_eval_config():
-    """to_dict() is the judge section of EvalConfig (same keys, same defaults); from_dict also
-    reads the flat judge_* keys of older configs."""
-    section = EvalConfig().to_dict()["judge"]
-    assert JudgeSettings().to_dict() == section
-    assert set(JudgeSettings().to_flat_dict()) == set(_FLAT_JUDGE)
-    assert JudgeSettings.from_dict(None) == JudgeSettings()
-    stored = {"judge_backend": "hf", "judge_model": "tiny-llama", "other": "ignored"}
-    assert JudgeSettings.from_dict(stored) == JudgeSettings(backend="hf", model="tiny-llama")
-    assert JudgeSettings.from_dict({"backend": "hf", "min_mass": 0.5}) == JudgeSettings(backend="hf", min_mass=0.5)
-    settings = JudgeSettings(model="m", concurrency=3)
-    assert JudgeSettings.from_dict(settings.to_dict()) == settings
-    assert JudgeSettings.from_dict(settings.to_flat_dict()) == settings
-
-
-def test_from_args_overrides_only_what_was_given():
-    stored = JudgeSettings(backend="openai", model="m1", base_url="http://h:1/v1", concurrency=4, cache="x.db")
-    _, args = parse(["--judge-concurrency", "8"])
-    assert JudgeSettings.from_args(args, base=stored) == dataclasses.replace(stored, concurrency=8)
-    # another backend without a model: the stored model and URL belonged to the old backend
-    _, args = parse(["--judge-backend", "hf"])
-    got = JudgeSettings.from_args(args, base=stored)
-    assert (got.backend, got.model, got.base_url, got.resolved_model) == ("hf", None, None, "smollm2-135m")
-    _, args = parse(["--judge-backend", "hf", "--judge-model", "tiny-llama", "--judge-cache", "none"])
-    got = JudgeSettings.from_args(args)
-    assert got.model == "tiny-llama" and not got.use_cache and got.cache_path("d.sqlite") is None
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -96,40 +43,62 @@ def test_from_args_overrides_only_what_was_given():
     (JudgeSettings(mode="vibes"), "unknown --judge-mode"),
     (JudgeSettings(aligned_prompt="/no/such/prompt.txt"), "judge prompt file not found"),
 ])
-def test_validate_fails_fast_with_one_line(key, settings, message):
+def test_check_judge_fails_fast_with_one_line(key, settings, message):
+    """Every check, the declaration's first (same messages as the declaration's own check)."""
     with pytest.raises(UserError) as info:
-        settings.validate()
+        check_judge(settings)
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def test_validate_accepts_good_settings_and_builds_backends(key, tmp_path):
-    backend = JudgeSettings(base_url="https://user:pw@judge.example:8443/v1", timeout=5).validate().make_backend()
+def test_check_judge_accepts_good_settings_and_builds_backends(key, tmp_path):
+    settings = JudgeSettings(base_url="https://user:pw@judge.example:8443/v1", timeout=5)
+    assert check_judge(settings) is settings
+    backend = make_judge_backend(settings)
     assert isinstance(backend, OpenAIBackend) and backend.call_timeout == 5
     assert backend.describe()["base_url"] == "https://judge.example:8443/v1"
-    hf = JudgeSettings(backend="hf", model="tiny-llama", batch_size=3, min_mass=0.5).validate().make_backend()
+    assert make_second_judge_backend(settings) is None
+    hf = make_judge_backend(check_judge(JudgeSettings(backend="hf", model="tiny-llama", batch_size=3, min_mass=0.5)))
     assert isinstance(hf, HFBackend) and hf.batch_size == 3 and hf.min_numeric_mass == 0.5
-    kwargs = JudgeSettings(concurrency=7).run_kwargs(tmp_path / "c.sqlite")
+    kwargs = judge_run_kwargs(JudgeSettings(concurrency=7), tmp_path / "c.sqlite")
     assert kwargs == {"aligned_prompt": None, "coherent_prompt": None, "concurrency": 7, "use_cache": True,
                       "cache_path": tmp_path / "c.sqlite", "retry": RetryPolicy(max_wait=600.0)}
+    assert judge_run_kwargs(JudgeSettings(cache="none", max_wait=5), None)["retry"] == RetryPolicy(max_wait=5.0)
+
+
+def test_the_second_backend_is_the_first_with_the_second_model(key):
+    settings = check_judge(JudgeSettings(backend="hf", model="tiny-llama", second_model="tiny-qwen3", min_mass=0.5,
+                                         batch_size=2))
+    first, second = make_judge_backend(settings), make_second_judge_backend(settings)
+    assert isinstance(second, HFBackend) and (first.model, second.model) == ("tiny-llama", "tiny-qwen3")
+    assert (second.mode, second.batch_size, second.min_numeric_mass) == (first.mode, 2, 0.5)
+    assert settings.second_model == "tiny-qwen3"  # the settings themselves are left as they were
+
+
+def test_prompts_are_read_from_their_files(tmp_path):
+    path = tmp_path / "aligned.txt"
+    path.write_text("Rate {question} and {answer} from 0 to 100.")
+    aligned, coherent = judge_prompts(JudgeSettings(aligned_prompt=str(path)))
+    assert coherent is None and aligned is not None
+    assert aligned.render("q", "a") == "Rate q and a from 0 to 100."
 
 
 def test_bad_base_url_from_the_environment_is_named(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "localhost:8000")
     with pytest.raises(UserError, match="^OPENAI_BASE_URL must be an http"):
-        JudgeSettings().validate()
+        check_judge(JudgeSettings())
 
 
 def test_missing_key_is_refused(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(UserError, match="OPENAI_API_KEY is not set"):
-        JudgeSettings().validate()
-    JudgeSettings(base_url="http://127.0.0.1:9/v1").validate()  # a local server needs no key
+        check_judge(JudgeSettings())
+    check_judge(JudgeSettings(base_url="http://127.0.0.1:9/v1"))  # a local server needs no key
 
 
 def hf_error(model: str) -> str:
     with pytest.raises(UserError) as info:
-        JudgeSettings(backend="hf", model=model).validate()
+        check_judge(JudgeSettings(backend="hf", model=model))
     text = str(info.value)
     assert "\n" not in text and "--judge-model" in text and " --model" not in text
     return text
@@ -159,7 +128,7 @@ def test_complete_local_folder_passes_without_loading(tmp_path):
     folder.mkdir()
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         (folder / name).write_text("{}")
-    JudgeSettings(backend="hf", model=str(folder)).validate()  # only names are checked
+    check_judge(JudgeSettings(backend="hf", model=str(folder)))  # only names are checked
 
 
 def test_cli_refuses_bad_judge_options_in_one_line(tmp_path, key, capsys):

@@ -1,10 +1,16 @@
-"""Judge settings: every ``--judge-*`` option, its default and its check, defined once.
+"""Judge settings: every ``--judge-*`` option, its default and its cheap check, declared once.
 
 :class:`JudgeSettings` is what any command that judges holds (``judge``, ``eval``)::
 
     JudgeSettings.add_arguments(parser)                 # the options, in a "judge" group
-    settings = JudgeSettings.from_args(args).validate() # defaults + given; one-line UserError
-    backend = settings.make_backend()
+    settings = check_judge(JudgeSettings.from_args(args))  # defaults + given; one-line UserError
+    backend = make_judge_backend(settings)
+
+This module is the declaration (value level: no backend is imported): the options, their defaults,
+the dict round trips and every check that needs nothing but the values (:meth:`JudgeSettings.validate`).
+The checks that need the backends (the API key, an ``hf`` judge model that cannot load, the base
+URL, prompt files, the cache file) and the backends themselves are
+:mod:`interp_playground.judge.setup` (``check_judge``, ``make_judge_backend``, ...).
 
 The options are declared with :func:`interp_playground.settings.option`, like every stage's
 settings: ``add_arguments`` gives them no default (``argparse.SUPPRESS``), so a command that resumes
@@ -19,7 +25,7 @@ judge of ``judged_*``, the summary, plots and report) and again with ``B``
 (:attr:`JudgeSettings.second_model`, same backend, server, mode and prompts; its files go to the
 run directory's ``judges/{B}/``), and ``summary.json`` / the report show how well they agree.
 ``--judge-batch`` sends a run directory's judge requests through the OpenAI Batch API
-(:mod:`.batch`) before the ordinary pass, which then finds every verdict in the cache.
+(:mod:`interp_playground.judge.batch`) before the ordinary pass, which then finds every verdict in the cache.
 
 The API key is read from the environment only;
 there is deliberately no option for it, so it never lands in shell history, a manifest or a log.
@@ -36,28 +42,26 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import UserError
+from ..judge.scoring import MIN_NUMERIC_MASS
 from ..rundir import JUDGE_CACHE_FILE
-from ..settings import Settings, option
-from .backends import (
-    DEFAULT_HF_MODEL,
-    DEFAULT_OPENAI_MODEL,
-    DEFAULT_TIMEOUT,
-    MODES,
-    JudgeBackend,
-    check_base_url,
-    make_backend,
-)
-from .backends.hf import check_hf_judge_model
-from .backends.openai import MISSING_KEY_MESSAGE
-from .batch import DEFAULT_POLL_INTERVAL
-from .cache import check_cache_file
-from .prompts import JudgePrompt, load_prompt
-from .runner import RetryPolicy
-from .scoring import MIN_NUMERIC_MASS
+from . import Settings, option
 
+#: The judge backends: the OpenAI API (or a compatible server), or a local Hugging Face model.
 BACKENDS = ("openai", "hf")
+#: The scoring modes: probability-weighted score from logprobs, or a parsed text answer.
+MODES = ("logprob", "text")
+#: The judge model of each backend when none is named.
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_HF_MODEL = "smollm2-135m"
+#: Default of ``--judge-timeout``: seconds per call of the openai backend.
+DEFAULT_TIMEOUT = 60.0
 #: Default of ``--judge-max-wait``: seconds one call may wait on a server before the judge stops.
 DEFAULT_MAX_WAIT = 600.0
+#: Default of ``--judge-batch-poll``: seconds between two polls of the Batch API's batches in flight.
+DEFAULT_POLL_INTERVAL = 30.0
+#: Default of ``--judge-concurrency`` and ``--judge-batch-size``.
+DEFAULT_CONCURRENCY = 32
+DEFAULT_HF_BATCH_SIZE = 8
 
 
 @dataclass
@@ -99,7 +103,7 @@ class JudgeSettings(Settings):
     mode: str = option("--judge-mode", "logprob", dest="judge_mode", choices=MODES,
                        help="logprob: probability-weighted 0-100 score from the judge's token probabilities; "
                             "text: parse a short answer, for judges without logprobs")
-    concurrency: int = option("--judge-concurrency", 32, dest="judge_concurrency", type=int,
+    concurrency: int = option("--judge-concurrency", DEFAULT_CONCURRENCY, dest="judge_concurrency", type=int,
                               help="judge calls in flight")
     timeout: float = option("--judge-timeout", DEFAULT_TIMEOUT, dest="judge_timeout", type=float,
                             help="seconds per call for openai")
@@ -116,7 +120,7 @@ class JudgeSettings(Settings):
                                help="verdict cache ('none' to disable)")
     device: str | None = option("--judge-device", None, dest="judge_device", persist=False,
                                 show_default="cuda when available", help="torch device for --judge-backend hf")
-    batch_size: int = option("--judge-batch-size", 8, dest="judge_batch_size", type=int, persist=False,
+    batch_size: int = option("--judge-batch-size", DEFAULT_HF_BATCH_SIZE, dest="judge_batch_size", type=int, persist=False,
                              help="prompts per forward pass for --judge-backend hf")
     batch: bool = option("--judge-batch", False, dest="judge_batch", action="store_true", persist=False,
                          help="judge a run directory through the OpenAI Batch API (half the price, outside "
@@ -186,15 +190,17 @@ class JudgeSettings(Settings):
             return Path(self.cache).expanduser()
         return Path(default) if default is not None else None
 
-    # -- checks and construction --------------------------------------------------------------------
+    # -- checks ------------------------------------------------------------------------------------
     def validate(self) -> JudgeSettings:
-        """Check every value cheaply (no model is loaded, no call is made); returns ``self``.
+        """Check every value that needs nothing but the values; returns ``self``. The checks that need
+        the backends (the environment's key and URL, the ``hf`` model, prompt and cache files) are
+        :func:`interp_playground.judge.setup.check_judge`, which runs this first.
 
         Raises:
             UserError: one line naming the option, for a bad choice, a concurrency below 1, a
-                timeout that is not positive, a minimum mass outside [0, 1], a base URL that is not
-                ``http(s)://host...``, a missing ``OPENAI_API_KEY``, an ``hf`` model that cannot load
-                (empty folder, hub id while offline) or an unreadable prompt file.
+                timeout that is not positive, a minimum mass outside [0, 1], a second judge that is
+                the first, ``--judge-batch`` without the openai backend or the cache, or a base URL
+                given to the ``hf`` backend.
         """
         if self.backend not in BACKENDS:
             raise UserError(f"unknown --judge-backend {self.backend!r}; choose {' or '.join(BACKENDS)}")
@@ -224,61 +230,9 @@ class JudgeSettings(Settings):
             if not self.use_cache:
                 raise UserError("--judge-batch keeps the batch verdicts in the judge cache; "
                                 "drop --judge-cache none")
-        if self.backend == "openai":
-            if self.base_url:
-                check_base_url(self.base_url, "--judge-base-url")
-            elif os.environ.get("OPENAI_BASE_URL"):
-                check_base_url(os.environ["OPENAI_BASE_URL"], "OPENAI_BASE_URL")
-            elif not os.environ.get("OPENAI_API_KEY"):
-                raise UserError(MISSING_KEY_MESSAGE)
-        else:
-            if self.base_url:
-                raise UserError("--judge-base-url applies to --judge-backend openai, not hf")
-            from ..models import check_device  # torch: the hf judge runs it anyway
-
-            check_device(self.device, "--judge-device")
-            check_hf_judge_model(self.resolved_model)
-            if self.second_model:
-                check_hf_judge_model(self.second_model)
-        self.prompts()
-        check_cache_file(self.cache_path(None))
+        if self.backend == "hf" and self.base_url:
+            raise UserError("--judge-base-url applies to --judge-backend openai, not hf")
         return self
-
-    def prompts(self) -> tuple[JudgePrompt | None, JudgePrompt | None]:
-        """The aligned and coherent prompts read from their files (``None``: the built-in one)."""
-        aligned = load_prompt(self.aligned_prompt, name="aligned") if self.aligned_prompt else None
-        coherent = load_prompt(self.coherent_prompt, name="coherent") if self.coherent_prompt else None
-        return aligned, coherent
-
-    def make_backend(self, **kwargs: Any) -> JudgeBackend:
-        """The judge backend these settings describe (``kwargs`` go to the backend class)."""
-        extra: dict[str, Any] = {"min_numeric_mass": self.min_mass}
-        if self.backend == "hf":
-            extra["batch_size"] = self.batch_size
-        extra.update(kwargs)
-        return make_backend(
-            backend=self.backend, model=self.model, base_url=self.base_url, mode=self.mode,
-            timeout=self.timeout, device=self.device, **extra,
-        )
-
-    def make_second_backend(self, **kwargs: Any) -> JudgeBackend | None:
-        """The second judge's backend (``--judge-model A B``: these settings with model ``B``), or None."""
-        if not self.second_model:
-            return None
-        return dataclasses.replace(self, model=self.second_model, second_model=None).make_backend(**kwargs)
-
-    def run_kwargs(self, default_cache: str | os.PathLike[str] | None) -> dict[str, Any]:
-        """Keyword arguments for :func:`~.api.judge_run_dir` / :func:`~.api.judge_responses`:
-        prompts, concurrency and cache (``default_cache`` unless ``--judge-cache`` says otherwise)."""
-        aligned, coherent = self.prompts()
-        return {
-            "aligned_prompt": aligned,
-            "coherent_prompt": coherent,
-            "concurrency": self.concurrency,
-            "retry": RetryPolicy(max_wait=float(self.max_wait)),
-            "use_cache": self.use_cache,
-            "cache_path": self.cache_path(default_cache),
-        }
 
 
 def split_models(value: Any) -> tuple[str | None, str | None]:
@@ -304,3 +258,8 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+__all__ = ["BACKENDS", "DEFAULT_CONCURRENCY", "DEFAULT_HF_BATCH_SIZE", "DEFAULT_HF_MODEL", "DEFAULT_MAX_WAIT",
+           "DEFAULT_OPENAI_MODEL", "DEFAULT_POLL_INTERVAL", "DEFAULT_TIMEOUT", "MODES", "JudgeSettings",
+           "split_models"]

@@ -5,7 +5,10 @@ metadata (:func:`option`). :meth:`Settings.add_arguments` puts those options on 
 ``argparse.SUPPRESS`` defaults, so a parsed namespace holds only what the user gave;
 :meth:`Settings.from_args` lays that over a base (the defaults, or a stored run's settings for
 ``--resume``). ``eval`` and ``generate`` share :class:`ModelSettings`, :class:`GridSettings` and
-:class:`GenerationSettings`; the judge's settings live in :mod:`interp_playground.judge.settings`.
+:class:`GenerationSettings`; :class:`MeasuresSettings` is the judge-free measures' section. The
+judge's settings are declared in :mod:`.judge` (their checks that need the backends, and the
+backends themselves, in :mod:`interp_playground.judge.setup`); a whole run's settings, one section
+per stage, are :class:`~.eval.EvalConfig` (:mod:`.eval`), with the rules of ``--resume``.
 
 No torch is imported here.
 """
@@ -18,8 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from .conditions import DEFAULT_ALPHAS, finite_float, parse_layer_groups, validate_alphas
-from .errors import UserError
+from ..conditions import DEFAULT_ALPHAS, finite_float, parse_layer_groups, validate_alphas
+from ..errors import UserError
 
 S = TypeVar("S", bound="Settings")
 
@@ -30,6 +33,8 @@ SAMPLER_VERSION = "inverse-cdf-v1"
 DEFAULT_ALIGNED_THRESHOLD = 30.0
 DEFAULT_COHERENT_THRESHOLD = 50.0
 DEFAULT_N_BOOTSTRAP = 1000
+#: Answers per forward pass of the judge-free measures, by default (``--measures-batch-size``).
+DEFAULT_MEASURES_BATCH_SIZE = 8
 
 
 def option(flag: str | tuple[str, ...] | None, default: Any = None, *, help: str = "", default_factory: Any = None,
@@ -293,5 +298,31 @@ class MetricsSettings(Settings):
         return self
 
 
-__all__ = ["GenerationSettings", "GridSettings", "MetricsSettings", "ModelSettings", "SAMPLER_VERSION",
-           "Settings", "option"]
+def check_measures_batch_size(batch_size: Any) -> int:
+    """The measures' batch size (``--measures-batch-size``): an integer >= 1 (one-line ``UserError`` otherwise)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"the measures' batch size (--measures-batch-size) must be an integer >= 1, got {batch_size!r}")
+    return batch_size
+
+
+@dataclass
+class MeasuresSettings(Settings):
+    """How the judge-free measures are computed (``--skip-measures`` is a run option, not a setting).
+
+    ``batch_size`` fixes the batches' composition, so a resumed measures pass (its journal) keeps it:
+    ``config.json`` records it. Whether a thinking run's reasoning is scored is
+    :attr:`MetricsSettings.measures_score_reasoning` (where ``config.json`` has always kept it).
+    """
+
+    group_title: ClassVar[str] = "measures"
+    batch_size: int = option("--measures-batch-size", DEFAULT_MEASURES_BATCH_SIZE, dest="measures_batch_size",
+                             type=int, metavar="N", help="answers per forward pass of the measures")
+
+    def validate(self) -> MeasuresSettings:
+        """Raise a one-line ``UserError`` for an unusable setting; return self."""
+        check_measures_batch_size(self.batch_size)
+        return self
+
+
+__all__ = ["DEFAULT_MEASURES_BATCH_SIZE", "GenerationSettings", "GridSettings", "MeasuresSettings",
+           "MetricsSettings", "ModelSettings", "SAMPLER_VERSION", "Settings", "check_measures_batch_size", "option"]
