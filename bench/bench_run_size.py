@@ -57,9 +57,9 @@ def main() -> None:
     from interp_playground.rundir import RunDir
     from interp_playground.settings import GenerationSettings
     from interp_playground.settings.eval import EvalConfig
-    from interp_playground.stages import generate as sweep_store
+    from interp_playground.stages import generate as generate_stage
+    from interp_playground.stages import measures as measures_stage
     from interp_playground.stages.generate import SweepPlan
-    from interp_playground.stages.measures import annotate_judged, measures_stage
     from interp_playground.stages.vectors import create_steering_vectors
     from interp_playground.tiny import tiny_model, tiny_tokenizer
     from interp_playground.vector_file import load_vectors
@@ -83,14 +83,14 @@ def main() -> None:
             yield [finished_row(req, [rng.choice(words) for _ in range(args.tokens - 1)] + [eos[0]], tokenizer, eos,
                                 args.tokens) for req in requests[start:start + 1024]]
 
-    sweep_store.generate_batches = synthesized
+    generate_stage.generate_batches = synthesized
     t0 = time.time()
     plan = SweepPlan.prepare(model, tok, conditions, QUESTIONS[:args.questions], vectors, run, settings=settings)
     plan.run(model, tok, progress=False)
     t_gen = time.time() - t0
     config = EvalConfig.build(model="tiny-qwen3-36", vectors_dir=str(vectors_dir),
                               measures_batch_size=args.measures_batch_size)
-    measures_stage(run, conditions, config, model_and_tokenizer=(model, tok), say=lambda *a: None)
+    measures_stage.run(run, config, conditions=conditions, model_and_tokenizer=(model, tok), say=lambda *a: None)
     t_measures = time.time() - t0 - t_gen
     raw = {"85": -0.105, "90": -2.302, "80": -3.912, "95": -4.605, "CODE": -9.21}
     info = {"backend": "openai", "model": "gpt-4o-mini", "mode": "logprob", "numbers": "exact",
@@ -100,7 +100,7 @@ def main() -> None:
         rows = json.loads(run.generations(stem).read_text())
         judged = [apply_scores(r, Score(value=86.52, raw=raw), Score(value=91.07, raw=raw), info) for r in rows]
         write_judged(judged, run.judged_csv(stem), run.judged_json(stem))
-    annotate_judged(run, stems)
+    measures_stage.annotate_judged(run, stems)
     t_total = time.time() - t0
 
     n_answers = len(conditions) * args.questions

@@ -26,8 +26,8 @@ LAYER, ALPHA, N_QUESTIONS, MAX_NEW = 15, -8.0, 4, 48
 
 @pytest.mark.slow
 def test_stored_measures_equal_a_teacher_forced_pass_over_the_generated_ids(smollm, tmp_path):
+    from interp_playground.stages import measures as measures_stage
     from interp_playground.stages.generate import generate_sweep
-    from interp_playground.stages.measures import measures_stage
     from interp_playground.stages.vectors import create_steering_vectors
     from interp_playground.vector_file import load_vectors
 
@@ -41,9 +41,9 @@ def test_stored_measures_equal_a_teacher_forced_pass_over_the_generated_ids(smol
     conditions = [Condition(), steered]
     generate_sweep(model, tok, conditions, QUESTIONS[:N_QUESTIONS], {"default": vector}, run,
                    settings=GenerationSettings(do_sample=False, max_new_tokens=MAX_NEW), progress=False)
-    measures_stage(run, conditions, EvalConfig.build(model="smollm2-135m", vectors_dir=str(vectors_dir)),
-                   load_model=lambda: pytest.fail("the loaded model is used"), model_and_tokenizer=(model, tok),
-                   say=lambda *a: None)
+    measures_stage.run(run, EvalConfig.build(model="smollm2-135m", vectors_dir=str(vectors_dir)), conditions=conditions,
+                       load_model=lambda: pytest.fail("the loaded model is used"), model_and_tokenizer=(model, tok),
+                       say=lambda *a: None)
 
     measures = read_measures(run)
     unit = vector[LAYER].double() / vector[LAYER].double().norm()

@@ -186,6 +186,28 @@ def test_a_changed_answer_is_measured_again_alone(unmeasured_run, tmp_path, monk
     assert {k: v for k, v in after.items() if k != name} == {k: v for k, v in before.items() if k != name}
 
 
+def test_the_measures_command_uses_the_run_s_recorded_batch_size_unless_given(unmeasured_run, tmp_path, monkeypatch):
+    from interp_playground import measures
+
+    run = _copy(unmeasured_run, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["config"]["measures"] = {"batch_size": 3}
+    (run / "config.json").write_text(json.dumps(config))
+    seen: list[int] = []
+    forward = measures._forward_batch
+
+    def counting(model, blocks, batch, *a, **k):
+        seen.append(len(batch))
+        return forward(model, blocks, batch, *a, **k)
+
+    monkeypatch.setattr(measures, "_forward_batch", counting)
+    assert cli_main(["measures", str(run), "--no-report"]) == 0
+    assert max(seen) == 3 and sum(seen) > 3  # batches of the recorded 3 (the default is 8)
+    seen.clear()
+    assert cli_main(["measures", str(run), "--no-report", "--overwrite", "--batch-size", "5"]) == 0
+    assert max(seen) == 5
+
+
 def test_measures_of_an_older_judged_run_go_into_its_judged_rows(unmeasured_run, vectors_dir, tmp_path):
     run = _copy(unmeasured_run, tmp_path / "run")
     judge = ["--judge-backend", "hf", "--judge-model", MODEL, "--judge-min-mass", "0"]

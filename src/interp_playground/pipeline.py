@@ -43,7 +43,7 @@ from .rundir import RunDir, RunManifest
 from .settings.eval import EvalConfig
 from .stages import generate as generate_stage
 from .stages import judge as judge_stage
-from .stages.measures import annotate_judged, measures_stage, vector_files
+from .stages import measures as measures_stage
 from .vector_file import load_vectors
 
 
@@ -270,7 +270,7 @@ class _Stages:
             if self.backend is not None:
                 judged = _judge_stage(run, self.backend, config, stems, opts, say)
             if measured:
-                annotate_judged(run, stems)
+                measures_stage.annotate_judged(run, stems)
             if judged or measured:
                 update_outputs(run, make_report=opts.make_report, say=say)
             else:
@@ -297,11 +297,11 @@ def _measures_stage(run: RunDir, config: EvalConfig, conditions: list[Any],
     when something is left to measure); False when they cannot be made (a vector file is missing
     in a --skip-generation resume: warned, and the run goes on without them)."""
     names = sorted({c.vector for c in conditions if c.vector})
-    if model_and_tokenizer is None and vector_files(config.grid.vectors_dir, names) is None:
+    if model_and_tokenizer is None and measures_stage.vector_files(config.grid.vectors_dir, names) is None:
         print(f"warning: no measures: a vector file of {', '.join(names)} is missing from "
               f"{config.grid.vectors_dir}", file=sys.stderr)
         return False
-    measures_stage(run, conditions, config, model_and_tokenizer=model_and_tokenizer,
+    measures_stage.run(run, config, conditions=conditions, model_and_tokenizer=model_and_tokenizer,
                    overwrite=opts.overwrite, progress=opts.progress, say=say)
     return all(run.measures(c).exists() for c in conditions if run.generations(c).exists())
 

@@ -193,12 +193,12 @@ def vector_files(vectors_dir: str | Path, names: Sequence[str]) -> dict[str, Pat
     return paths if all(p.is_file() for p in paths.values()) else None
 
 
-def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalConfig, *,
-                   model_and_tokenizer: tuple[Any, Any] | None = None,
-                   load_model: Callable[[], tuple[Any, Any]] | None = None,
-                   overwrite: bool = False, progress: bool = False,
-                   say: Callable[..., Any] = print) -> list[str]:
-    """The stage as the pipeline runs it: measure what is stale among ``conditions`` (those with
+def run(run: RunDir, config: EvalConfig, *, conditions: Sequence[Condition],
+        model_and_tokenizer: tuple[Any, Any] | None = None,
+        load_model: Callable[[], tuple[Any, Any]] | None = None,
+        overwrite: bool = False, progress: bool = False,
+        say: Callable[..., Any] = print) -> list[str]:
+    """The measures stage: measure what is stale among ``conditions`` (those with
     generations) under the run's unsteered model (``config.model``): the one given, or, only when
     something is stale, the one ``load_model`` returns (default: loaded from ``config.model`` on one
     device); returns the stems written. The projections use the vector files in
@@ -242,4 +242,4 @@ def measures_stage(run: RunDir, conditions: Sequence[Condition], config: EvalCon
 
 
 __all__ = ["DEFAULT_MEASURES_BATCH_SIZE", "annotate_judged", "measures_meta",
-           "measures_stage", "run_measures", "stale_measures", "vector_files"]
+           "run", "run_measures", "stale_measures", "vector_files"]
