@@ -2,7 +2,7 @@
 (fill, release, compact and the narrowed step), token choice and the non-finite flag.
 
 The CPU runs the decode step eagerly (no graphs, no fusion, no Triton); the arithmetic the runner
-drives is compared with HF forwards in test_engine_fast_step.py and test_engine_fast.py."""
+drives is compared with HF forwards in test_engine_fast_step.py and test_engine_fast_engine.py."""
 
 from __future__ import annotations
 
