@@ -65,3 +65,51 @@ def test_imports_for_annotations_only_do_not_count(tool, tmp_path):
         "pipeline.py": "from . import errors\nrun = 1\n",
     })
     assert tool.problems(src) == []
+
+
+_JUDGE = '_EXPORTS: dict[str, str] = {"make_x": "setup", "score": "scoring", "Settings": "..settings.judge:JudgeSettings"}\n'
+
+
+def test_a_lazy_export_counts_as_an_import_of_its_submodule(tool, tmp_path):
+    src = _package(tmp_path, {
+        "errors.py": "from .judge import make_x\n",
+        "judge/__init__.py": _JUDGE,
+        "judge/setup.py": "make_x = 1\n",
+        "judge/scoring.py": "score = 1\n",
+    })
+    found = tool.problems(src)
+    assert len(found) == 1 and "errors (values) imports judge.setup (infrastructure), a level above" in found[0]
+
+
+def test_a_lazy_export_at_the_same_level_and_an_unknown_name_are_fine(tool, tmp_path):
+    src = _package(tmp_path, {
+        "errors.py": "from .judge import score, Settings, not_exported\n",
+        "judge/__init__.py": _JUDGE,
+        "judge/setup.py": "make_x = 1\n",
+        "judge/scoring.py": "score = 1\n",
+        "settings/__init__.py": "",
+        "settings/judge.py": "JudgeSettings = 1\n",
+    })
+    assert tool.problems(src) == []
+    known = {"", "errors", "judge", "judge.setup", "judge.scoring", "settings", "settings.judge"}
+    exports = {"judge": tool.exports_of(src / "interp_playground" / "judge" / "__init__.py")}
+    assert set(tool.imports_of(src / "interp_playground" / "errors.py", "errors", known, exports)) == {
+        "judge.scoring", "settings.judge", "judge"}
+
+
+def test_a_submodule_is_still_itself_and_exports_chain_through_packages(tool, tmp_path):
+    src = _package(tmp_path, {
+        "__init__.py": '_EXPORTS = {"make_x": "judge", "page": "outputs:write_page"}\n',
+        "rundir.py": "from .judge import setup\n",
+        "errors.py": "def f():\n    from interp_playground import make_x, page\n",
+        "outputs.py": "write_page = 1\n",
+        "judge/__init__.py": _JUDGE,
+        "judge/setup.py": "make_x = 1\n",
+        "judge/scoring.py": "score = 1\n",
+    })
+    found = tool.problems(src)
+    assert sum("rundir (values) imports judge.setup (infrastructure)" in line for line in found) == 1
+    assert sum("errors (values) imports judge.setup (infrastructure)" in line for line in found) == 1
+    assert sum("errors (values) imports outputs (orchestration)" in line and "errors.py:2" in line
+               for line in found) == 1
+    assert len(found) == 3

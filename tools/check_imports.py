@@ -6,8 +6,18 @@ Every module of ``src/interp_playground`` is given a level by the first pattern 
 matches its name (``*`` matches within one dotted part, ``**`` any rest). A module may import
 modules of its own level or below. Stages (level ``stages``) are side by side: one stage (a
 module, or a package with its submodules) never imports another. Every import statement counts,
-inside functions too. Usage: ``python tools/check_imports.py [SRC]``; prints each problem on one
-line and exits 1 when there is one.
+inside functions too.
+
+Lazy exports: a package whose ``__init__.py`` defines a module-level dict literal ``_EXPORTS``
+(public name -> ``"sub.module"`` or ``"sub.module:attribute"``, relative to that package; leading
+dots climb as in a relative import) loads the named submodule on first use. So
+``from .judge import make_judge_backend`` counts as an import of the submodule that ``_EXPORTS``
+names (``judge.setup``), followed through further ``_EXPORTS`` tables; an imported name that is
+neither a submodule nor in ``_EXPORTS`` counts as an import of the package itself. Only
+``from ... import`` statements are resolved this way, not attribute access after ``import``.
+
+Usage: ``python tools/check_imports.py [SRC]``; prints each problem on one line and exits 1 when
+there is one.
 """
 
 from __future__ import annotations
@@ -88,9 +98,50 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
     return out
 
 
-def imports_of(path: Path, name: str, known: set[str]) -> dict[str, int]:
+def exports_of(path: Path) -> dict[str, str]:
+    """The module-level ``_EXPORTS`` dict literal of the ``__init__.py`` at ``path`` ({} if none)."""
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if value is not None and any(getattr(t, "id", None) == "_EXPORTS" for t in targets):
+            try:
+                table = ast.literal_eval(value)
+            except ValueError:
+                return {}
+            return table if isinstance(table, dict) else {}
+    return {}
+
+
+def _resolve(package: str, attr: str, known: set[str], exports: dict[str, dict[str, str]]) -> str:
+    """The module that ``from <package> import <attr>`` loads (names relative to the top package):
+    the submodule ``attr``, else the one ``package``'s ``_EXPORTS`` names (followed further), else
+    ``package`` itself."""
+    seen: set[tuple[str, str]] = set()
+    while (package, attr) not in seen:
+        seen.add((package, attr))
+        sub = f"{package}.{attr}" if package else attr
+        if sub in known:
+            return sub
+        entry = exports.get(package, {}).get(attr)
+        if entry is None:
+            return package
+        module, _, renamed = entry.partition(":")
+        rest = module.lstrip(".")
+        up = max(len(module) - len(rest) - 1, 0)  # "sub" and ".sub": a child; "..sub": a sibling
+        parts = package.split(".") if package else []
+        package = ".".join(parts[: max(len(parts) - up, 0)] + [rest])
+        attr = renamed or attr
+    return package
+
+
+def imports_of(path: Path, name: str, known: set[str],
+               exports: dict[str, dict[str, str]] | None = None) -> dict[str, int]:
     """The package modules ``name`` imports -> the line of the first such import (names relative
-    to the package, ``""`` being the package itself)."""
+    to the package, ``""`` being the package itself). ``exports``: each package's ``_EXPORTS``."""
     full = f"{PACKAGE}.{name}" if name else PACKAGE
     base = full.split(".") if path.name == "__init__.py" else full.split(".")[:-1]
     out: dict[str, int] = {}
@@ -102,7 +153,12 @@ def imports_of(path: Path, name: str, known: set[str]) -> dict[str, int]:
                 prefix = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
-            targets = [f"{prefix}.{a.name}" for a in node.names] + [prefix]
+            if prefix == PACKAGE or prefix.startswith(PACKAGE + "."):
+                package = prefix[len(PACKAGE) + 1:]
+                resolved = (_resolve(package, a.name, known, exports or {}) for a in node.names)
+                targets = [f"{PACKAGE}.{r}" if r else PACKAGE for r in resolved]
+            else:
+                targets = []
         else:
             continue
         for target in targets:
@@ -113,7 +169,6 @@ def imports_of(path: Path, name: str, known: set[str]) -> dict[str, int]:
                 target = target.rpartition(".")[0]
             if target != name and not (name and target.startswith(name + ".")):
                 out.setdefault(target, node.lineno)
-                break
     return out
 
 
@@ -164,10 +219,11 @@ def problems(src: Path) -> list[str]:
     root = src / PACKAGE
     files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
     known = set(files)
+    exports = {n: exports_of(p) for n, p in files.items() if p.name == "__init__.py"}
     out: list[str] = []
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
-        edges = imports_of(path, name, known)
+        edges = imports_of(path, name, known, exports)
         # a package's __init__ re-exporting its own children is not an upward arrow
         graph[name] = {t for t in edges if not (name == "" or t.startswith(name + "."))}
         here = level_of(name)
