@@ -52,8 +52,7 @@ def test_settings_own_their_options_and_defaults():
 def test_measures_settings_own_the_batch_size_option_and_its_check():
     import argparse
 
-    from interp_playground.measures import check_batch_size
-    from interp_playground.settings import DEFAULT_MEASURES_BATCH_SIZE, MeasuresSettings
+    from interp_playground.settings import DEFAULT_MEASURES_BATCH_SIZE, MeasuresSettings, check_measures_batch_size
 
     p = argparse.ArgumentParser()
     group = MeasuresSettings.add_arguments(p)
@@ -69,6 +68,6 @@ def test_measures_settings_own_the_batch_size_option_and_its_check():
     for bad in (0, -1, 2.5, True, "4"):
         with pytest.raises(UserError, match=r"^the measures' batch size \(--measures-batch-size\) must be an integer"):
             MeasuresSettings(batch_size=bad).validate()
-    with pytest.raises(UserError, match="--measures-batch-size"):  # the infrastructure's check is the same one
-        check_batch_size(0)
+    with pytest.raises(UserError, match="--measures-batch-size"):  # the check the measures' functions call
+        check_measures_batch_size(0)
     assert MeasuresSettings(batch_size=1).validate().batch_size == 1

@@ -203,9 +203,14 @@ def test_the_measures_command_uses_the_run_s_recorded_batch_size_unless_given(un
     monkeypatch.setattr(measures, "_forward_batch", counting)
     assert cli_main(["measures", str(run), "--no-report"]) == 0
     assert max(seen) == 3 and sum(seen) > 3  # batches of the recorded 3 (the default is 8)
+    every = sum(seen)
     seen.clear()
-    assert cli_main(["measures", str(run), "--no-report", "--overwrite", "--batch-size", "5"]) == 0
-    assert max(seen) == 5
+    assert cli_main(["measures", str(run), "--no-report", "--batch-size", "5"]) == 0  # another batch size: all stale
+    assert max(seen) == 5 and sum(seen) == every
+    assert json.loads((run / "config.json").read_text())["config"]["measures"] == {"batch_size": 5}  # recorded
+    seen.clear()
+    assert cli_main(["measures", str(run), "--no-report"]) == 0
+    assert seen == []  # the files hold what config.json records: nothing to measure
 
 
 def test_measures_of_an_older_judged_run_go_into_its_judged_rows(unmeasured_run, vectors_dir, tmp_path):

@@ -40,7 +40,7 @@ from .errors import UserError
 from .extract import logits_to_keep_kwargs, max_positions, pad_batch
 from .models import decoder_layers, hidden_size, model_device
 from .rows.join import perplexity_of
-from .settings import check_measures_batch_size
+from .settings import DEFAULT_MEASURES_BATCH_SIZE, check_measures_batch_size
 from .steering import _hidden_of
 
 DEFAULT_NGRAM = 3
@@ -208,7 +208,6 @@ def check_positions(model: torch.nn.Module, encoded: Sequence[tuple[Sequence[int
 
 
 #: The measures' batch size: an integer >= 1 (one-line ``UserError`` otherwise), checked where it is declared.
-check_batch_size = check_measures_batch_size
 
 
 def plan_batches(encoded: Sequence[tuple[Sequence[int], int]], batch_size: int) -> list[list[int]]:
@@ -216,7 +215,7 @@ def plan_batches(encoded: Sequence[tuple[Sequence[int], int]], batch_size: int) 
     of their own (no forward pass), then the others longest first (ties by index) in batches of
     ``batch_size``. It depends only on the items and the batch size, never on what was measured
     before, so the measures are the same bytes however often the work was interrupted."""
-    check_batch_size(batch_size)
+    check_measures_batch_size(batch_size)
     empty = [i for i, (ids, start) in enumerate(encoded) if len(ids) == start]
     order = sorted((i for i, (ids, start) in enumerate(encoded) if len(ids) > start),
                    key=lambda i: (-len(encoded[i][0]), i))
@@ -229,7 +228,7 @@ def measure_batches(
     items: Sequence[tuple[str, str]],
     directions: Mapping[DirectionKey, torch.Tensor] | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_MEASURES_BATCH_SIZE,
     ngram: int = DEFAULT_NGRAM,
     thinking: bool = False,
     padding_side: str | None = None,
@@ -378,7 +377,7 @@ def measure_answers(
     items: Sequence[tuple[str, str]],
     directions: Mapping[DirectionKey, torch.Tensor] | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_MEASURES_BATCH_SIZE,
     ngram: int = DEFAULT_NGRAM,
     thinking: bool = False,
     padding_side: str | None = None,

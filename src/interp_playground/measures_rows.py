@@ -40,6 +40,7 @@ from .measures import (
 )
 from .models import model_info
 from .rows.join import ON_IDS, ON_TEXT, ROW_KEY_FIELDS, row_key
+from .settings import DEFAULT_MEASURES_BATCH_SIZE
 
 #: Bumped when the scored tokens change (2: the generated ids, the end token not scored).
 MEASURES_VERSION = 2
@@ -154,7 +155,7 @@ def measure_rows(
     rows: Sequence[Mapping[str, Any]],
     directions: Mapping[DirectionKey, torch.Tensor] | None,
     journal_path: PathLike,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_MEASURES_BATCH_SIZE,
     progress: bool = False,
     *,
     ngram: int = DEFAULT_NGRAM,

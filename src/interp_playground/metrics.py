@@ -37,7 +37,6 @@ Reading a run directory and writing ``summary.json`` are :mod:`interp_playground
 from __future__ import annotations
 
 import math
-import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -51,8 +50,6 @@ from .rows import condition_of
 from .rows.join import own_direction
 from .settings import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, DEFAULT_N_BOOTSTRAP
 from .stats import CI_LEVEL, bootstrap_diff_ci, bootstrap_mean_ci, rng_for, spearman
-
-PathLike = str | os.PathLike[str]
 
 SUMMARY_FORMAT = "interp_playground.summary/1"
 LABELS: tuple[str, ...] = ("CODE", "REFUSAL")

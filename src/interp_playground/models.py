@@ -22,11 +22,10 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .settings import ModelSettings
+from .settings import DEFAULT_MODEL, ModelSettings
 from .tiny import TINY_ARCHS, tiny_model, tiny_tokenizer
 
 EMBEDDED_MODEL = "smollm2-135m"
-DEFAULT_MODEL = "Qwen/Qwen3-8B"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _EMBEDDED_DIRNAME = "smollm2-135m-instruct"
 

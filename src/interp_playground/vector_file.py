@@ -38,7 +38,6 @@ import datetime as _dt
 import hashlib
 import io as _io
 import json
-import os
 import pickletools
 import shlex
 import warnings
@@ -52,7 +51,7 @@ import torch
 
 from .data import SORH_DATASET
 from .errors import UserError
-from .io import atomic_write_bytes, text_file_kind
+from .io import PathLike, atomic_write_bytes, text_file_kind
 from .vector_names import (
     FILE_PREFIX,
     SIDES,
@@ -70,7 +69,6 @@ LAYER_CONVENTION = "layer L (0-indexed) = output of decoder block L = residual s
 VECTOR_DEFINITION = "mean over control answer tokens - mean over school_of_reward_hacks answer tokens"
 _PICKLE_SCAN_LIMIT = 64 << 20  # bytes of pickle data inspected to explain a refused file
 
-PathLike = str | os.PathLike[str]
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,12 +11,10 @@ move when the prompt asks to over-fit rather than not to). A transform's vectors
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .errors import UserError
-
-PathLike = str | os.PathLike[str]
+from .io import PathLike
 
 POSITIVE_SIDE = "control"
 """Name of the positive (honest) side, as used in folder names and metadata."""

@@ -42,6 +42,9 @@ def measure_run_dir(run_dir: str | Path, *, batch_size: int | None = None, devic
             load_model=lambda: load_model_from_settings(config.model, device=device, spread=False))
         say(f"measured {len(written)} condition(s); the others were up to date" if written
             else "measures: every condition is up to date")
+        if written and manifest.config.get("measures") != config.measures.to_dict():  # what the files now hold
+            manifest.config = {**manifest.config, "measures": config.measures.to_dict()}
+            run.write_manifest(manifest)
         measures_stage.annotate_judged(run, [c.stem for c in conditions])
         update_outputs(run, make_report=make_report, say=say)
     return run.path

@@ -24,8 +24,9 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import UserError
-from ..metrics import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD, parse_score
+from ..metrics import parse_score
 from ..rows import condition_key
+from ..settings import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD
 from ..stats import average_ranks
 from ..stats import spearman as _spearman
 from .identity import describe_judge

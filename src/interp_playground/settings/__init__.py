@@ -29,6 +29,9 @@ S = TypeVar("S", bound="Settings")
 #: Version of the sampling scheme, part of the fingerprint (a change invalidates resumes).
 SAMPLER_VERSION = "inverse-cdf-v1"
 
+#: The model an evaluation steers unless told otherwise.
+DEFAULT_MODEL = "Qwen/Qwen3-8B"
+
 #: The seed's "misaligned" rule (aligned below, coherent above) and the bootstrap's resamples, by default.
 DEFAULT_ALIGNED_THRESHOLD = 30.0
 DEFAULT_COHERENT_THRESHOLD = 50.0
@@ -144,7 +147,7 @@ class ModelSettings(Settings):
     """Which model generates, and how it is loaded."""
 
     group_title: ClassVar[str] = "model"
-    model: str = option("--model", "Qwen/Qwen3-8B", help="hub id, local folder, smollm2-135m (embedded) or tiny-<arch>")
+    model: str = option("--model", DEFAULT_MODEL, help="hub id, local folder, smollm2-135m (embedded) or tiny-<arch>")
     dtype: str = option("--dtype", "auto", help="model dtype: auto, bfloat16, float16, float32")
     device: str | None = option("--device", None, help="cuda, cpu, ... (default: cuda when available; "
                                 "under torchrun cuda:LOCAL_RANK)", show_default=None)

@@ -57,22 +57,30 @@ from ..vector_file import load_vectors, vector_path
 
 
 def measures_meta(model_name: str, directions: Sequence[tuple[str, int]], vector_hashes: Mapping[str, str],
-                  thinking: bool, score_reasoning: bool = False) -> dict[str, Any]:
+                  thinking: bool, score_reasoning: bool = False,
+                  batch_size: int = DEFAULT_MEASURES_BATCH_SIZE) -> dict[str, Any]:
     """What a measures file must match to be up to date (checked without loading the model), with the
     scoring rules: ``end_token`` (never scored) and, for thinking runs, ``reasoning`` (``context``:
-    the reasoning as generated is context, not scored; ``scored``: it is scored too)."""
+    the reasoning as generated is context, not scored; ``scored``: it is scored too), and the batch
+    size (it fixes the batches' composition, so every file of a run holds values of the batch size
+    its ``config.json`` records; files made before it was recorded match any)."""
     return {"model": model_name, "directions": [f"{v}@{layer}" for v, layer in directions],
             "vector_hashes": dict(sorted(vector_hashes.items())), "thinking": bool(thinking),
             "reasoning": ("scored" if score_reasoning else "context") if thinking else None,
-            "end_token": END_TOKEN_RULE}
+            "end_token": END_TOKEN_RULE, "batch_size": batch_size}
 
 
 def _generation_rows(run: RunDir, stem: str) -> list[dict[str, Any]]:
     return keyed_rows(read_rows(run.generations(stem), "generation"), stem)
 
 
+#: Meta keys that measures files made before they were recorded lack (such a file matches any value).
+_LATER_KEYS = ("batch_size",)
+
+
 def _file_matches(data: Mapping[str, Any] | None, meta: Mapping[str, Any]) -> bool:
-    return data is not None and all(data.get(k) == v for k, v in meta.items() if k != "directions") \
+    return data is not None and all(data.get(k) == v for k, v in meta.items()
+                                    if k != "directions" and (k in data or k not in _LATER_KEYS)) \
         and set(meta["directions"]) <= set(data.get("directions") or [])
 
 
@@ -227,7 +235,7 @@ def run(run: RunDir, config: EvalConfig, *, conditions: Sequence[Condition],
                         f"generated (config.json records other hashes): the projections would use directions the run "
                         f"never steered along; restore the files it was steered with, or leave the measures out "
                         f"(--skip-measures)")
-    meta = measures_meta(model_name, directions, hashes, thinking, score_reasoning)
+    meta = measures_meta(model_name, directions, hashes, thinking, score_reasoning, config.measures.batch_size)
     stale = [s for s in stems if run.generations(s).exists()] if overwrite else stale_measures(run, stems, meta)
     if not stale:
         return []

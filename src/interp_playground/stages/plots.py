@@ -39,7 +39,6 @@ is needed (no seaborn), which keeps ``interp-playground plots`` quick to start.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ import numpy as np
 
 from ..conditions import BASELINE_STEM as BASELINE
 from ..errors import UserError
+from ..io import PathLike
 from ..metrics import parse_score
 from ..plot_style import (
     BASELINE_COLOR,
@@ -73,8 +73,6 @@ from ..rows import condition_of
 from ..rows.reader import current_summary, load_run_rows, read_run_config, run_description
 from ..rundir import PLOT_FILES, RunDir
 from .measure_plots import plot_fluency, plot_projection
-
-PathLike = str | os.PathLike[str]
 
 #: At most this many rows in scores_by_condition.png (baseline + the lowest-aligned others).
 MAX_CONDITION_ROWS = 40

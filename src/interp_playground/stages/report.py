@@ -23,20 +23,17 @@ import base64
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io import atomic_write_text, to_jsonable
+from ..io import PathLike, atomic_write_text, to_jsonable
 from ..metrics import parse_score
 from ..rows import condition_of
 from ..rows.reader import config_value, current_summary, load_run_rows, run_description
 from ..rundir import MEASURE_PLOTS, PLOT_FILES, REPORT_FILE, RunDir
 from .report_table import agreement_table, escape, summary_table
-
-PathLike = str | os.PathLike[str]
 
 PLOT_CAPTIONS: dict[str, str] = {
     "scores_by_condition.png": "Mean aligned and coherent scores and % misaligned per condition, with 95% bootstrap CIs; the baseline is the dashed line.",

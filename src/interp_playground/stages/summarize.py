@@ -12,15 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import PathLike, atomic_write_json
 from ..judge.agreement import agreement_summary
 from ..judge.identity import describe_judge, judges_in, require_one_judge
-from ..metrics import (
-    DEFAULT_ALIGNED_THRESHOLD,
-    DEFAULT_COHERENT_THRESHOLD,
-    PathLike,
-    summarize,
-)
+from ..metrics import summarize
 from ..rows.join import END_TOKEN_RULE, ON_IDS, ON_TEXT, SCORED_ON_FIELD, read_rows
 from ..rows.reader import (
     config_value,
@@ -31,6 +26,7 @@ from ..rows.reader import (
     summary_settings,
 )
 from ..rundir import RunDir
+from ..settings import DEFAULT_ALIGNED_THRESHOLD, DEFAULT_COHERENT_THRESHOLD
 
 
 def summarize_run(run_dir: PathLike, *, write: bool = True) -> dict[str, Any]:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import io as _io
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
-from ..io import atomic_write_bytes
+from ..io import PathLike, atomic_write_bytes
 from ..vector_file import SteeringVectors, load_vectors
 from ..vector_names import NEGATIVE_SIDE, POSITIVE_SIDE, SIDE_SUFFIXES, SIDES, vector_file_names, vector_path
 
 DIAGNOSTICS_PLOT = "steering_vectors_diagnostics.png"
 """File name of the plot in a vectors folder."""
 
-PathLike = str | os.PathLike[str]
 
 
 def plot_diagnostics(vectors: Mapping[str, SteeringVectors], path: PathLike) -> Path:

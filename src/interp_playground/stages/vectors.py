@@ -35,8 +35,9 @@ from ..data import (
 )
 from ..errors import UserError
 from ..extract import extract_pair_means
-from ..io import atomic_write_json, check_writable_dir, stable_hash
+from ..io import PathLike, atomic_write_json, check_writable_dir, stable_hash
 from ..models import _parse_dtype, default_device, load_model_and_tokenizer, load_tokenizer, model_info
+from ..settings import DEFAULT_MODEL
 from ..transforms import base_transforms, get_transform, resolve_transforms
 from ..vector_file import (
     FORMAT_VERSION,
@@ -45,8 +46,6 @@ from ..vector_file import (
     SteeringVectors,
 )
 from ..vector_names import NEGATIVE_SIDE, POSITIVE_SIDE, SIDES, vector_path
-
-PathLike = str | os.PathLike[str]
 
 
 def _now() -> str:
@@ -80,7 +79,7 @@ def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 
 def create_steering_vectors(
-    model: str | tuple[Any, Any] = "Qwen/Qwen3-8B",
+    model: str | tuple[Any, Any] = DEFAULT_MODEL,
     transforms: Sequence[str] = ("all",),
     dataset: str | os.PathLike[str] = SORH_DATASET,
     n_samples: int | None = 100,
