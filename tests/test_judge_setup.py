@@ -38,6 +38,8 @@ def key(monkeypatch):
     (JudgeSettings(base_url="ftp://host/v1"), "--judge-base-url must be an http(s)://host"),
     (JudgeSettings(base_url="http://"), "--judge-base-url must be an http(s)://host"),
     (JudgeSettings(base_url="http://h:port/v1"), "--judge-base-url must be an http(s)://host"),
+    (JudgeSettings(base_url="http://h/v1?api_key=sk-123"), "--judge-base-url must not have a query string"),
+    (JudgeSettings(base_url="http://h/v1#sk-123"), "--judge-base-url must not have a query string"),
     (JudgeSettings(backend="hf", base_url="http://h/v1"), "--judge-base-url applies to --judge-backend openai"),
     (JudgeSettings(backend="hf", model="tiny-nope"), "unknown tiny judge model"),
     (JudgeSettings(mode="vibes"), "unknown --judge-mode"),
@@ -88,6 +90,33 @@ def test_bad_base_url_from_the_environment_is_named(monkeypatch):
         check_judge(JudgeSettings())
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("http://h/v1?api_key=sk-123", "'http://h/v1'"),
+    ("https://u:pw@h:8443/v1/?key=sk-123&x=2", "'https://h:8443/v1/'"),
+    ("http://h/v1?", "'http://h/v1'"),
+    ("http://h/v1#sk-123", "'http://h/v1'"),
+    ("localhost:8000/v1?api_key=sk-123", "'localhost:8000/v1'"),  # not even an http(s) URL
+])
+def test_a_key_in_the_base_url_is_refused_without_showing_it(url, shown):
+    from interp_playground.judge.backends import check_base_url
+
+    for option in ("--judge-base-url", "OPENAI_BASE_URL"):
+        with pytest.raises(UserError) as info:
+            check_base_url(url, option)
+        message = str(info.value)
+        assert message.startswith(f"{option} must not have a query string or fragment")
+        assert "OPENAI_API_KEY" in message and message.endswith(f"got {shown}") and "\n" not in message
+        assert "sk-" not in message and "pw" not in message
+    assert check_base_url("https://u:pw@h:8443/v1/") == "https://u:pw@h:8443/v1/"  # no query: accepted as given
+
+
+def test_a_key_in_openai_base_url_is_refused(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://h/v1?api_key=sk-123")
+    with pytest.raises(UserError, match="^OPENAI_BASE_URL must not have a query string") as info:
+        check_judge(JudgeSettings())
+    assert "sk-123" not in str(info.value)
+
+
 def test_missing_key_is_refused(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
@@ -136,6 +165,7 @@ def test_cli_refuses_bad_judge_options_in_one_line(tmp_path, key, capsys):
     gen.write_text('[{"question": "q", "response": "a"}]')
     for argv, message in [
         (["--judge-base-url", "notaurl"], "--judge-base-url must be an http(s)://host"),
+        (["--judge-base-url", "http://h/v1?api_key=sk-123"], "--judge-base-url must not have a query string"),
         (["--judge-concurrency", "0"], "--judge-concurrency must be an integer >= 1"),
         (["--judge-timeout", "0"], "--judge-timeout must be a number of seconds > 0"),
         (["--judge-min-mass", "2"], "--judge-min-mass must lie between 0 and 1"),
@@ -143,5 +173,5 @@ def test_cli_refuses_bad_judge_options_in_one_line(tmp_path, key, capsys):
     ]:
         assert cli_main(["judge", str(gen), "--no-progress", *argv]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "sk-123" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generations_x.json"]

@@ -239,15 +239,27 @@ def stable_hash(obj: Any) -> str:
 
 # the user:password@ of a URL (up to its last @ before the path: a password may hold an @)
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s]*@")
+# the query string and/or fragment of an http(s) URL: from its first ? or # up to whitespace, a quote or the end
+_URL_QUERY = re.compile(r"(https?://[^\s\"'`?#]*)([?#])[^\s\"'`]*", re.IGNORECASE)
 
 
 def redact_url(text: Any) -> Any:
-    """A string with the ``user:password@`` part of every URL in it removed (other values unchanged)."""
-    return _URL_CREDENTIALS.sub("", text) if isinstance(text, str) else text
+    """A string as recorded: every URL in it without ``user:password@``, and every http(s) URL's query
+    string and fragment replaced by ``?<redacted>`` (or ``#<redacted>`` when the fragment comes first).
+
+    A query may hold a key (``?api_key=sk-...``), so all of it goes, up to the next whitespace or quote
+    (over-redacting a trailing ``)`` or ``,`` rather than leaking). The ``?``/``#`` stays to show that
+    something was there. Idempotent; text without a URL, and values other than strings, are unchanged.
+    """
+    if not isinstance(text, str):
+        return text
+    # credentials first: an unencoded ? or # in a password would otherwise leave its start behind
+    return _URL_QUERY.sub(r"\1\2<redacted>", _URL_CREDENTIALS.sub("", text))
 
 
 def redacted(data: Any) -> Any:
-    """``data`` as recorded: no URL credentials anywhere in it (keys come from the environment)."""
+    """``data`` as recorded: no URL credentials, queries or fragments anywhere in it (keys come from the
+    environment); see ``redact_url``."""
     if isinstance(data, Mapping):
         return {key: redacted(value) for key, value in data.items()}
     if isinstance(data, list):

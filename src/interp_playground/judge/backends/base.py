@@ -134,12 +134,20 @@ class JudgeBackend(abc.ABC):
 
 
 def sanitize_url(url: str) -> str:
-    """``url`` without user:password@ (never record credentials) and without a trailing slash."""
+    """``url`` as recorded (``redact_url``: no user:password@, query or fragment) without a trailing slash."""
     return redact_url(url).rstrip("/")
 
 
 def check_base_url(url: str, option: str = "--judge-base-url") -> str:
-    """``url`` if it is ``http(s)://host[:port][/path]``, else a one-line ``UserError`` naming ``option``."""
+    """``url`` if it is ``http(s)://host[:port][/path]``, else a one-line ``UserError`` naming ``option``.
+
+    A query string or fragment is refused (a key there would be recorded with the URL); the message
+    shows the URL without them, nor any credentials, whether or not it looks like an http(s) URL.
+    """
+    shown = one_line(re.split(r"[?#]", sanitize_url(url), maxsplit=1)[0], 100)
+    if "?" in url or "#" in url:
+        raise UserError(f"{option} must not have a query string or fragment: the API key goes in the environment "
+                        f"(OPENAI_API_KEY), not in the URL; got {shown!r}")
     try:
         parts = urlsplit(url)
         ok = parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -147,7 +155,7 @@ def check_base_url(url: str, option: str = "--judge-base-url") -> str:
     except ValueError:
         ok = False
     if not ok:
-        raise UserError(f"{option} must be an http(s)://host[:port][/path] URL, got {one_line(sanitize_url(url), 100)!r}")
+        raise UserError(f"{option} must be an http(s)://host[:port][/path] URL, got {shown!r}")
     return url
 
 
