@@ -447,12 +447,12 @@ def test_generate_can_finish_an_eval_run_with_the_same_settings(complete_run, ve
 
 
 def test_ctrl_c_names_the_exact_resume_command(vectors_dir, tmp_path, capsys, monkeypatch):
-    import interp_playground.pipeline as sweep
+    import interp_playground.pipeline as pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep, "_judge_stage", interrupted)
+    monkeypatch.setattr(pipeline, "_judge_stage", interrupted)
     assert cli_main(_eval_args(vectors_dir, tmp_path / "o", "--measures-batch-size", "3", "--no-report")) == 130
     run = _run_dir(tmp_path / "o")
     # config.json records the measures' batch size (the measures ran before the judge): only what it lacks is repeated

@@ -1,4 +1,4 @@
-"""run_reader.py: a run's rows, config and current summary, read back for the stages after generation."""
+"""rows/reader.py: a run's rows, config and current summary, read back for the stages after generation."""
 
 from __future__ import annotations
 

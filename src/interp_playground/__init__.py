@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "RunDir": "rundir",
     # judge
     "JudgeSettings": "settings.judge",
+    "check_judge": "judge.setup",
+    "make_judge_backend": "judge.setup",
     "make_backend": "judge",
     "judge_responses": "judge",
     "judge_rows": "judge",

@@ -24,10 +24,11 @@ from .io import check_writable_dir
 from .judge import make_backend
 from .judge.backends import HFBackend
 from .models import load_model_and_tokenizer, load_tokenizer, model_shape, num_layers
-from .pipeline import EvalConfig, run_eval
+from .pipeline import run_eval
 from .questions import QUESTIONS, select_questions
 from .rundir import RunDir
 from .settings import GenerationSettings
+from .settings.eval import EvalConfig
 from .stages.vectors import create_steering_vectors
 from .transforms import resolve_transforms
 

@@ -1,4 +1,4 @@
-"""The EM evaluation: the config of a run, and ``run_eval``, which runs the stages in order.
+"""The EM evaluation's orchestrator: ``run_eval`` runs the stages in order and owns resume.
 
 Stages: generate (one ``generations_*.json`` per condition) -> measures (``measures_*.npz``, judge-free:
 :mod:`interp_playground.stages.measures`) -> judge (``judged_*``, the measures added as columns) ->
@@ -15,11 +15,14 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import errno
+import gc
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from . import distributed
 from .conditions import parse_layer_groups, plan_grid
@@ -38,7 +41,7 @@ from .models import (
 from .outputs import update_outputs
 from .preflight import Preflight, check_before_load, prepare
 from .rows.reader import unjudged_stems
-from .run_environment import environment_info, git_commit, vector_hashes
+from .run_environment import environment_info, vector_hashes
 from .rundir import RunDir, RunManifest
 from .settings.eval import EvalConfig
 from .stages import generate as generate_stage
@@ -62,10 +65,6 @@ class EvalOptions:
 
 def _release_memory() -> None:
     """Return freed tensors' memory (GPU caches included) after a model is dropped."""
-    import gc
-
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -381,4 +380,4 @@ def _judge_stage(run: RunDir, backend: Any, config: EvalConfig, stems: list[str]
     return True
 
 
-__all__ = ["EvalConfig", "EvalOptions", "environment_info", "git_commit", "redact_url", "run_eval", "vector_hashes"]
+__all__ = ["EvalOptions", "run_eval"]

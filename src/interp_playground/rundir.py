@@ -92,7 +92,7 @@ _HELD: dict[str, tuple[Any, int]] = {}
 class RunManifest:
     """The content of ``config.json``: everything needed to read, resume and reproduce a run.
 
-    ``config`` is the resolved :class:`~interp_playground.pipeline.EvalConfig` as a dict; ``resolved``
+    ``config`` is the resolved :class:`~interp_playground.settings.eval.EvalConfig` as a dict; ``resolved``
     holds what was derived from it (transforms, alphas, layers, questions, planned ``conditions``
     as data). Secrets never enter it (URL credentials are stripped; keys come from the environment).
     """

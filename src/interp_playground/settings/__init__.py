@@ -312,8 +312,9 @@ def check_measures_batch_size(batch_size: Any) -> int:
 class MeasuresSettings(Settings):
     """How the judge-free measures are computed (``--skip-measures`` is a run option, not a setting).
 
-    ``batch_size`` fixes the batches' composition, so a resumed measures pass (its journal) keeps it:
-    ``config.json`` records it. Whether a thinking run's reasoning is scored is
+    ``batch_size`` fixes the batches' composition: ``config.json`` records it, every measures file
+    holds values of the batch size it records, and a resume with another one makes the files stale
+    (they are measured again, not mixed). Whether a thinking run's reasoning is scored is
     :attr:`MetricsSettings.measures_score_reasoning` (where ``config.json`` has always kept it).
     """
 

@@ -1,6 +1,7 @@
-"""The sweep store: one generation file per condition, a journal of finished rows, a manifest.
+"""The generate stage: one generation file per condition, a journal of finished rows, a manifest.
 
-:func:`generate_sweep` generates ``n_generations`` answers per question under every condition
+:func:`run` is the stage's entry in an evaluation (the run's grid and generation settings from its
+:class:`~interp_playground.settings.eval.EvalConfig`); :func:`generate_sweep`, the public API, generates ``n_generations`` answers per question under every condition
 into a run directory and can be rerun to finish what is missing:
 
 * ``generations_{stem}.json`` per condition, written atomically once its last row is done;
@@ -329,10 +330,6 @@ class SweepPlan:
         if missing and job.is_main:  # cannot happen unless the engine dropped rows
             raise RuntimeError(f"generation finished without rows for {missing[:3]}")
         return {stem: fp.path for stem, fp in self.files.items()}
-
-    def run_lock(self) -> Any:
-        """The run directory's writer lock for the generation stage."""
-        return self.rundir.lock("generate")
 
 
 def _read_journals(run: RunDir, wanted: Mapping[str, str]

@@ -8,13 +8,13 @@
   read); a second judge's go to ``judges/{model}/judged_{stem}.*`` (:meth:`RunDir.second_judge`),
   which the summary compares with A (``agreement`` in ``summary.json``).
 * With ``batch``, the requests every judge still needs (stems not up to date, verdicts not cached)
-  are first sent through the OpenAI Batch API (:func:`~.batch.run_batch_judging`, one submission for
+  are first sent through the OpenAI Batch API (:func:`~interp_playground.judge.batch.run_batch_judging`, one submission for
   both judges, batch ids in the run's ``judge_batches.json``) into the run's verdict cache; the
   ordinary pass that follows then finds them there and makes no request for them. A killed process
   resumes polling the same batches; an expired or failed batch is a one-line error, and rerunning
   resubmits only what is missing.
 
-:func:`run_judge_stage` does the same from a :class:`~interp_playground.settings.judge.JudgeSettings`, and
+:func:`run`, the stage's entry, does the same from a :class:`~interp_playground.settings.judge.JudgeSettings`, and
 :func:`record_judges` writes the judges actually used into the run's ``config.json``.
 """
 
@@ -55,7 +55,7 @@ class BatchMode:
 
     Attributes:
         poll_interval: seconds between two polls of the batches in flight.
-        client: an ``openai.OpenAI`` client; default :func:`~.batch.make_batch_client` for judge A.
+        client: an ``openai.OpenAI`` client; default :func:`~interp_playground.judge.batch.make_batch_client` for judge A.
         max_wait: stop polling after this many seconds (a one-line error; rerun to resume).
         log: called with one-line progress messages (None: silent).
         stats: filled in with the batch counters.
@@ -99,7 +99,7 @@ def judge_run(
             judges (keys name the model).
         stats: one :class:`JudgeStats` per judge to fill in.
         batch: send the missing requests through the Batch API first (needs the cache).
-        Other arguments: as :func:`~.api.judge_run_dir`.
+        Other arguments: as :func:`~interp_playground.judge.api.judge_run_dir`.
 
     Returns:
         ``{stem: "judged" | "up-to-date"}`` per judge, in the order of ``backends``.
@@ -107,7 +107,7 @@ def judge_run(
     Raises:
         UserError: no judge or more than two, two judges of one model, ``batch`` without a cache, a
             batch that expired or failed (resumable), a judge that writes numbers digit by digit in
-            batch mode, and whatever :func:`~.api.judge_run_dir` refuses.
+            batch mode, and whatever :func:`~interp_playground.judge.api.judge_run_dir` refuses.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     if not 1 <= len(backends) <= 2:

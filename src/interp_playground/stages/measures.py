@@ -16,8 +16,9 @@ loaded only when something is left to measure.
 
 :func:`annotate_judged` then writes the scalar measures into the judged rows as new columns
 (``nll``, ``perplexity``, ``repetition``, ``answer_tokens``, ``projection``), leaving the seed's CSV
-columns as they were. :func:`measure_run_dir` is the stage on its own (``interp-playground measures
-RUN_DIR``), for runs made before it existed too.
+columns as they were. :func:`run` is the stage's entry; ``interp-playground measures RUN_DIR``
+(:func:`interp_playground.commands.measures.measure_run_dir`) runs it on its own, for runs made
+before it existed too.
 """
 
 from __future__ import annotations
