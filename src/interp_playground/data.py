@@ -174,7 +174,7 @@ def _read_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def _read_hub(name: str, split: str) -> tuple[list[dict[str, Any]], list[str]]:
-    from . import models
+    from . import models  # deferred: torch and transformers (reading a local file needs neither)
 
     offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes")
                   for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))

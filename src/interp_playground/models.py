@@ -13,11 +13,14 @@ vectors are added there.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -248,9 +251,6 @@ def _is_hub_id(name: str) -> bool:
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub answers a TCP connection (honours ``HF_ENDPOINT``/``HF_HUB_OFFLINE``)."""
-    import socket
-    from urllib.parse import urlparse
-
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
@@ -341,8 +341,6 @@ def model_shape(name: str = DEFAULT_MODEL, *, revision: str | None = None,
                 trust_remote_code: bool = False) -> tuple[int, int]:
     """``(num_layers, hidden_size)`` of a model from its config alone: no weights are loaded, so a
     mismatch with the steering vectors is found before any expensive work."""
-    import inspect
-
     if name.startswith("tiny-"):
         if name[len("tiny-"):] not in TINY_ARCHS:
             raise UserError(f"unknown tiny model {name!r}; known: {', '.join('tiny-' + a for a in TINY_ARCHS)}")

@@ -52,9 +52,9 @@ def build_parser(prog: str = "interp-playground generate") -> argparse.ArgumentP
 
 def main(argv: list[str]) -> int:
     """Run the command; returns the exit status (``UserError`` is handled by the CLI dispatcher)."""
-    from ..models import check_device
+    args = build_parser().parse_args(argv)  # a bad option costs no torch import
+    from ..models import check_device  # deferred: torch (the device check needs it)
 
-    args = build_parser().parse_args(argv)
     model_s = ModelSettings.from_args(args)
     device = distributed.init(check_device(model_s.device), device_map=model_s.device_map)
     grid = GridSettings.from_args(args, GridSettings(layers=["all"])).validate()

@@ -38,7 +38,7 @@ def check_hf_judge_model(name: str) -> str:
     that is in the local Hugging Face cache or reachable on the hub. Anything else is a one-line
     ``UserError`` that names ``--judge-model``.
     """
-    from ... import models
+    from ... import models  # deferred: torch (the judge's options are checked without it)
 
     if not name:
         raise UserError(f"the hf judge needs a model; pass --judge-model ({_JUDGE_MODEL_CHOICES})")
@@ -52,7 +52,7 @@ def check_hf_judge_model(name: str) -> str:
                 raise UserError(judge_model_hint(f"judge model {name}: {exc}")) from None
         return name
     if name.startswith("tiny-"):
-        from ...tiny import TINY_ARCHS
+        from ...tiny import TINY_ARCHS  # deferred: torch
 
         if name[len("tiny-"):] not in TINY_ARCHS:
             known = ", ".join("tiny-" + a for a in TINY_ARCHS)
