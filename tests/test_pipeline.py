@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from interp_playground.cli import main as cli_main
 from interp_playground.rundir import PLOT_FILES
@@ -76,6 +77,8 @@ def test_run_directory_is_complete(complete_run):
     assert {c["stem"] for c in config["resolved"]["conditions"]} == _stems()
     assert set(config["vector_hashes"]) == set(TRANSFORMS)
     assert config["environment"]["torch"]
+    assert config["environment"]["cpu"] == {"capability": torch.backends.cpu.get_cpu_capability(),
+                                            "threads": torch.get_num_threads()}
     gens = _rows_by_stem(run, "generations_")
     assert set(gens) == _stems()
     assert all(len(rows) == 3 for rows in gens.values())

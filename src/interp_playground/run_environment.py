@@ -26,7 +26,9 @@ def git_commit() -> str | None:
 
 
 def environment_info() -> dict[str, Any]:
-    """Versions of the pieces that change results."""
+    """Versions of the pieces that change results, and the CPU's: its vector instructions and torch's
+    thread count pick the kernels, so a sampled draw near a tie can fall the other way on another
+    machine (a run on the CPU is reproduced exactly where these match)."""
     import torch
     import transformers
 
@@ -37,6 +39,7 @@ def environment_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu": {"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()},
         "git_commit": git_commit(),
     }
 
