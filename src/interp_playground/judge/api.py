@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..io import PathLike, atomic_write_json, atomic_write_text, csv_text, read_json
+from ..rows.join import read_rows
 from ..rundir import GENERATIONS_PREFIX, JUDGE_CACHE_FILE, JUDGED_PREFIX, RunDir
 from ..settings.judge import DEFAULT_CONCURRENCY
 from .backends import JudgeBackend, make_backend
@@ -57,14 +58,9 @@ CACHE_FILENAME = JUDGE_CACHE_FILE
 def load_generations(path: PathLike) -> list[dict[str, Any]]:
     """Read a generations JSON file (a list of rows with ``question`` and ``response``)."""
     p = Path(path)
-    try:
-        data = read_json(p)
-    except FileNotFoundError:
-        raise UserError(f"generations file not found: {p}") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read generations file {p}: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise UserError(f"{p} is not a JSON list of generation rows")
+    if not p.exists():
+        raise UserError(f"generations file not found: {p}")
+    data = read_rows(p, "generation")
     for n, row in enumerate(data):
         if "question" not in row or ("response" not in row and "answer" not in row):
             raise UserError(f"{p}: row {n} has no 'question' or 'response' field")

@@ -267,7 +267,7 @@ def read_rows(path: PathLike, what: str) -> list[dict[str, Any]]:
     try:
         data = read_json(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
+        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"{path} is not a JSON list of {what} rows")
     return data
