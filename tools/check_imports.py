@@ -31,7 +31,7 @@ PACKAGE = "interp_playground"
 
 #: (level, module patterns), lowest level first.
 LEVELS: list[tuple[str, list[str]]] = [
-    ("values", ["_version", "errors", "io", "conditions", "settings", "settings.*", "rows", "rows.*", "rundir", "distributed",
+    ("values", ["_version", "_lazy", "errors", "io", "conditions", "settings", "settings.*", "rows", "rows.*", "rundir", "distributed",
                 "questions", "chat", "tiny", "stats", "vector_names", "judge", "judge.scoring", "judge.prompts",
                 "judge.identity"]),
     ("infrastructure", ["models", "steering", "data", "transforms", "vector_file", "activations", "extract", "engine", "engine.**",
